@@ -1,0 +1,103 @@
+//! The admin server: `/healthz`, `/readyz`, `/metrics` and `/table` on `--admin-addr`.
+//!
+//! Data flow: reads the published table and the metrics registry; writes nothing. It keeps
+//! serving while the proxy drains so that `/readyz` can report the shutdown.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::table::TableReader;
+
+/// What the admin endpoints read.
+#[derive(Clone, Debug)]
+pub struct AdminState {
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Current routing table.
+    pub table: TableReader,
+    /// Set when shutdown begins: `/readyz` turns 503 so load balancers stop sending.
+    pub draining: Arc<AtomicBool>,
+}
+
+/// Serves the admin endpoints until `shutdown`.
+pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
+    let state = Arc::new(state);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("admin accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, &req)) }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp
+}
+
+fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n");
+    }
+    match req.uri().path() {
+        "/healthz" | "/livez" => text(StatusCode::OK, "text/plain", "ok\n"),
+        "/readyz" => {
+            if state.draining.load(Ordering::Relaxed) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
+            } else if state.table.load().is_ready() {
+                text(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no routing table published yet\n")
+            }
+        }
+        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render()),
+        "/table" => {
+            let t = state.table.load();
+            let body = serde_json::json!({
+                "ready": t.is_ready(),
+                "generation": t.generation(),
+                "ingresses": t.ingress_count(),
+                "hosts": t.host_count(),
+                "routes": t.route_count(),
+                "problems": t.diagnostics().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            });
+            text(StatusCode::OK, "application/json", format!("{body:#}\n"))
+        }
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found; try /healthz /readyz /metrics /table\n"),
+    }
+}

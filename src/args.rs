@@ -1,0 +1,257 @@
+//! Command line and environment: every flag also reads `ERRATUM_*`.
+//!
+//! Validation happens here, before any port is bound; `main` exits with 64 (EX_USAGE) on any
+//! error so a bad rollout fails fast and visibly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::proxy::ProxyConfig;
+use crate::runtime::RunConfig;
+use crate::source::files::Folder;
+use crate::table::{BuildConfig, ServiceRef};
+
+/// Exit code for bad flags or configuration (sysexits EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+
+/// Configuration errors found before starting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The manifests folder is missing or unreadable.
+    #[error(transparent)]
+    Manifests(#[from] crate::source::files::Error),
+    /// Kubernetes mode is not available in this build.
+    #[error("--manifests DIR is required: watching a Kubernetes API server is not implemented yet")]
+    NoSource,
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// erratum: a Kubernetes ingress controller with CloudFront-style error pages and error caching.
+#[derive(Debug, Parser)]
+#[command(name = "erratum", version, about, propagate_version = true)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, env = "ERRATUM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `erratum=debug`).
+    #[arg(long, env = "ERRATUM_LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the ingress controller.
+    Run(RunArgs),
+    /// Run a local demo: a built-in origin plus erratum on examples/quickstart.
+    Demo(DemoArgs),
+}
+
+/// Data-plane tuning shared by `run` and `demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TuningArgs {
+    /// TCP connect timeout to upstreams (a timeout answers 504).
+    #[arg(long, env = "ERRATUM_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub upstream_connect_timeout: Duration,
+    /// Time allowed for an upstream's response headers (a timeout answers 504).
+    #[arg(long, env = "ERRATUM_UPSTREAM_RESPONSE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub upstream_response_timeout: Duration,
+    /// Time a client has to send its request headers.
+    #[arg(long, env = "ERRATUM_CLIENT_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub client_header_timeout: Duration,
+    /// Largest request head (request line and headers) accepted, in bytes.
+    #[arg(long, env = "ERRATUM_MAX_HEADER_BYTES", default_value_t = 65536)]
+    pub max_header_bytes: usize,
+    /// Most request headers accepted.
+    #[arg(long, env = "ERRATUM_MAX_HEADERS", default_value_t = 100)]
+    pub max_headers: usize,
+    /// How long in-flight requests may finish after SIGTERM.
+    #[arg(long, env = "ERRATUM_SHUTDOWN_DRAIN", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub shutdown_drain: Duration,
+    /// Worker threads (default: one per CPU).
+    #[arg(long, env = "ERRATUM_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+impl TuningArgs {
+    fn proxy_config(&self) -> Result<ProxyConfig, Error> {
+        let positive = |name: &str, d: Duration| {
+            if d.is_zero() { Err(Error::Invalid(format!("--{name} must be greater than zero"))) } else { Ok(d) }
+        };
+        if self.workers == Some(0) {
+            return Err(Error::Invalid("--workers must be at least 1".into()));
+        }
+        if !(1024..=1 << 20).contains(&self.max_header_bytes) {
+            return Err(Error::Invalid("--max-header-bytes must be between 1024 and 1048576".into()));
+        }
+        if !(1..=1000).contains(&self.max_headers) {
+            return Err(Error::Invalid("--max-headers must be between 1 and 1000".into()));
+        }
+        Ok(ProxyConfig {
+            connect_timeout: positive("upstream-connect-timeout", self.upstream_connect_timeout)?,
+            response_timeout: positive("upstream-response-timeout", self.upstream_response_timeout)?,
+            header_read_timeout: positive("client-header-timeout", self.client_header_timeout)?,
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+        })
+    }
+}
+
+/// A listener address that can be turned off with `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for OptionalAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "" | "off" | "none" => Ok(Self(None)),
+            _ => s.parse().map(|a| Self(Some(a))).map_err(|e| format!("{e} (use an address like 0.0.0.0:8443, or \"off\")")),
+        }
+    }
+}
+
+/// `erratum run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Folder of Kubernetes manifests to serve (file mode, no cluster needed). Watched for changes.
+    #[arg(long, env = "ERRATUM_MANIFESTS")]
+    pub manifests: Option<PathBuf>,
+    /// Plain HTTP listener (HTTP/1.1 and h2c).
+    #[arg(long, env = "ERRATUM_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// HTTPS listener (HTTP/1.1 and h2 by ALPN), or "off".
+    #[arg(long, env = "ERRATUM_HTTPS_ADDR", default_value = "0.0.0.0:8443")]
+    pub https_addr: OptionalAddr,
+    /// Admin listener: /healthz, /readyz, /metrics, /table.
+    #[arg(long, env = "ERRATUM_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
+    pub admin_addr: SocketAddr,
+    /// IngressClass name to serve.
+    #[arg(long, env = "ERRATUM_INGRESS_CLASS", default_value = "erratum")]
+    pub ingress_class: String,
+    /// `spec.controller` value of our IngressClass.
+    #[arg(long, env = "ERRATUM_CONTROLLER_NAME", default_value = "erratum.dev/ingress-controller")]
+    pub controller_name: String,
+    /// Catch-all backend when no Ingress provides one: NAMESPACE/SERVICE:PORT.
+    #[arg(long, env = "ERRATUM_DEFAULT_BACKEND")]
+    pub default_backend: Option<ServiceRef>,
+    /// Data-plane tuning.
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+}
+
+impl RunArgs {
+    /// Validates everything that can be checked without binding a port.
+    pub fn into_config(self) -> Result<RunConfig, Error> {
+        let proxy = self.tuning.proxy_config()?;
+        let dir = self.manifests.ok_or(Error::NoSource)?;
+        Folder::open(&dir)?;
+        if self.ingress_class.is_empty() {
+            return Err(Error::Invalid("--ingress-class must not be empty".into()));
+        }
+        Ok(RunConfig {
+            manifests: dir,
+            http_addr: self.http_addr,
+            https_addr: self.https_addr.0,
+            admin_addr: self.admin_addr,
+            build: BuildConfig {
+                ingress_class: self.ingress_class,
+                controller_name: self.controller_name,
+                default_backend: self.default_backend,
+            },
+            proxy,
+            drain_timeout: self.tuning.shutdown_drain,
+        })
+    }
+}
+
+/// `erratum demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Plain HTTP listener.
+    #[arg(long, env = "ERRATUM_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// HTTPS listener, or "off".
+    #[arg(long, env = "ERRATUM_HTTPS_ADDR", default_value = "127.0.0.1:8443")]
+    pub https_addr: OptionalAddr,
+    /// Admin listener.
+    #[arg(long, env = "ERRATUM_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
+    pub admin_addr: SocketAddr,
+    /// Data-plane tuning.
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+}
+
+impl DemoArgs {
+    /// The run configuration for a manifests folder.
+    pub fn into_config(self, manifests: PathBuf) -> Result<RunConfig, Error> {
+        RunArgs {
+            manifests: Some(manifests),
+            http_addr: self.http_addr,
+            https_addr: self.https_addr,
+            admin_addr: self.admin_addr,
+            ingress_class: "erratum".into(),
+            controller_name: "erratum.dev/ingress-controller".into(),
+            default_backend: None,
+            tuning: self.tuning,
+        }
+        .into_config()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("erratum").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_documented_flags() {
+        let Command::Run(run) = parse(&["run", "--manifests", "."]).unwrap().command else { panic!() };
+        assert_eq!(run.http_addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(run.https_addr, OptionalAddr(Some("0.0.0.0:8443".parse().unwrap())));
+        assert_eq!(run.tuning.upstream_connect_timeout, Duration::from_secs(5));
+        assert_eq!(run.tuning.upstream_response_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(parse(&["run", "--http-addr", "nope"]).is_err());
+        assert!(parse(&["run", "--default-backend", "svc-without-namespace"]).is_err());
+        assert!(parse(&["run", "--upstream-connect-timeout", "soon"]).is_err());
+        let Command::Run(run) = parse(&["run", "--manifests", "/nonexistent/erratum"]).unwrap().command else {
+            panic!()
+        };
+        assert!(matches!(run.into_config(), Err(Error::Manifests(_))));
+        let Command::Run(run) = parse(&["run", "--manifests", ".", "--workers", "0"]).unwrap().command else {
+            panic!()
+        };
+        assert!(matches!(run.into_config(), Err(Error::Invalid(_))));
+    }
+
+    #[test]
+    fn https_can_be_turned_off() {
+        let Command::Run(run) = parse(&["run", "--https-addr", "off"]).unwrap().command else { panic!() };
+        assert_eq!(run.https_addr, OptionalAddr(None));
+    }
+}

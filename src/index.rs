@@ -1,0 +1,183 @@
+//! The Index: every Kubernetes object erratum routes from, as plain k8s-openapi values.
+//!
+//! Data flow: a source (the manifests folder now, the Kubernetes API later) is the single
+//! writer of an `Index`; the publisher hands a snapshot of it to the pure
+//! [`RoutingTable::build`](crate::table::RoutingTable::build). The Index does no validation
+//! beyond identity: what an object *means* is decided by the table build, so both sources
+//! share one implementation of the Ingress semantics.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// Namespace used for objects whose manifest does not name one, as `kubectl apply` would.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// `namespace/name` of a namespaced object.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// Namespace (never empty; see [`DEFAULT_NAMESPACE`]).
+    pub namespace: String,
+    /// Object name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// Builds a key from its parts.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { namespace: namespace.into(), name: name.into() }
+    }
+
+    /// The key of an object from its metadata, defaulting the namespace.
+    pub fn of(meta: &ObjectMeta) -> Self {
+        Self {
+            namespace: meta.namespace.clone().filter(|ns| !ns.is_empty()).unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One object of a kind erratum understands.
+#[derive(Clone, Debug)]
+pub enum Object {
+    /// networking.k8s.io/v1 IngressClass (cluster-scoped).
+    IngressClass(Box<IngressClass>),
+    /// networking.k8s.io/v1 Ingress.
+    Ingress(Box<Ingress>),
+    /// v1 Service.
+    Service(Box<Service>),
+    /// discovery.k8s.io/v1 EndpointSlice.
+    EndpointSlice(Box<EndpointSlice>),
+    /// v1 Secret (only `kubernetes.io/tls` ones are used).
+    Secret(Box<Secret>),
+    /// v1 ConfigMap (page bodies for error policies).
+    ConfigMap(Box<ConfigMap>),
+    /// erratum.dev/v1alpha1 ErrorPagePolicy, kept as raw JSON until its types land.
+    ErrorPagePolicy(Box<serde_json::Value>),
+}
+
+impl Object {
+    /// The kind name, as written in manifests.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::IngressClass(_) => "IngressClass",
+            Object::Ingress(_) => "Ingress",
+            Object::Service(_) => "Service",
+            Object::EndpointSlice(_) => "EndpointSlice",
+            Object::Secret(_) => "Secret",
+            Object::ConfigMap(_) => "ConfigMap",
+            Object::ErrorPagePolicy(_) => "ErrorPagePolicy",
+        }
+    }
+
+    /// `namespace/name`; cluster-scoped kinds use an empty namespace.
+    pub fn key(&self) -> ObjectKey {
+        match self {
+            Object::IngressClass(o) => ObjectKey::new("", o.metadata.name.clone().unwrap_or_default()),
+            Object::Ingress(o) => ObjectKey::of(&o.metadata),
+            Object::Service(o) => ObjectKey::of(&o.metadata),
+            Object::EndpointSlice(o) => ObjectKey::of(&o.metadata),
+            Object::Secret(o) => ObjectKey::of(&o.metadata),
+            Object::ConfigMap(o) => ObjectKey::of(&o.metadata),
+            Object::ErrorPagePolicy(v) => {
+                let meta = &v["metadata"];
+                let ns = meta["namespace"].as_str().filter(|s| !s.is_empty()).unwrap_or(DEFAULT_NAMESPACE);
+                ObjectKey::new(ns, meta["name"].as_str().unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// Every object erratum routes from, keyed by kind and `namespace/name`.
+///
+/// Maps are ordered so that anything derived from the Index is deterministic.
+#[derive(Clone, Debug, Default)]
+pub struct Index {
+    /// IngressClasses by name (namespace empty).
+    pub ingress_classes: BTreeMap<ObjectKey, IngressClass>,
+    /// Ingresses.
+    pub ingresses: BTreeMap<ObjectKey, Ingress>,
+    /// Services.
+    pub services: BTreeMap<ObjectKey, Service>,
+    /// EndpointSlices.
+    pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
+    /// Secrets.
+    pub secrets: BTreeMap<ObjectKey, Secret>,
+    /// ConfigMaps.
+    pub config_maps: BTreeMap<ObjectKey, ConfigMap>,
+    /// ErrorPagePolicies (raw until the API issue defines their types).
+    pub policies: BTreeMap<ObjectKey, serde_json::Value>,
+}
+
+impl Index {
+    /// Inserts or replaces an object. Returns the previous object of the same kind and key,
+    /// so a caller loading several files can report duplicates.
+    pub fn apply(&mut self, obj: Object) -> Option<Object> {
+        let key = obj.key();
+        match obj {
+            Object::IngressClass(o) => self.ingress_classes.insert(key, *o).map(|o| Object::IngressClass(Box::new(o))),
+            Object::Ingress(o) => self.ingresses.insert(key, *o).map(|o| Object::Ingress(Box::new(o))),
+            Object::Service(o) => self.services.insert(key, *o).map(|o| Object::Service(Box::new(o))),
+            Object::EndpointSlice(o) => {
+                self.endpoint_slices.insert(key, *o).map(|o| Object::EndpointSlice(Box::new(o)))
+            }
+            Object::Secret(o) => self.secrets.insert(key, *o).map(|o| Object::Secret(Box::new(o))),
+            Object::ConfigMap(o) => self.config_maps.insert(key, *o).map(|o| Object::ConfigMap(Box::new(o))),
+            Object::ErrorPagePolicy(o) => self.policies.insert(key, *o).map(|o| Object::ErrorPagePolicy(Box::new(o))),
+        }
+    }
+
+    /// Whether an object of this kind and key is present.
+    pub fn contains(&self, kind: &str, key: &ObjectKey) -> bool {
+        match kind {
+            "IngressClass" => self.ingress_classes.contains_key(key),
+            "Ingress" => self.ingresses.contains_key(key),
+            "Service" => self.services.contains_key(key),
+            "EndpointSlice" => self.endpoint_slices.contains_key(key),
+            "Secret" => self.secrets.contains_key(key),
+            "ConfigMap" => self.config_maps.contains_key(key),
+            "ErrorPagePolicy" => self.policies.contains_key(key),
+            _ => false,
+        }
+    }
+
+    /// Removes an object by kind and key; returns whether it was present.
+    pub fn delete(&mut self, kind: &str, key: &ObjectKey) -> bool {
+        match kind {
+            "IngressClass" => self.ingress_classes.remove(key).is_some(),
+            "Ingress" => self.ingresses.remove(key).is_some(),
+            "Service" => self.services.remove(key).is_some(),
+            "EndpointSlice" => self.endpoint_slices.remove(key).is_some(),
+            "Secret" => self.secrets.remove(key).is_some(),
+            "ConfigMap" => self.config_maps.remove(key).is_some(),
+            "ErrorPagePolicy" => self.policies.remove(key).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Number of objects of every kind.
+    pub fn len(&self) -> usize {
+        self.ingress_classes.len()
+            + self.ingresses.len()
+            + self.services.len()
+            + self.endpoint_slices.len()
+            + self.secrets.len()
+            + self.config_maps.len()
+            + self.policies.len()
+    }
+
+    /// Whether the index holds no object at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,67 @@
+//! The `erratum` binary: parse flags, set up logging, start the runtime.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use erratum::args::{Args, Command, EXIT_USAGE};
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not errors.
+            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    if let Err(e) = erratum::telemetry::init(args.log_format, &args.log_level) {
+        eprintln!("erratum: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let (workers, task) = match args.command {
+        Command::Run(run) => {
+            let workers = run.tuning.workers;
+            match run.into_config() {
+                Ok(config) => (workers, Task::Run(config)),
+                Err(e) => {
+                    eprintln!("erratum: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+        }
+        Command::Demo(demo) => (demo.tuning.workers, Task::Demo(demo)),
+    };
+    match run(workers, task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("erratum: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Task {
+    Run(erratum::runtime::RunConfig),
+    Demo(erratum::args::DemoArgs),
+}
+
+fn run(workers: Option<usize>, task: Task) -> anyhow::Result<()> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("erratum-worker");
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    let rt = builder.build().context("starting the async runtime")?;
+    rt.block_on(async {
+        match task {
+            Task::Run(config) => {
+                let running = erratum::runtime::start(config).await?;
+                running.run_until_signal().await;
+            }
+            Task::Demo(args) => erratum::demo::run(args).await?,
+        }
+        anyhow::Ok(())
+    })
+}

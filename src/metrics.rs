@@ -1,0 +1,185 @@
+//! Prometheus metrics: one explicit registry, one struct per group.
+//!
+//! Data flow: the proxy, the sources and the publisher record here; the admin server renders
+//! the registry at `/metrics`. Labels stay low-cardinality: namespace, Ingress, status class,
+//! never the path or host.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Error registering a metric (a duplicate name is a programming error caught by tests).
+pub type Error = prometheus::Error;
+
+/// All metrics of one erratum process.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Data-plane metrics.
+    pub proxy: ProxyMetrics,
+    /// Routing-table and configuration metrics.
+    pub table: TableMetrics,
+}
+
+impl Metrics {
+    /// Creates a registry and registers every group in it.
+    pub fn new() -> Result<Self, Error> {
+        let registry = Registry::new();
+        Ok(Self { proxy: ProxyMetrics::register(&registry)?, table: TableMetrics::register(&registry)?, registry })
+    }
+
+    /// The registry, for groups registered by later subsystems.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Renders the Prometheus text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: T) -> Result<T, Error> {
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+/// Status class label (`2xx`…`5xx`), or `none` when there was no upstream response.
+pub fn status_class(status: Option<u16>) -> &'static str {
+    match status {
+        Some(100..=199) => "1xx",
+        Some(200..=299) => "2xx",
+        Some(300..=399) => "3xx",
+        Some(400..=499) => "4xx",
+        Some(500..=599) => "5xx",
+        Some(_) => "other",
+        None => "none",
+    }
+}
+
+/// Data-plane metrics.
+#[derive(Clone, Debug)]
+pub struct ProxyMetrics {
+    /// `erratum_requests_total{namespace,ingress,status_class,upstream_status_class}`: both the
+    /// served and the upstream status, so a replaced error never hides the real failure.
+    pub requests: IntCounterVec,
+    /// `erratum_upstream_response_seconds{namespace,ingress}`: time to upstream response headers.
+    pub upstream_seconds: HistogramVec,
+    /// `erratum_proxy_errors_total{reason}`: responses erratum made itself.
+    pub proxy_errors: IntCounterVec,
+    /// `erratum_connections_open{listener}`.
+    pub connections: IntGaugeVec,
+}
+
+impl ProxyMetrics {
+    /// Registers the group.
+    pub fn register(r: &Registry) -> Result<Self, Error> {
+        Ok(Self {
+            requests: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("erratum_requests_total", "Requests served, by Ingress, served and upstream status class"),
+                    &["namespace", "ingress", "status_class", "upstream_status_class"],
+                )?,
+            )?,
+            upstream_seconds: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "erratum_upstream_response_seconds",
+                        "Time from sending the request upstream to its response headers",
+                    )
+                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+                    &["namespace", "ingress"],
+                )?,
+            )?,
+            proxy_errors: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("erratum_proxy_errors_total", "Error responses made by erratum itself, by reason"),
+                    &["reason"],
+                )?,
+            )?,
+            connections: register(
+                r,
+                IntGaugeVec::new(Opts::new("erratum_connections_open", "Open client connections"), &["listener"])?,
+            )?,
+        })
+    }
+}
+
+/// Routing-table and configuration metrics.
+#[derive(Clone, Debug)]
+pub struct TableMetrics {
+    /// `erratum_table_rebuilds_total`.
+    pub rebuilds: IntCounter,
+    /// `erratum_table_rebuild_duration_seconds`.
+    pub rebuild_seconds: Histogram,
+    /// `erratum_table_generation`.
+    pub generation: IntGauge,
+    /// `erratum_table_ingresses`, `_hosts`, `_routes`.
+    pub ingresses: IntGauge,
+    /// Hosts with rules.
+    pub hosts: IntGauge,
+    /// Path rules.
+    pub routes: IntGauge,
+    /// `erratum_config_problems`: diagnostics of the current table (bad references, conflicts).
+    pub problems: IntGauge,
+    /// `erratum_manifest_errors_total{reason}`: manifest documents rejected (syntax, schema,
+    /// unknown kind, duplicate, unreadable).
+    pub manifest_errors: IntCounterVec,
+    /// `erratum_objects{kind}`: objects in the Index.
+    pub objects: IntGaugeVec,
+}
+
+impl TableMetrics {
+    /// Registers the group.
+    pub fn register(r: &Registry) -> Result<Self, Error> {
+        Ok(Self {
+            rebuilds: register(r, IntCounter::new("erratum_table_rebuilds_total", "Routing tables built and published")?)?,
+            rebuild_seconds: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new("erratum_table_rebuild_duration_seconds", "Time to build a routing table")
+                        .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+                )?,
+            )?,
+            generation: register(r, IntGauge::new("erratum_table_generation", "Generation of the published table")?)?,
+            ingresses: register(r, IntGauge::new("erratum_table_ingresses", "Ingresses of our class in the table")?)?,
+            hosts: register(r, IntGauge::new("erratum_table_hosts", "Hosts with rules in the table")?)?,
+            routes: register(r, IntGauge::new("erratum_table_routes", "Path rules in the table")?)?,
+            problems: register(
+                r,
+                IntGauge::new("erratum_config_problems", "Problems found building the current table")?,
+            )?,
+            manifest_errors: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("erratum_manifest_errors_total", "Manifest documents rejected, by reason"),
+                    &["reason"],
+                )?,
+            )?,
+            objects: register(
+                r,
+                IntGaugeVec::new(Opts::new("erratum_objects", "Objects in the index, by kind"), &["kind"])?,
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_registers_once() {
+        let m = Metrics::new().expect("metric names are unique");
+        m.proxy.requests.with_label_values(&["ns", "ing", "2xx", "2xx"]).inc();
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains("erratum_requests_total{ingress=\"ing\",namespace=\"ns\""), "{text}");
+    }
+}

@@ -1,0 +1,190 @@
+//! A small HTTP origin that misbehaves on demand: the `erratum demo` backend, and the upstream
+//! of the scenario tests and benchmarks. One implementation serves all three.
+//!
+//! Paths:
+//! - `/` and anything unlisted: 200 with a short text
+//! - `/status/CODE`: answers CODE
+//! - `/missing/...`: 404, `/boom`: 500, `/unavailable`: 503
+//! - `/slow/MS`: waits MS milliseconds, then 200
+//! - `/reset`: drops the connection without answering
+//! - `/bytes/N`: 200 with N bytes
+//! - `/echo`: 200, the request's method, URI and headers as JSON
+//! - an `Upgrade` request: 101, then echoes raw bytes
+//!
+//! Query parameters on any path: `delay_ms=N` waits first; `set-header=Name:Value` (repeatable)
+//! adds a response header.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A running origin.
+#[derive(Debug)]
+pub struct Origin {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    hits: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+}
+
+impl Origin {
+    /// Starts an origin on `addr` (use port 0 for any free port).
+    pub async fn start(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let hits = Arc::new(AtomicU64::new(0));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(accept_loop(listener, hits.clone(), shutdown.clone()));
+        Ok(Self { addr, hits, shutdown })
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting; open connections end with their current request.
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, hits: Arc<AtomicU64>, shutdown: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(_) => continue,
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let hits = hits.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                hits.fetch_add(1, Ordering::SeqCst);
+                answer(req)
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// The error returned to make hyper drop the connection without a response.
+#[derive(Debug)]
+struct Reset;
+
+impl std::fmt::Display for Reset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reset on purpose")
+    }
+}
+
+impl std::error::Error for Reset {}
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+async fn answer(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Reset> {
+    let query = req.uri().query().unwrap_or("").to_string();
+    let mut extra_headers = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "delay_ms" => {
+                if let Ok(ms) = value.parse() {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+            }
+            "set-header" => {
+                if let Some((name, value)) = value.split_once(':') {
+                    if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+                        extra_headers.push((n, v));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    if req.headers().contains_key(header::UPGRADE) {
+        let protocol = req.headers()[header::UPGRADE].clone();
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on_upgrade.await {
+                let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        let mut resp = reply(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
+        resp.headers_mut().remove(header::CONTENT_TYPE);
+        resp.headers_mut().insert(header::UPGRADE, protocol);
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        return Ok(resp);
+    }
+
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let mut resp = match segments.as_slice() {
+        ["status", code, ..] => match code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()) {
+            Some(status) => reply(status, format!("origin says {}\n", status.as_u16())),
+            None => reply(StatusCode::BAD_REQUEST, "bad status code\n"),
+        },
+        ["missing", ..] => reply(StatusCode::NOT_FOUND, "origin: not found\n"),
+        ["boom", ..] => reply(StatusCode::INTERNAL_SERVER_ERROR, "origin: internal error\n"),
+        ["unavailable", ..] => reply(StatusCode::SERVICE_UNAVAILABLE, "origin: unavailable\n"),
+        ["slow", ms, ..] => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(1000))).await;
+            reply(StatusCode::OK, "origin: slow answer\n")
+        }
+        ["reset", ..] => return Err(Reset),
+        ["bytes", n, ..] => reply(StatusCode::OK, vec![b'x'; n.parse::<usize>().unwrap_or(0).min(64 << 20)]),
+        ["echo", ..] => {
+            let headers: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned())))
+                .collect();
+            let body = serde_json::json!({
+                "method": req.method().as_str(),
+                "uri": req.uri().to_string(),
+                "headers": headers,
+            });
+            let mut r = reply(StatusCode::OK, body.to_string());
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        _ => reply(StatusCode::OK, format!("hello from the erratum demo origin: {path}\n")),
+    };
+    for (name, value) in extra_headers {
+        resp.headers_mut().append(name, value);
+    }
+    Ok(resp)
+}

@@ -1,0 +1,121 @@
+//! The data plane: listeners, connections, TLS, graceful drain.
+//!
+//! Data flow: accept -> (TLS handshake, certificate by SNI from the current table) -> hyper
+//! auto connection (HTTP/1.1 or HTTP/2, upgrades allowed) -> [`service::Proxy::handle`].
+//! The proxy sees only a [`TableReader`](crate::table::TableReader); it never imports kube.
+
+pub mod intercept;
+pub mod service;
+pub mod tls;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::ProxyMetrics;
+pub use service::{ConnInfo, Proxy, ProxyConfig};
+
+/// Error type carried by bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Response body type.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// Longest a client may take to finish the TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Builds the hyper connection builder with erratum's limits.
+fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes.max(8192))
+        .max_headers(config.max_headers);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .max_pending_accept_reset_streams(64)
+        .max_local_error_reset_streams(256);
+    b
+}
+
+/// Serves one listener until `shutdown` fires, then drains in-flight requests for at most
+/// `drain`. `tls` turns the listener into HTTPS.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    proxy: Arc<Proxy>,
+    metrics: ProxyMetrics,
+    shutdown: CancellationToken,
+    drain: Duration,
+) {
+    let name = if tls.is_some() { "https" } else { "http" };
+    let builder = Arc::new(builder(proxy.config()));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(listener = name, "accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let proxy = proxy.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let gauge = metrics.connections.with_label_values(&[name]);
+        tokio::spawn(async move {
+            gauge.inc();
+            let conn = ConnInfo { peer, tls: tls.is_some() };
+            let service = service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, conn).await) }
+            });
+            let result = match tls {
+                None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await,
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => {
+                        watcher
+                            .watch(builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service).into_owned())
+                            .await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        Ok(())
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, "connection ended with error: {e}");
+            }
+            gauge.dec();
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!(listener = name, "drain time of {drain:?} elapsed; closing remaining connections");
+    }
+}

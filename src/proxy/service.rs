@@ -1,0 +1,378 @@
+//! Per-request handling: table lookup -> upstream -> `intercept::decide` -> response.
+//!
+//! The table is loaded once per request (one atomic load, never a lock). Request and response
+//! bodies stream through; only erratum-made replies are whole in memory.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::intercept::{self, Decision, Outcome, ProxyError, Reply};
+use super::upstream::{self, UpstreamClient};
+use super::{Body, BoxError};
+use crate::metrics::{ProxyMetrics, status_class};
+use crate::table::{Pick, Route, TableReader};
+
+/// `X-Request-ID`: kept when the client sends a sane one, generated otherwise.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Longest client-sent request id that is kept.
+const MAX_REQUEST_ID_LEN: usize = 200;
+
+/// Timeouts and limits of the data plane.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// TCP connect timeout to an upstream (-> 504 when it fires, rule 42).
+    pub connect_timeout: Duration,
+    /// Time from sending a request to the upstream's response headers (-> 504).
+    pub response_timeout: Duration,
+    /// Time a client has to send its request headers (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line + headers) accepted, in bytes (-> 431).
+    pub max_header_bytes: usize,
+    /// Most request headers accepted (-> 431).
+    pub max_headers: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+/// What the proxy knows about the client connection.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS (for `X-Forwarded-Proto`).
+    pub tls: bool,
+}
+
+/// The request handler shared by every connection.
+#[derive(Debug)]
+pub struct Proxy {
+    table: TableReader,
+    client: UpstreamClient,
+    metrics: ProxyMetrics,
+    config: ProxyConfig,
+}
+
+impl Proxy {
+    /// Creates the handler.
+    pub fn new(table: TableReader, metrics: ProxyMetrics, config: ProxyConfig) -> Self {
+        Self { client: upstream::client(config.connect_timeout), table, metrics, config }
+    }
+
+    /// The data-plane configuration.
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
+    }
+
+    /// Handles one request end to end. Never fails: every error becomes a response.
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+        let request_id = request_id(req.headers());
+        let table = self.table.load();
+        if !table.is_ready() {
+            return self.fail(None, &ProxyError::NotReady, &request_id);
+        }
+        let host = request_host(&req);
+        let Some(route) = table.find(&host, req.uri().path()) else {
+            let err = ProxyError::NoRoute { host, path: req.uri().path().to_string() };
+            return self.fail(None, &err, &request_id);
+        };
+
+        let authority = match route.backend.pick() {
+            Pick::Addr(addr) => addr.to_string(),
+            Pick::Name(name, port) => format!("{name}:{port}"),
+            Pick::Unavailable(reason) => {
+                let err =
+                    ProxyError::NoEndpoints { service: route.backend.service.to_string(), reason: reason.to_string() };
+                return self.fail(Some(route), &err, &request_id);
+            }
+        };
+
+        let path_and_query = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+        let uri = match Uri::builder().scheme("http").authority(authority.as_str()).path_and_query(path_and_query).build()
+        {
+            Ok(uri) => uri,
+            Err(e) => {
+                let err = ProxyError::UpstreamConnect { upstream: authority.clone(), reason: e.to_string() };
+                return self.fail(Some(route), &err, &request_id);
+            }
+        };
+
+        let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+        let (mut parts, body) = req.into_parts();
+        prepare_request_headers(&mut parts.headers, &host, &conn, &request_id, upgrade);
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let upstream_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
+
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.config.response_timeout, self.client.request(upstream_req)).await;
+        let (ns, ing) = labels(Some(route));
+        self.metrics.upstream_seconds.with_label_values(&[ns, ing]).observe(started.elapsed().as_secs_f64());
+
+        let mut resp = match result {
+            Err(_) => {
+                let err = ProxyError::UpstreamTimeout { upstream: authority, after: self.config.response_timeout };
+                return self.fail(Some(route), &err, &request_id);
+            }
+            Ok(Err(e)) => {
+                let err = upstream::classify(&e, &authority, self.config.connect_timeout);
+                return self.fail(Some(route), &err, &request_id);
+            }
+            Ok(Ok(resp)) => resp,
+        };
+
+        let upstream_status = resp.status();
+        if upstream_status == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                        Ok((client, upstream)) => {
+                            let mut client = TokioIo::new(client);
+                            let mut upstream = TokioIo::new(upstream);
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        }
+                        Err(e) => tracing::debug!("upgrade failed: {e}"),
+                    }
+                });
+            }
+        }
+
+        match intercept::decide(Some(route), Outcome::Upstream { status: upstream_status, headers: resp.headers() }) {
+            Decision::PassThrough => {
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers, upstream_status == StatusCode::SWITCHING_PROTOCOLS);
+                self.count(Some(route), parts.status, Some(upstream_status));
+                Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+            }
+            Decision::Replace(reply) => {
+                // The replaced body is dropped here; draining it back to the pool comes with
+                // the error-page engine.
+                self.count(Some(route), reply.status, Some(upstream_status));
+                into_response(reply, &request_id)
+            }
+        }
+    }
+
+    fn fail(&self, route: Option<&Arc<Route>>, err: &ProxyError, request_id: &HeaderValue) -> Response<Body> {
+        let route = route.map(|r| &**r);
+        match err {
+            ProxyError::NotReady | ProxyError::NoRoute { .. } => tracing::debug!("{err}"),
+            _ => tracing::warn!(request_id = request_id.to_str().unwrap_or(""), "{err}"),
+        }
+        self.metrics.proxy_errors.with_label_values(&[err.reason()]).inc();
+        let reply = match intercept::decide(route, Outcome::Proxy(err)) {
+            Decision::Replace(reply) => reply,
+            Decision::PassThrough => intercept::builtin(err.status()),
+        };
+        self.count_route(route, reply.status, None);
+        into_response(reply, request_id)
+    }
+
+    fn count(&self, route: Option<&Arc<Route>>, served: StatusCode, upstream: Option<StatusCode>) {
+        self.count_route(route.map(|r| &**r), served, upstream)
+    }
+
+    fn count_route(&self, route: Option<&Route>, served: StatusCode, upstream: Option<StatusCode>) {
+        let (ns, ing) = match route.and_then(|r| r.ingress.as_ref()) {
+            Some(k) => (k.namespace.as_str(), k.name.as_str()),
+            None => ("", ""),
+        };
+        self.metrics
+            .requests
+            .with_label_values(&[ns, ing, status_class(Some(served.as_u16())), status_class(upstream.map(|s| s.as_u16()))])
+            .inc();
+    }
+}
+
+fn labels(route: Option<&Arc<Route>>) -> (&str, &str) {
+    match route.and_then(|r| r.ingress.as_ref()) {
+        Some(k) => (k.namespace.as_str(), k.name.as_str()),
+        None => ("", ""),
+    }
+}
+
+fn into_response(reply: Reply, request_id: &HeaderValue) -> Response<Body> {
+    let mut resp = Response::new(Full::new(reply.body).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = reply.status;
+    *resp.headers_mut() = reply.headers;
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+    resp
+}
+
+/// The request's host: the `Host` header (HTTP/1.1), else the URI authority (HTTP/2).
+fn request_host<B>(req: &Request<B>) -> String {
+    if let Some(host) = req.uri().authority() {
+        return host.as_str().to_string();
+    }
+    req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string()
+}
+
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID) {
+        let b = id.as_bytes();
+        if !b.is_empty() && b.len() <= MAX_REQUEST_ID_LEN && b.iter().all(|c| c.is_ascii_graphic()) {
+            return id.clone();
+        }
+    }
+    let id = format!("{:032x}", fastrand::u128(..));
+    HeaderValue::from_str(&id).expect("hex is a valid header value")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) never cross the proxy; with `keep_upgrade` the
+/// `Upgrade` handshake is kept so WebSocket and friends pass through.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        if !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(&name);
+        }
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::PROXY_AUTHORIZATION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+fn prepare_request_headers(headers: &mut HeaderMap, host: &str, conn: &ConnInfo, request_id: &HeaderValue, upgrade: bool) {
+    strip_hop_by_hop(headers, upgrade);
+    // HTTP/2 clients send the host as :authority and may split cookies (RFC 9113 §8.2.3);
+    // HTTP/1.1 upstreams need one Host and one Cookie header.
+    if !headers.contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            headers.insert(header::HOST, v);
+        }
+    }
+    if headers.get_all(header::COOKIE).iter().nth(1).is_some() {
+        let joined: Vec<&[u8]> = headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes).collect();
+        if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+    // Forwarded headers are set, not appended: without a configured list of trusted proxies
+    // a client-sent X-Forwarded-For is a spoofing vector.
+    let ip = HeaderValue::from_str(&conn.peer.ip().to_string()).expect("an IP address is a valid header value");
+    headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
+    headers.insert(X_REAL_IP.clone(), ip);
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert(X_FORWARDED_HOST.clone(), v);
+    }
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+}
+
+/// A response body with nothing in it (for tests and the admin server).
+pub fn empty() -> Body {
+    Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn upgrades_keep_their_handshake() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_generated() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("has space"));
+        let generated = request_id(&h);
+        assert_eq!(generated.len(), 32);
+        assert_ne!(generated, request_id(&HeaderMap::new()), "generated ids differ");
+    }
+
+    #[test]
+    fn forwarded_headers_are_set_not_trusted() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        let conn = ConnInfo { peer: "192.0.2.7:5000".parse().unwrap(), tls: true };
+        prepare_request_headers(&mut h, "shop.example.com", &conn, &HeaderValue::from_static("id"), false);
+        assert_eq!(h[&X_FORWARDED_FOR], "192.0.2.7");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_FORWARDED_HOST], "shop.example.com");
+        assert_eq!(h[header::HOST], "shop.example.com");
+        assert_eq!(h[header::COOKIE], "a=1; b=2");
+    }
+}

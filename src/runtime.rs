@@ -1,0 +1,231 @@
+//! Wiring: the only module that knows every other one.
+//!
+//! `start` loads the manifests and publishes the first table, binds the listeners, and spawns
+//! the proxy, the admin server and the folder watcher. Shutdown fans out in order: `/readyz`
+//! turns 503, listeners stop accepting, in-flight requests drain (bounded), then the admin
+//! server and the watcher stop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+use crate::metrics::Metrics;
+use crate::proxy::{self, Proxy, ProxyConfig};
+use crate::source::files::{self, Folder};
+use crate::source::publish::Publisher;
+use crate::table::{self, BuildConfig, TableReader};
+
+/// Everything `erratum run` needs, validated.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Manifests folder.
+    pub manifests: PathBuf,
+    /// HTTP listener.
+    pub http_addr: SocketAddr,
+    /// HTTPS listener, if any.
+    pub https_addr: Option<SocketAddr>,
+    /// Admin listener.
+    pub admin_addr: SocketAddr,
+    /// Routing-table identity and fallbacks.
+    pub build: BuildConfig,
+    /// Data-plane limits and timeouts.
+    pub proxy: ProxyConfig,
+    /// Bounded drain on shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl RunConfig {
+    /// A configuration for tests and embedding: every listener on 127.0.0.1 with a free port.
+    pub fn local(manifests: impl Into<PathBuf>) -> Self {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
+        Self {
+            manifests: manifests.into(),
+            http_addr: any,
+            https_addr: Some(any),
+            admin_addr: any,
+            build: BuildConfig::default(),
+            proxy: ProxyConfig::default(),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Errors that stop erratum from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The manifests folder failed.
+    #[error(transparent)]
+    Manifests(#[from] files::Error),
+    /// Metrics registration failed.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] proxy::tls::Error),
+}
+
+/// A running erratum.
+#[derive(Debug)]
+pub struct Running {
+    /// Bound HTTP address.
+    pub http_addr: SocketAddr,
+    /// Bound HTTPS address.
+    pub https_addr: Option<SocketAddr>,
+    /// Bound admin address.
+    pub admin_addr: SocketAddr,
+    /// The metrics registry.
+    pub metrics: Metrics,
+    table: TableReader,
+    draining: Arc<AtomicBool>,
+    stop_proxy: CancellationToken,
+    stop_admin: CancellationToken,
+    proxy_tasks: Vec<JoinHandle<()>>,
+    admin_task: JoinHandle<()>,
+    watcher: Option<files::Watcher>,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { what, addr, source })?;
+    Ok(listener)
+}
+
+/// Starts erratum in file mode and returns once it serves.
+pub async fn start(config: RunConfig) -> Result<Running, Error> {
+    let metrics = Metrics::new()?;
+    let mut folder = Folder::open(&config.manifests)?;
+    let (writer, reader) = table::channel();
+    let mut publisher = Publisher::new(writer, config.build.clone(), metrics.table.clone());
+    // The first table is published before any port is bound: file mode is ready at once.
+    if !files::reload(&mut folder, &mut publisher, &metrics.table) {
+        // An unreadable folder after validation (it vanished): serve an empty table rather
+        // than 503 forever; the watcher publishes as soon as it is readable again.
+        publisher.publish(&crate::index::Index::default());
+    }
+    let watcher = files::watch(folder, publisher, metrics.table.clone())?;
+
+    let http = bind("http", config.http_addr).await?;
+    let https = match config.https_addr {
+        Some(addr) => Some(bind("https", addr).await?),
+        None => None,
+    };
+    let admin_listener = bind("admin", config.admin_addr).await?;
+    let running_addr = |l: &TcpListener, fallback| l.local_addr().unwrap_or(fallback);
+    let http_addr = running_addr(&http, config.http_addr);
+    let https_addr = https.as_ref().map(|l| running_addr(l, config.https_addr.unwrap_or(config.http_addr)));
+    let admin_addr = running_addr(&admin_listener, config.admin_addr);
+
+    let proxy = Arc::new(Proxy::new(reader.clone(), metrics.proxy.clone(), config.proxy.clone()));
+    let stop_proxy = CancellationToken::new();
+    let stop_admin = CancellationToken::new();
+    let draining = Arc::new(AtomicBool::new(false));
+
+    let mut proxy_tasks = vec![tokio::spawn(proxy::serve(
+        http,
+        None,
+        proxy.clone(),
+        metrics.proxy.clone(),
+        stop_proxy.clone(),
+        config.drain_timeout,
+    ))];
+    if let Some(https) = https {
+        let acceptor = TlsAcceptor::from(proxy::tls::server_config(reader.clone())?);
+        proxy_tasks.push(tokio::spawn(proxy::serve(
+            https,
+            Some(acceptor),
+            proxy.clone(),
+            metrics.proxy.clone(),
+            stop_proxy.clone(),
+            config.drain_timeout,
+        )));
+    }
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        AdminState { metrics: metrics.clone(), table: reader.clone(), draining: draining.clone() },
+        stop_admin.clone(),
+    ));
+    tracing::info!(%http_addr, https_addr = ?https_addr, %admin_addr, manifests = %config.manifests.display(), "erratum serving");
+
+    Ok(Running {
+        http_addr,
+        https_addr,
+        admin_addr,
+        metrics,
+        table: reader,
+        draining,
+        stop_proxy,
+        stop_admin,
+        proxy_tasks,
+        admin_task,
+        watcher: Some(watcher),
+    })
+}
+
+impl Running {
+    /// The published routing table.
+    pub fn table(&self) -> &TableReader {
+        &self.table
+    }
+
+    /// Graceful shutdown: stop accepting, drain in-flight requests, stop the rest.
+    pub async fn shutdown(mut self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.stop_proxy.cancel();
+        for task in self.proxy_tasks.drain(..) {
+            let _ = task.await;
+        }
+        self.stop_admin.cancel();
+        let _ = (&mut self.admin_task).await;
+        if let Some(watcher) = self.watcher.take() {
+            // Joining a std thread: do it off the async workers.
+            let _ = tokio::task::spawn_blocking(move || watcher.stop()).await;
+        }
+        tracing::info!("erratum stopped");
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received; draining");
+        self.shutdown().await;
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

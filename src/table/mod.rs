@@ -1,0 +1,525 @@
+//! The routing table: an immutable snapshot built by a pure function from the Index.
+//!
+//! Data flow: source -> Index -> [`RoutingTable::build`] -> [`TableWriter::publish`] (ArcSwap)
+//! -> [`TableReader::load`] once per request in the proxy. Nothing here does I/O, reads a
+//! clock or knows about kube or the hyper server: both sources share this one implementation
+//! of the Ingress v1 semantics, and tests can build tables from plain values.
+
+pub mod backend;
+pub mod route;
+pub mod tls;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+
+use crate::index::{Index, ObjectKey};
+pub use backend::{Backend, Pick, PortRef, Target};
+pub use route::{HostRoutes, PathKind};
+pub use tls::TlsTable;
+
+/// Annotation that makes an IngressClass the cluster default.
+pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+/// Pre-IngressClass annotation still set by many manifests written for ingress-nginx.
+pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+
+/// What the build needs besides the Index: the controller's own identity and fallbacks.
+#[derive(Clone, Debug)]
+pub struct BuildConfig {
+    /// IngressClass name this controller serves.
+    pub ingress_class: String,
+    /// `spec.controller` of IngressClasses that belong to us.
+    pub controller_name: String,
+    /// `--default-backend`: the catch-all when no Ingress provides one.
+    pub default_backend: Option<ServiceRef>,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        Self {
+            ingress_class: "erratum".into(),
+            controller_name: "erratum.dev/ingress-controller".into(),
+            default_backend: None,
+        }
+    }
+}
+
+/// `NAMESPACE/SERVICE:PORT`, as given to `--default-backend`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceRef {
+    /// The Service.
+    pub service: ObjectKey,
+    /// Port number or name.
+    pub port: PortRef,
+}
+
+impl std::str::FromStr for ServiceRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || format!("{s:?} is not NAMESPACE/SERVICE:PORT");
+        let (ns, rest) = s.split_once('/').ok_or_else(err)?;
+        let (name, port) = rest.split_once(':').ok_or_else(err)?;
+        if ns.is_empty() || name.is_empty() || port.is_empty() {
+            return Err(err());
+        }
+        let port = match port.parse::<i32>() {
+            Ok(n) if (1..=65535).contains(&n) => PortRef::Number(n),
+            Ok(_) => return Err(format!("port in {s:?} is out of range")),
+            Err(_) => PortRef::Name(port.to_string()),
+        };
+        Ok(ServiceRef { service: ObjectKey::new(ns, name), port })
+    }
+}
+
+/// A problem found while building: the object is skipped or degraded, the rest is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// `Kind namespace/name` of the object at fault.
+    pub object: String,
+    /// What is wrong and what erratum does about it.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.object, self.message)
+    }
+}
+
+/// One routable rule: where a matched request goes, and which Ingress said so.
+#[derive(Debug)]
+pub struct Route {
+    /// The Ingress that owns the rule; `None` for `--default-backend`.
+    pub ingress: Option<ObjectKey>,
+    /// The path as written (for logs and the admin API).
+    pub path: String,
+    /// How the path matches.
+    pub kind: PathKind,
+    /// Where traffic goes.
+    pub backend: Arc<Backend>,
+}
+
+/// The immutable routing snapshot.
+#[derive(Debug, Default)]
+pub struct RoutingTable {
+    generation: u64,
+    ready: bool,
+    hosts: HashMap<String, HostRoutes>,
+    wildcards: HashMap<String, HostRoutes>,
+    hostless: HostRoutes,
+    catch_all: Option<Arc<Route>>,
+    tls: TlsTable,
+    ingresses: usize,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// Sort key that makes conflict resolution deterministic: the oldest Ingress wins, then the
+/// lexically smallest `namespace/name`. Ingresses without a timestamp (manifest files) sort
+/// after timestamped ones and among themselves by name.
+fn age_key(ing: &Ingress) -> (bool, Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>, ObjectKey) {
+    let ts = ing.metadata.creation_timestamp.clone();
+    (ts.is_none(), ts, ObjectKey::of(&ing.metadata))
+}
+
+// === impl RoutingTable ===
+
+impl RoutingTable {
+    /// The table served before the first build: every request gets a built-in 503.
+    pub fn not_ready() -> Self {
+        Self::default()
+    }
+
+    /// Builds a table from the Index. Pure: the same Index and config give the same table,
+    /// and every problem is returned in [`RoutingTable::diagnostics`] instead of failing.
+    pub fn build(index: &Index, config: &BuildConfig, generation: u64) -> Self {
+        let mut b = Builder { index, slices: backend::slices_by_service(index), table: Self::default(), backends: HashMap::new(), reported: BTreeSet::new() };
+        b.table.generation = generation;
+        b.table.ready = true;
+
+        let class = ClassFilter::new(index, config, &mut b.table.diagnostics);
+        let mut ours: Vec<&Ingress> = index.ingresses.values().filter(|ing| class.accepts(ing)).collect();
+        ours.sort_by_key(|ing| age_key(ing));
+        b.table.ingresses = ours.len();
+
+        for ing in &ours {
+            b.add_ingress(ing);
+        }
+        if b.table.catch_all.is_none() {
+            if let Some(default) = &config.default_backend {
+                let backend = b.backend(&default.service.namespace, &default.service.name, default.port.clone());
+                if let Target::Unresolved(reason) = &backend.target {
+                    b.table.diagnostics.push(Diagnostic {
+                        object: "flag --default-backend".into(),
+                        message: format!("{reason}; unmatched requests get 503"),
+                    });
+                }
+                b.table.catch_all =
+                    Some(Arc::new(Route { ingress: None, path: "/".into(), kind: PathKind::Prefix, backend }));
+            }
+        }
+        for ing in &ours {
+            b.add_tls(ing);
+        }
+        b.table
+    }
+
+    /// Finds the route for a request. `None` means erratum answers 404 itself.
+    ///
+    /// Order: the exact host, else its `*.` wildcard; within it the longest path, else the
+    /// host's Ingress default backend. Requests for hosts no rule names use the host-less
+    /// rules. Whatever is left goes to the catch-all default backend.
+    pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        let host = route::normalize_host(host);
+        let routes =
+            self.hosts.get(&*host).or_else(|| route::wildcard_suffix(&host).and_then(|s| self.wildcards.get(s)));
+        let found = match routes {
+            Some(routes) => routes.find(path).or(routes.default.as_ref()),
+            None => self.hostless.find(path),
+        };
+        found.or(self.catch_all.as_ref())
+    }
+
+    /// Whether a real build has been published (false for [`RoutingTable::not_ready`]).
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// The publish counter this table was built for.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// TLS certificates by SNI.
+    pub fn tls(&self) -> &TlsTable {
+        &self.tls
+    }
+
+    /// Problems found while building.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        &self.diagnostics
+    }
+
+    /// Number of Ingresses of our class that contributed.
+    pub fn ingress_count(&self) -> usize {
+        self.ingresses
+    }
+
+    /// Number of hosts (exact and wildcard) with rules.
+    pub fn host_count(&self) -> usize {
+        self.hosts.len() + self.wildcards.len()
+    }
+
+    /// Number of path rules across all hosts.
+    pub fn route_count(&self) -> usize {
+        self.hosts.values().chain(self.wildcards.values()).map(HostRoutes::len).sum::<usize>() + self.hostless.len()
+    }
+}
+
+/// Which Ingresses are ours.
+struct ClassFilter<'a> {
+    name: &'a str,
+    /// Our IngressClass exists and belongs to another controller: Ingresses naming it are not ours.
+    foreign: bool,
+    /// Our IngressClass is the cluster default: class-less Ingresses are ours.
+    default: bool,
+}
+
+impl<'a> ClassFilter<'a> {
+    fn new(index: &Index, config: &'a BuildConfig, diagnostics: &mut Vec<Diagnostic>) -> Self {
+        let class = index.ingress_classes.get(&ObjectKey::new("", config.ingress_class.clone()));
+        let controller = class.and_then(|c| c.spec.as_ref()).and_then(|s| s.controller.as_deref());
+        let foreign = class.is_some() && controller != Some(config.controller_name.as_str());
+        if foreign {
+            diagnostics.push(Diagnostic {
+                object: format!("IngressClass {}", config.ingress_class),
+                message: format!(
+                    "controller is {:?}, not {:?}; its Ingresses are not served",
+                    controller.unwrap_or(""),
+                    config.controller_name
+                ),
+            });
+        }
+        let default = !foreign
+            && class
+                .and_then(|c| c.metadata.annotations.as_ref())
+                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                .is_some_and(|v| v == "true");
+        Self { name: &config.ingress_class, foreign, default }
+    }
+
+    fn accepts(&self, ing: &Ingress) -> bool {
+        if self.foreign {
+            return false;
+        }
+        let named = ing.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref()).or_else(|| {
+            ing.metadata.annotations.as_ref().and_then(|a| a.get(LEGACY_CLASS_ANNOTATION)).map(String::as_str)
+        });
+        match named {
+            Some(name) => name == self.name,
+            None => self.default,
+        }
+    }
+}
+
+struct Builder<'a> {
+    index: &'a Index,
+    slices: HashMap<ObjectKey, Vec<&'a k8s_openapi::api::discovery::v1::EndpointSlice>>,
+    table: RoutingTable,
+    /// One Backend per Service port, shared by its routes so round robin spans all of them.
+    backends: HashMap<(ObjectKey, PortRef), Arc<Backend>>,
+    /// (ingress, problem) pairs already reported, so one bad Service is one diagnostic.
+    reported: BTreeSet<(String, String)>,
+}
+
+impl Builder<'_> {
+    fn report(&mut self, object: String, message: String) {
+        if self.reported.insert((object.clone(), message.clone())) {
+            self.table.diagnostics.push(Diagnostic { object, message });
+        }
+    }
+
+    fn backend(&mut self, namespace: &str, service: &str, port: PortRef) -> Arc<Backend> {
+        let key = (ObjectKey::new(namespace, service), port);
+        if let Some(b) = self.backends.get(&key) {
+            return b.clone();
+        }
+        let b = Arc::new(backend::resolve(self.index, &self.slices, key.0.clone(), key.1.clone()));
+        self.backends.insert(key, b.clone());
+        b
+    }
+
+    /// Resolves an Ingress backend, reporting problems against the Ingress.
+    fn ingress_backend(&mut self, ing_key: &ObjectKey, backend: &IngressBackend) -> Option<Arc<Backend>> {
+        let object = format!("Ingress {ing_key}");
+        let Some(svc) = backend.service.as_ref() else {
+            self.report(object, "resource backends are not supported; rule skipped".into());
+            return None;
+        };
+        let port = match svc.port.as_ref() {
+            Some(p) => match (p.number, p.name.as_ref()) {
+                (Some(n), _) => PortRef::Number(n),
+                (None, Some(name)) => PortRef::Name(name.clone()),
+                (None, None) => {
+                    self.report(object, format!("backend service {} names no port; rule skipped", svc.name));
+                    return None;
+                }
+            },
+            None => {
+                self.report(object, format!("backend service {} names no port; rule skipped", svc.name));
+                return None;
+            }
+        };
+        let b = self.backend(&ing_key.namespace, &svc.name, port);
+        if let Target::Unresolved(reason) = &b.target {
+            self.report(object, format!("{reason}; its routes answer 503"));
+        }
+        Some(b)
+    }
+
+    fn add_ingress(&mut self, ing: &Ingress) {
+        let key = ObjectKey::of(&ing.metadata);
+        let object = format!("Ingress {key}");
+        let Some(spec) = ing.spec.as_ref() else { return };
+
+        let default = match spec.default_backend.as_ref() {
+            Some(b) => self.ingress_backend(&key, b).map(|backend| {
+                Arc::new(Route { ingress: Some(key.clone()), path: "/".into(), kind: PathKind::Prefix, backend })
+            }),
+            None => None,
+        };
+
+        let mut hosts_named = Vec::new();
+        for rule in spec.rules.iter().flatten() {
+            let host = rule.host.as_deref().unwrap_or("");
+            let target = match classify_host(host) {
+                Ok(h) => h,
+                Err(msg) => {
+                    self.report(object.clone(), msg);
+                    continue;
+                }
+            };
+            hosts_named.push(target.clone());
+            for p in rule.http.iter().flat_map(|h| h.paths.iter()) {
+                let path = p.path.clone().unwrap_or_else(|| "/".to_string());
+                let Some(kind) = PathKind::parse(&p.path_type) else {
+                    self.report(object.clone(), format!("path {path:?}: unknown pathType {:?}; skipped", p.path_type));
+                    continue;
+                };
+                if !path.starts_with('/') {
+                    self.report(object.clone(), format!("path {path:?} does not start with '/'; skipped"));
+                    continue;
+                }
+                let Some(backend) = self.ingress_backend(&key, &p.backend) else { continue };
+                let route = Arc::new(Route { ingress: Some(key.clone()), path: path.clone(), kind, backend });
+                let routes = self.host_routes(&target);
+                let (map, map_key) = match kind {
+                    PathKind::Exact => (&mut routes.exact, path.clone()),
+                    PathKind::Prefix => (&mut routes.prefix, route::prefix_key(&path).to_string()),
+                };
+                if let Some(winner) = map.get(&map_key) {
+                    // Ingresses are visited oldest first, so the incumbent wins.
+                    let winner = winner.ingress.as_ref().map(ToString::to_string).unwrap_or_default();
+                    let msg = format!(
+                        "{kind:?} path {path:?} on host {:?} is already served by Ingress {winner}; ignored",
+                        host_label(&target)
+                    );
+                    self.report(object.clone(), msg);
+                    continue;
+                }
+                map.insert(map_key, route);
+            }
+        }
+
+        if let Some(default) = default {
+            for target in &hosts_named {
+                if !matches!(target, HostTarget::None) {
+                    let routes = self.host_routes(target);
+                    routes.default.get_or_insert_with(|| default.clone());
+                }
+            }
+            match &self.table.catch_all {
+                None => self.table.catch_all = Some(default),
+                Some(winner) if hosts_named.is_empty() => {
+                    let winner = winner.ingress.as_ref().map(ToString::to_string).unwrap_or_default();
+                    self.report(object, format!("defaultBackend ignored: Ingress {winner} already provides the catch-all"));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn host_routes(&mut self, target: &HostTarget) -> &mut HostRoutes {
+        match target {
+            HostTarget::Exact(h) => self.table.hosts.entry(h.clone()).or_default(),
+            HostTarget::Wildcard(s) => self.table.wildcards.entry(s.clone()).or_default(),
+            HostTarget::None => &mut self.table.hostless,
+        }
+    }
+
+    fn add_tls(&mut self, ing: &Ingress) {
+        let key = ObjectKey::of(&ing.metadata);
+        let object = format!("Ingress {key}");
+        for entry in ing.spec.as_ref().and_then(|s| s.tls.as_ref()).into_iter().flatten() {
+            let Some(secret_name) = entry.secret_name.as_deref() else {
+                self.report(object.clone(), "tls entry without secretName; skipped".into());
+                continue;
+            };
+            let secret_key = ObjectKey::new(key.namespace.clone(), secret_name);
+            let Some(secret) = self.index.secrets.get(&secret_key) else {
+                self.report(object.clone(), format!("TLS secret {secret_key} not found"));
+                continue;
+            };
+            let cert = match tls::load_secret(secret) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.report(format!("Secret {secret_key}"), format!("{e}; not served"));
+                    continue;
+                }
+            };
+            let hosts = entry.hosts.as_deref().unwrap_or_default();
+            if hosts.is_empty() {
+                self.table.tls.default.get_or_insert(cert.clone());
+            }
+            for host in hosts {
+                let map = match classify_host(host) {
+                    Ok(HostTarget::Exact(h)) => self.table.tls.exact.entry(h),
+                    Ok(HostTarget::Wildcard(s)) => self.table.tls.wildcard.entry(s),
+                    Ok(HostTarget::None) | Err(_) => {
+                        self.report(object.clone(), format!("tls host {host:?} is not a valid host; skipped"));
+                        continue;
+                    }
+                };
+                if let std::collections::hash_map::Entry::Vacant(v) = map {
+                    v.insert(cert.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Where a rule's host puts its paths.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum HostTarget {
+    Exact(String),
+    /// The suffix after `*.`
+    Wildcard(String),
+    /// No host: the rule applies to requests for any host no other rule names.
+    None,
+}
+
+fn host_label(t: &HostTarget) -> String {
+    match t {
+        HostTarget::Exact(h) => h.clone(),
+        HostTarget::Wildcard(s) => format!("*.{s}"),
+        HostTarget::None => String::new(),
+    }
+}
+
+/// Validates an Ingress rule host (RFC 1123 name, optionally `*.` + name, no IP, no port).
+fn classify_host(host: &str) -> Result<HostTarget, String> {
+    if host.is_empty() {
+        return Ok(HostTarget::None);
+    }
+    let host = host.to_ascii_lowercase();
+    let (wildcard, name) = match host.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, host.as_str()),
+    };
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+        && name.parse::<std::net::IpAddr>().is_err();
+    if !valid {
+        return Err(format!("host {host:?} is not a valid DNS name (a leading \"*.\" is allowed); rule skipped"));
+    }
+    Ok(if wildcard { HostTarget::Wildcard(name.to_string()) } else { HostTarget::Exact(name.to_string()) })
+}
+
+// === TableWriter / TableReader ===
+
+/// Creates the publish/read pair around one [`ArcSwap`]. The table starts as
+/// [`RoutingTable::not_ready`].
+pub fn channel() -> (TableWriter, TableReader) {
+    let shared = Arc::new(ArcSwap::from_pointee(RoutingTable::not_ready()));
+    (TableWriter(shared.clone()), TableReader(shared))
+}
+
+/// The single publisher of routing tables.
+#[derive(Debug)]
+pub struct TableWriter(Arc<ArcSwap<RoutingTable>>);
+
+impl TableWriter {
+    /// Swaps the whole snapshot in; requests already running keep the one they loaded.
+    pub fn publish(&self, table: RoutingTable) {
+        self.0.store(Arc::new(table));
+    }
+
+    /// A reader of the same table.
+    pub fn reader(&self) -> TableReader {
+        TableReader(self.0.clone())
+    }
+}
+
+/// A lock-free reader of the current routing table.
+#[derive(Clone, Debug)]
+pub struct TableReader(Arc<ArcSwap<RoutingTable>>);
+
+impl TableReader {
+    /// The current snapshot. One atomic load and a reference count; never blocks.
+    pub fn load(&self) -> Arc<RoutingTable> {
+        self.0.load_full()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,138 @@
+//! Host and path matching with Ingress v1 semantics: the lookup half of the routing table.
+//!
+//! Pure data and functions. Lookup cost is one hash probe per host form (exact, then wildcard)
+//! plus one probe per path element, so it does not grow with the number of hosts or routes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::Route;
+
+/// How a rule's path is matched (Ingress `pathType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PathKind {
+    /// The whole path, case-sensitive.
+    Exact,
+    /// Element-wise prefix: `/foo` matches `/foo` and `/foo/bar`, never `/foobar`.
+    /// `ImplementationSpecific` is treated as `Prefix`.
+    Prefix,
+}
+
+impl PathKind {
+    /// Parses an Ingress `pathType`.
+    pub fn parse(path_type: &str) -> Option<Self> {
+        match path_type {
+            "Exact" => Some(PathKind::Exact),
+            "Prefix" | "ImplementationSpecific" => Some(PathKind::Prefix),
+            _ => None,
+        }
+    }
+}
+
+/// Normalises a Prefix path to its map key: trailing slashes carry no meaning for element-wise
+/// matching (`/foo/` and `/foo` match the same requests), and the root stays `/`.
+pub fn prefix_key(path: &str) -> &str {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() { "/" } else { trimmed }
+}
+
+/// The routes of one host (or of the host-less rules), merged across Ingresses.
+#[derive(Clone, Debug, Default)]
+pub struct HostRoutes {
+    pub(crate) exact: HashMap<String, Arc<Route>>,
+    pub(crate) prefix: HashMap<String, Arc<Route>>,
+    /// `spec.defaultBackend` of the oldest Ingress that names this host, for requests that match
+    /// none of its paths (ingress-nginx behaviour, which most of our users come from).
+    pub(crate) default: Option<Arc<Route>>,
+}
+
+impl HostRoutes {
+    /// Finds the route for a request path: an Exact match first (it is always the longest
+    /// possible match, and Exact beats Prefix of equal length), then the longest Prefix.
+    pub fn find(&self, path: &str) -> Option<&Arc<Route>> {
+        if let Some(route) = self.exact.get(path) {
+            return Some(route);
+        }
+        if self.prefix.is_empty() {
+            return None;
+        }
+        // Walk the path's element boundaries from the longest candidate down to "/".
+        let mut candidate = path.trim_end_matches('/');
+        loop {
+            if let Some(route) = self.prefix.get(if candidate.is_empty() { "/" } else { candidate }) {
+                return Some(route);
+            }
+            match candidate.rfind('/') {
+                Some(i) if !candidate.is_empty() => candidate = &candidate[..i],
+                _ => return None,
+            }
+        }
+    }
+
+    /// Number of path rules.
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.prefix.len()
+    }
+
+    /// Whether the host has no path rule.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Normalises a request host: strips the port, a trailing dot, and lower-cases it.
+/// Borrowed when already normal, which is the common case.
+pub fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
+    let host = strip_port(host);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // IPv6 literal: "[::1]:8080" -> "::1"
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// The wildcard key a request host falls under: `foo.example.com` -> `example.com`, so that
+/// `*.example.com` matches exactly one extra label (Ingress v1).
+pub fn wildcard_suffix(host: &str) -> Option<&str> {
+    host.split_once('.').map(|(_, rest)| rest).filter(|rest| !rest.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_keys_ignore_trailing_slashes() {
+        assert_eq!(prefix_key("/"), "/");
+        assert_eq!(prefix_key("/foo/"), "/foo");
+        assert_eq!(prefix_key("/foo"), "/foo");
+        assert_eq!(prefix_key("//"), "/");
+    }
+
+    #[test]
+    fn hosts_are_normalised() {
+        assert_eq!(normalize_host("Foo.Example.com:8080"), "foo.example.com");
+        assert_eq!(normalize_host("example.com."), "example.com");
+        assert_eq!(normalize_host("[::1]:80"), "::1");
+        assert_eq!(normalize_host("localhost"), "localhost");
+    }
+
+    #[test]
+    fn wildcard_suffix_is_one_label() {
+        assert_eq!(wildcard_suffix("a.example.com"), Some("example.com"));
+        assert_eq!(wildcard_suffix("example"), None);
+        assert_eq!(wildcard_suffix("a."), None);
+    }
+}
