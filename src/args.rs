@@ -93,7 +93,11 @@ pub struct TuningArgs {
 impl TuningArgs {
     fn proxy_config(&self) -> Result<ProxyConfig, Error> {
         let positive = |name: &str, d: Duration| {
-            if d.is_zero() { Err(Error::Invalid(format!("--{name} must be greater than zero"))) } else { Ok(d) }
+            if d.is_zero() {
+                Err(Error::Invalid(format!("--{name} must be greater than zero")))
+            } else {
+                Ok(d)
+            }
         };
         if self.workers == Some(0) {
             return Err(Error::Invalid("--workers must be at least 1".into()));
@@ -124,7 +128,10 @@ impl std::str::FromStr for OptionalAddr {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "" | "off" | "none" => Ok(Self(None)),
-            _ => s.parse().map(|a| Self(Some(a))).map_err(|e| format!("{e} (use an address like 0.0.0.0:8443, or \"off\")")),
+            _ => s
+                .parse()
+                .map(|a| Self(Some(a)))
+                .map_err(|e| format!("{e} (use an address like 0.0.0.0:8443, or \"off\")")),
         }
     }
 }
@@ -239,7 +246,8 @@ mod tests {
         assert!(parse(&["run", "--http-addr", "nope"]).is_err());
         assert!(parse(&["run", "--default-backend", "svc-without-namespace"]).is_err());
         assert!(parse(&["run", "--upstream-connect-timeout", "soon"]).is_err());
-        let Command::Run(run) = parse(&["run", "--manifests", "/nonexistent/erratum"]).unwrap().command else {
+        let Command::Run(run) = parse(&["run", "--manifests", "/nonexistent/erratum"]).unwrap().command
+        else {
             panic!()
         };
         assert!(matches!(run.into_config(), Err(Error::Manifests(_))));

@@ -17,7 +17,9 @@ const QUICKSTART: &str = include_str!("../examples/quickstart/quickstart.yaml");
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The origin port is taken.
-    #[error("cannot start the demo origin on {ORIGIN_ADDR} (the quickstart's EndpointSlice points there): {0}")]
+    #[error(
+        "cannot start the demo origin on {ORIGIN_ADDR} (the quickstart's EndpointSlice points there): {0}"
+    )]
     Origin(std::io::Error),
     /// The manifests could not be written.
     #[error("cannot write the quickstart manifests to {0}: {1}")]

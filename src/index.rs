@@ -35,7 +35,11 @@ impl ObjectKey {
     /// The key of an object from its metadata, defaulting the namespace.
     pub fn of(meta: &ObjectMeta) -> Self {
         Self {
-            namespace: meta.namespace.clone().filter(|ns| !ns.is_empty()).unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+            namespace: meta
+                .namespace
+                .clone()
+                .filter(|ns| !ns.is_empty())
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
             name: meta.name.clone().unwrap_or_default(),
         }
     }
@@ -125,7 +129,9 @@ impl Index {
     pub fn apply(&mut self, obj: Object) -> Option<Object> {
         let key = obj.key();
         match obj {
-            Object::IngressClass(o) => self.ingress_classes.insert(key, *o).map(|o| Object::IngressClass(Box::new(o))),
+            Object::IngressClass(o) => {
+                self.ingress_classes.insert(key, *o).map(|o| Object::IngressClass(Box::new(o)))
+            }
             Object::Ingress(o) => self.ingresses.insert(key, *o).map(|o| Object::Ingress(Box::new(o))),
             Object::Service(o) => self.services.insert(key, *o).map(|o| Object::Service(Box::new(o))),
             Object::EndpointSlice(o) => {
@@ -133,7 +139,9 @@ impl Index {
             }
             Object::Secret(o) => self.secrets.insert(key, *o).map(|o| Object::Secret(Box::new(o))),
             Object::ConfigMap(o) => self.config_maps.insert(key, *o).map(|o| Object::ConfigMap(Box::new(o))),
-            Object::ErrorPagePolicy(o) => self.policies.insert(key, *o).map(|o| Object::ErrorPagePolicy(Box::new(o))),
+            Object::ErrorPagePolicy(o) => {
+                self.policies.insert(key, *o).map(|o| Object::ErrorPagePolicy(Box::new(o)))
+            }
         }
     }
 

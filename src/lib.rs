@@ -14,6 +14,8 @@
 pub mod admin;
 pub mod args;
 pub mod demo;
+#[doc(hidden)]
+pub mod fixtures;
 pub mod index;
 pub mod metrics;
 pub mod origin;

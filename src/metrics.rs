@@ -26,7 +26,11 @@ impl Metrics {
     /// Creates a registry and registers every group in it.
     pub fn new() -> Result<Self, Error> {
         let registry = Registry::new();
-        Ok(Self { proxy: ProxyMetrics::register(&registry)?, table: TableMetrics::register(&registry)?, registry })
+        Ok(Self {
+            proxy: ProxyMetrics::register(&registry)?,
+            table: TableMetrics::register(&registry)?,
+            registry,
+        })
     }
 
     /// The registry, for groups registered by later subsystems.
@@ -82,7 +86,10 @@ impl ProxyMetrics {
             requests: register(
                 r,
                 IntCounterVec::new(
-                    Opts::new("erratum_requests_total", "Requests served, by Ingress, served and upstream status class"),
+                    Opts::new(
+                        "erratum_requests_total",
+                        "Requests served, by Ingress, served and upstream status class",
+                    ),
                     &["namespace", "ingress", "status_class", "upstream_status_class"],
                 )?,
             )?,
@@ -93,20 +100,29 @@ impl ProxyMetrics {
                         "erratum_upstream_response_seconds",
                         "Time from sending the request upstream to its response headers",
                     )
-                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                        60.0,
+                    ]),
                     &["namespace", "ingress"],
                 )?,
             )?,
             proxy_errors: register(
                 r,
                 IntCounterVec::new(
-                    Opts::new("erratum_proxy_errors_total", "Error responses made by erratum itself, by reason"),
+                    Opts::new(
+                        "erratum_proxy_errors_total",
+                        "Error responses made by erratum itself, by reason",
+                    ),
                     &["reason"],
                 )?,
             )?,
             connections: register(
                 r,
-                IntGaugeVec::new(Opts::new("erratum_connections_open", "Open client connections"), &["listener"])?,
+                IntGaugeVec::new(
+                    Opts::new("erratum_connections_open", "Open client connections"),
+                    &["listener"],
+                )?,
             )?,
         })
     }
@@ -140,16 +156,28 @@ impl TableMetrics {
     /// Registers the group.
     pub fn register(r: &Registry) -> Result<Self, Error> {
         Ok(Self {
-            rebuilds: register(r, IntCounter::new("erratum_table_rebuilds_total", "Routing tables built and published")?)?,
+            rebuilds: register(
+                r,
+                IntCounter::new("erratum_table_rebuilds_total", "Routing tables built and published")?,
+            )?,
             rebuild_seconds: register(
                 r,
                 Histogram::with_opts(
-                    HistogramOpts::new("erratum_table_rebuild_duration_seconds", "Time to build a routing table")
-                        .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+                    HistogramOpts::new(
+                        "erratum_table_rebuild_duration_seconds",
+                        "Time to build a routing table",
+                    )
+                    .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
                 )?,
             )?,
-            generation: register(r, IntGauge::new("erratum_table_generation", "Generation of the published table")?)?,
-            ingresses: register(r, IntGauge::new("erratum_table_ingresses", "Ingresses of our class in the table")?)?,
+            generation: register(
+                r,
+                IntGauge::new("erratum_table_generation", "Generation of the published table")?,
+            )?,
+            ingresses: register(
+                r,
+                IntGauge::new("erratum_table_ingresses", "Ingresses of our class in the table")?,
+            )?,
             hosts: register(r, IntGauge::new("erratum_table_hosts", "Hosts with rules in the table")?)?,
             routes: register(r, IntGauge::new("erratum_table_routes", "Path rules in the table")?)?,
             problems: register(

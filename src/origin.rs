@@ -124,10 +124,11 @@ async fn answer(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Res
                 }
             }
             "set-header" => {
-                if let Some((name, value)) = value.split_once(':') {
-                    if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-                        extra_headers.push((n, v));
-                    }
+                if let Some((name, value)) = value.split_once(':')
+                    && let (Ok(n), Ok(v)) =
+                        (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value))
+                {
+                    extra_headers.push((n, v));
                 }
             }
             _ => {}
@@ -170,7 +171,12 @@ async fn answer(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Res
             let headers: serde_json::Map<String, serde_json::Value> = req
                 .headers()
                 .iter()
-                .map(|(k, v)| (k.to_string(), serde_json::Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned())))
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        serde_json::Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                    )
+                })
                 .collect();
             let body = serde_json::json!({
                 "method": req.method().as_str(),

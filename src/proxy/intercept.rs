@@ -157,8 +157,14 @@ mod tests {
             ProxyError::UpstreamTimeout { upstream: up(), after: std::time::Duration::from_secs(1) }.status(),
             StatusCode::GATEWAY_TIMEOUT
         );
-        assert_eq!(ProxyError::UpstreamReset { upstream: up(), reason: "reset".into() }.status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(ProxyError::NoRoute { host: "h".into(), path: "/".into() }.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            ProxyError::UpstreamReset { upstream: up(), reason: "reset".into() }.status(),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            ProxyError::NoRoute { host: "h".into(), path: "/".into() }.status(),
+            StatusCode::NOT_FOUND
+        );
         assert_eq!(
             ProxyError::NoEndpoints { service: "a/b".into(), reason: "none".into() }.status(),
             StatusCode::SERVICE_UNAVAILABLE
@@ -168,7 +174,8 @@ mod tests {
     #[test]
     fn upstream_responses_pass_through_without_a_policy() {
         let headers = HeaderMap::new();
-        let d = decide(None, Outcome::Upstream { status: StatusCode::SERVICE_UNAVAILABLE, headers: &headers });
+        let d =
+            decide(None, Outcome::Upstream { status: StatusCode::SERVICE_UNAVAILABLE, headers: &headers });
         assert!(matches!(d, Decision::PassThrough));
     }
 

@@ -103,14 +103,20 @@ impl Proxy {
             Pick::Addr(addr) => addr.to_string(),
             Pick::Name(name, port) => format!("{name}:{port}"),
             Pick::Unavailable(reason) => {
-                let err =
-                    ProxyError::NoEndpoints { service: route.backend.service.to_string(), reason: reason.to_string() };
+                let err = ProxyError::NoEndpoints {
+                    service: route.backend.service.to_string(),
+                    reason: reason.to_string(),
+                };
                 return self.fail(Some(route), &err, &request_id);
             }
         };
 
         let path_and_query = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-        let uri = match Uri::builder().scheme("http").authority(authority.as_str()).path_and_query(path_and_query).build()
+        let uri = match Uri::builder()
+            .scheme("http")
+            .authority(authority.as_str())
+            .path_and_query(path_and_query)
+            .build()
         {
             Ok(uri) => uri,
             Err(e) => {
@@ -129,13 +135,15 @@ impl Proxy {
         let upstream_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
 
         let started = Instant::now();
-        let result = tokio::time::timeout(self.config.response_timeout, self.client.request(upstream_req)).await;
+        let result =
+            tokio::time::timeout(self.config.response_timeout, self.client.request(upstream_req)).await;
         let (ns, ing) = labels(Some(route));
         self.metrics.upstream_seconds.with_label_values(&[ns, ing]).observe(started.elapsed().as_secs_f64());
 
         let mut resp = match result {
             Err(_) => {
-                let err = ProxyError::UpstreamTimeout { upstream: authority, after: self.config.response_timeout };
+                let err =
+                    ProxyError::UpstreamTimeout { upstream: authority, after: self.config.response_timeout };
                 return self.fail(Some(route), &err, &request_id);
             }
             Ok(Err(e)) => {
@@ -146,23 +154,26 @@ impl Proxy {
         };
 
         let upstream_status = resp.status();
-        if upstream_status == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                tokio::spawn(async move {
-                    match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                        Ok((client, upstream)) => {
-                            let mut client = TokioIo::new(client);
-                            let mut upstream = TokioIo::new(upstream);
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                        }
-                        Err(e) => tracing::debug!("upgrade failed: {e}"),
+        if upstream_status == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let mut client = TokioIo::new(client);
+                        let mut upstream = TokioIo::new(upstream);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                     }
-                });
-            }
+                    Err(e) => tracing::debug!("upgrade failed: {e}"),
+                }
+            });
         }
 
-        match intercept::decide(Some(route), Outcome::Upstream { status: upstream_status, headers: resp.headers() }) {
+        match intercept::decide(
+            Some(route),
+            Outcome::Upstream { status: upstream_status, headers: resp.headers() },
+        ) {
             Decision::PassThrough => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers, upstream_status == StatusCode::SWITCHING_PROTOCOLS);
@@ -204,7 +215,12 @@ impl Proxy {
         };
         self.metrics
             .requests
-            .with_label_values(&[ns, ing, status_class(Some(served.as_u16())), status_class(upstream.map(|s| s.as_u16()))])
+            .with_label_values(&[
+                ns,
+                ing,
+                status_class(Some(served.as_u16())),
+                status_class(upstream.map(|s| s.as_u16())),
+            ])
             .inc();
     }
 }
@@ -289,14 +305,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-fn prepare_request_headers(headers: &mut HeaderMap, host: &str, conn: &ConnInfo, request_id: &HeaderValue, upgrade: bool) {
+fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    host: &str,
+    conn: &ConnInfo,
+    request_id: &HeaderValue,
+    upgrade: bool,
+) {
     strip_hop_by_hop(headers, upgrade);
     // HTTP/2 clients send the host as :authority and may split cookies (RFC 9113 §8.2.3);
     // HTTP/1.1 upstreams need one Host and one Cookie header.
-    if !headers.contains_key(header::HOST) {
-        if let Ok(v) = HeaderValue::from_str(host) {
-            headers.insert(header::HOST, v);
-        }
+    if !headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(host)
+    {
+        headers.insert(header::HOST, v);
     }
     if headers.get_all(header::COOKIE).iter().nth(1).is_some() {
         let joined: Vec<&[u8]> = headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes).collect();
@@ -306,10 +328,12 @@ fn prepare_request_headers(headers: &mut HeaderMap, host: &str, conn: &ConnInfo,
     }
     // Forwarded headers are set, not appended: without a configured list of trusted proxies
     // a client-sent X-Forwarded-For is a spoofing vector.
-    let ip = HeaderValue::from_str(&conn.peer.ip().to_string()).expect("an IP address is a valid header value");
+    let ip =
+        HeaderValue::from_str(&conn.peer.ip().to_string()).expect("an IP address is a valid header value");
     headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
     headers.insert(X_REAL_IP.clone(), ip);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
+    headers
+        .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
     if let Ok(v) = HeaderValue::from_str(host) {
         headers.insert(X_FORWARDED_HOST.clone(), v);
     }

@@ -38,7 +38,11 @@ pub fn client(connect_timeout: Duration) -> UpstreamClient {
 
 /// Classifies a client error into the error erratum reports (error-semantics rule 42:
 /// refused/reset/DNS -> 502, connect timeout -> 504).
-pub fn classify(err: &hyper_util::client::legacy::Error, upstream: &str, connect_timeout: Duration) -> ProxyError {
+pub fn classify(
+    err: &hyper_util::client::legacy::Error,
+    upstream: &str,
+    connect_timeout: Duration,
+) -> ProxyError {
     let reason = source_chain(err);
     if err.is_connect() {
         if has_timed_out(err) {
@@ -52,10 +56,10 @@ pub fn classify(err: &hyper_util::client::legacy::Error, upstream: &str, connect
 fn has_timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
         }
         cur = e.source();
     }

@@ -126,7 +126,13 @@ pub struct Parsed {
 pub fn parse_manifest(file: &Path, text: &str) -> Parsed {
     let mut parsed = Parsed::default();
     let is_json = file.extension().is_some_and(|e| e == "json");
-    let err = |document, line, reason, message| ManifestError { file: file.to_path_buf(), document, line, reason, message };
+    let err = |document, line, reason, message| ManifestError {
+        file: file.to_path_buf(),
+        document,
+        line,
+        reason,
+        message,
+    };
 
     let mut documents = Vec::new();
     if is_json {
@@ -180,10 +186,15 @@ fn yaml_document_starts(text: &str) -> Vec<usize> {
     let mut content_before_separator = false;
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim();
-        let is_separator = line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
+        let is_separator =
+            line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
         if is_separator {
             starts.push(i + 2);
-        } else if starts.is_empty() && !trimmed.is_empty() && !trimmed.starts_with('#') && !content_before_separator {
+        } else if starts.is_empty()
+            && !trimmed.is_empty()
+            && !trimmed.starts_with('#')
+            && !content_before_separator
+        {
             content_before_separator = true;
             starts.push(1);
         }
@@ -205,7 +216,11 @@ fn to_object(value: serde_json::Value) -> Result<Object, (Reason, String)> {
     if name.is_empty() {
         return Err((Reason::Schema, format!("{kind} has no metadata.name")));
     }
-    fn de<T: serde::de::DeserializeOwned>(value: serde_json::Value, kind: &str, name: &str) -> Result<T, (Reason, String)> {
+    fn de<T: serde::de::DeserializeOwned>(
+        value: serde_json::Value,
+        kind: &str,
+        name: &str,
+    ) -> Result<T, (Reason, String)> {
         serde_path_to_error::deserialize(value)
             .map_err(|e| (Reason::Schema, format!("{kind} {name}: {}: {}", e.path(), e.inner())))
     }
@@ -218,7 +233,10 @@ fn to_object(value: serde_json::Value) -> Result<Object, (Reason, String)> {
         ("v1", "ConfigMap") => Object::ConfigMap(Box::new(de(value, &kind, &name)?)),
         ("erratum.dev/v1alpha1", "ErrorPagePolicy") => Object::ErrorPagePolicy(Box::new(value)),
         _ => {
-            return Err((Reason::UnknownKind, format!("{api_version} {kind} {name} is not a kind erratum uses; skipped")));
+            return Err((
+                Reason::UnknownKind,
+                format!("{api_version} {kind} {name} is not a kind erratum uses; skipped"),
+            ));
         }
     };
     Ok(obj)
@@ -245,7 +263,8 @@ impl Folder {
     /// Opens a folder; fails if it cannot be listed (checked before any port is bound).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, Error> {
         let dir = dir.into();
-        let meta = std::fs::metadata(&dir).map_err(|source| Error::Unreadable { dir: dir.clone(), source })?;
+        let meta =
+            std::fs::metadata(&dir).map_err(|source| Error::Unreadable { dir: dir.clone(), source })?;
         if !meta.is_dir() {
             return Err(Error::NotAFolder(dir));
         }
@@ -261,7 +280,8 @@ impl Folder {
     /// Reads every manifest. Returns `Ok(None)` when nothing changed since the last load.
     pub fn load(&mut self) -> Result<Option<Loaded>, Error> {
         let mut files = Vec::new();
-        list_manifests(&self.dir, &mut files).map_err(|source| Error::Unreadable { dir: self.dir.clone(), source })?;
+        list_manifests(&self.dir, &mut files)
+            .map_err(|source| Error::Unreadable { dir: self.dir.clone(), source })?;
         files.sort();
 
         let mut errors = Vec::new();
@@ -319,7 +339,12 @@ impl Folder {
                         document: None,
                         line: None,
                         reason: Reason::Duplicate,
-                        message: format!("{} {} is already defined in {}; ignored", id.0, id.1, first.display()),
+                        message: format!(
+                            "{} {} is already defined in {}; ignored",
+                            id.0,
+                            id.1,
+                            first.display()
+                        ),
                     });
                     continue;
                 }
@@ -359,7 +384,10 @@ pub fn reload(folder: &mut Folder, publisher: &mut Publisher, metrics: &TableMet
             for e in &loaded.errors {
                 metrics.manifest_errors.with_label_values(&[e.reason.as_str()]).inc();
                 if e.reason.is_fatal() {
-                    tracing::error!(reason = e.reason.as_str(), "{e}; the file's last good objects keep serving");
+                    tracing::error!(
+                        reason = e.reason.as_str(),
+                        "{e}; the file's last good objects keep serving"
+                    );
                 } else {
                     tracing::warn!(reason = e.reason.as_str(), "{e}");
                 }
@@ -475,7 +503,7 @@ mod tests {
     fn schema_errors_name_the_field() {
         let p = parse(
             "b.yaml",
-            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: x}\nspec:\n  rules: [{http: {paths: [{path: /}]}}]\n",
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: x}\nspec:\n  rules: [{http: {paths: [{path: /, pathType: [Prefix]}]}}]\n",
         );
         assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
         assert_eq!(p.errors[0].reason, Reason::Schema);
@@ -522,8 +550,16 @@ mod tests {
     #[test]
     fn duplicates_keep_the_first_file() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {k: a}\n").unwrap();
-        std::fs::write(dir.path().join("b.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {k: b}\n").unwrap();
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {k: a}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {k: b}\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join(".hidden.yaml"), "not: [valid").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
         let loaded = Folder::open(dir.path()).unwrap().load().unwrap().unwrap();

@@ -198,7 +198,8 @@ mod tests {
     #[test]
     fn round_robin_visits_every_endpoint() {
         let addrs: Vec<SocketAddr> = vec!["10.0.0.1:80".parse().unwrap(), "10.0.0.2:80".parse().unwrap()];
-        let b = Backend::new(ObjectKey::new("ns", "svc"), PortRef::Number(80), Target::Endpoints(addrs.clone()));
+        let b =
+            Backend::new(ObjectKey::new("ns", "svc"), PortRef::Number(80), Target::Endpoints(addrs.clone()));
         let picks: Vec<_> = (0..4).map(|_| b.pick()).collect();
         assert_eq!(
             picks,

@@ -136,7 +136,13 @@ impl RoutingTable {
     /// Builds a table from the Index. Pure: the same Index and config give the same table,
     /// and every problem is returned in [`RoutingTable::diagnostics`] instead of failing.
     pub fn build(index: &Index, config: &BuildConfig, generation: u64) -> Self {
-        let mut b = Builder { index, slices: backend::slices_by_service(index), table: Self::default(), backends: HashMap::new(), reported: BTreeSet::new() };
+        let mut b = Builder {
+            index,
+            slices: backend::slices_by_service(index),
+            table: Self::default(),
+            backends: HashMap::new(),
+            reported: BTreeSet::new(),
+        };
         b.table.generation = generation;
         b.table.ready = true;
 
@@ -148,18 +154,18 @@ impl RoutingTable {
         for ing in &ours {
             b.add_ingress(ing);
         }
-        if b.table.catch_all.is_none() {
-            if let Some(default) = &config.default_backend {
-                let backend = b.backend(&default.service.namespace, &default.service.name, default.port.clone());
-                if let Target::Unresolved(reason) = &backend.target {
-                    b.table.diagnostics.push(Diagnostic {
-                        object: "flag --default-backend".into(),
-                        message: format!("{reason}; unmatched requests get 503"),
-                    });
-                }
-                b.table.catch_all =
-                    Some(Arc::new(Route { ingress: None, path: "/".into(), kind: PathKind::Prefix, backend }));
+        if b.table.catch_all.is_none()
+            && let Some(default) = &config.default_backend
+        {
+            let backend = b.backend(&default.service.namespace, &default.service.name, default.port.clone());
+            if let Target::Unresolved(reason) = &backend.target {
+                b.table.diagnostics.push(Diagnostic {
+                    object: "flag --default-backend".into(),
+                    message: format!("{reason}; unmatched requests get 503"),
+                });
             }
+            b.table.catch_all =
+                Some(Arc::new(Route { ingress: None, path: "/".into(), kind: PathKind::Prefix, backend }));
         }
         for ing in &ours {
             b.add_tls(ing);
@@ -174,8 +180,10 @@ impl RoutingTable {
     /// rules. Whatever is left goes to the catch-all default backend.
     pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
         let host = route::normalize_host(host);
-        let routes =
-            self.hosts.get(&*host).or_else(|| route::wildcard_suffix(&host).and_then(|s| self.wildcards.get(s)));
+        let routes = self
+            .hosts
+            .get(&*host)
+            .or_else(|| route::wildcard_suffix(&host).and_then(|s| self.wildcards.get(s)));
         let found = match routes {
             Some(routes) => routes.find(path).or(routes.default.as_ref()),
             None => self.hostless.find(path),
@@ -215,7 +223,8 @@ impl RoutingTable {
 
     /// Number of path rules across all hosts.
     pub fn route_count(&self) -> usize {
-        self.hosts.values().chain(self.wildcards.values()).map(HostRoutes::len).sum::<usize>() + self.hostless.len()
+        self.hosts.values().chain(self.wildcards.values()).map(HostRoutes::len).sum::<usize>()
+            + self.hostless.len()
     }
 }
 
@@ -327,7 +336,12 @@ impl Builder<'_> {
 
         let default = match spec.default_backend.as_ref() {
             Some(b) => self.ingress_backend(&key, b).map(|backend| {
-                Arc::new(Route { ingress: Some(key.clone()), path: "/".into(), kind: PathKind::Prefix, backend })
+                Arc::new(Route {
+                    ingress: Some(key.clone()),
+                    path: "/".into(),
+                    kind: PathKind::Prefix,
+                    backend,
+                })
             }),
             None => None,
         };
@@ -346,7 +360,10 @@ impl Builder<'_> {
             for p in rule.http.iter().flat_map(|h| h.paths.iter()) {
                 let path = p.path.clone().unwrap_or_else(|| "/".to_string());
                 let Some(kind) = PathKind::parse(&p.path_type) else {
-                    self.report(object.clone(), format!("path {path:?}: unknown pathType {:?}; skipped", p.path_type));
+                    self.report(
+                        object.clone(),
+                        format!("path {path:?}: unknown pathType {:?}; skipped", p.path_type),
+                    );
                     continue;
                 };
                 if !path.starts_with('/') {
@@ -385,7 +402,10 @@ impl Builder<'_> {
                 None => self.table.catch_all = Some(default),
                 Some(winner) if hosts_named.is_empty() => {
                     let winner = winner.ingress.as_ref().map(ToString::to_string).unwrap_or_default();
-                    self.report(object, format!("defaultBackend ignored: Ingress {winner} already provides the catch-all"));
+                    self.report(
+                        object,
+                        format!("defaultBackend ignored: Ingress {winner} already provides the catch-all"),
+                    );
                 }
                 Some(_) => {}
             }
@@ -429,7 +449,10 @@ impl Builder<'_> {
                     Ok(HostTarget::Exact(h)) => self.table.tls.exact.entry(h),
                     Ok(HostTarget::Wildcard(s)) => self.table.tls.wildcard.entry(s),
                     Ok(HostTarget::None) | Err(_) => {
-                        self.report(object.clone(), format!("tls host {host:?} is not a valid host; skipped"));
+                        self.report(
+                            object.clone(),
+                            format!("tls host {host:?} is not a valid host; skipped"),
+                        );
                         continue;
                     }
                 };
@@ -480,7 +503,9 @@ fn classify_host(host: &str) -> Result<HostTarget, String> {
         })
         && name.parse::<std::net::IpAddr>().is_err();
     if !valid {
-        return Err(format!("host {host:?} is not a valid DNS name (a leading \"*.\" is allowed); rule skipped"));
+        return Err(format!(
+            "host {host:?} is not a valid DNS name (a leading \"*.\" is allowed); rule skipped"
+        ));
     }
     Ok(if wildcard { HostTarget::Wildcard(name.to_string()) } else { HostTarget::Exact(name.to_string()) })
 }

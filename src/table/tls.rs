@@ -71,7 +71,8 @@ pub(crate) fn load_secret(secret: &Secret) -> Result<Arc<CertifiedKey>, String> 
         return Err("tls.crt holds no certificate".into());
     }
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| format!("tls.key: {e}"))?;
-    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| format!("tls.key: {e}"))?;
+    let signing_key =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| format!("tls.key: {e}"))?;
     let certified = CertifiedKey::new(chain, signing_key);
     certified.keys_match().map_err(|e| format!("tls.crt does not match tls.key: {e}"))?;
     Ok(Arc::new(certified))

@@ -1,0 +1,352 @@
+//! Pure tests of `RoutingTable::build` and lookup: Ingress v1 semantics, table-driven.
+
+use super::*;
+use crate::fixtures::{endpoint_slice, external_service, ingress, ingress_class, service};
+use crate::index::Object;
+
+fn index(objects: Vec<Object>) -> Index {
+    let mut index = Index::default();
+    for o in objects {
+        index.apply(o);
+    }
+    index
+}
+
+fn ing(b: crate::fixtures::IngressBuilder) -> Object {
+    Object::Ingress(Box::new(b.build()))
+}
+
+/// A Service `name` in `ns` with port 80 and one ready endpoint per name, so routes can be
+/// told apart by their Service.
+fn svc(ns: &str, name: &str) -> Vec<Object> {
+    vec![
+        Object::Service(Box::new(service(ns, name, &[(None, 80)]))),
+        Object::EndpointSlice(Box::new(endpoint_slice(
+            ns,
+            &format!("{name}-x"),
+            name,
+            &[(None, 8080)],
+            &[("10.0.0.1", Some(true))],
+        ))),
+    ]
+}
+
+fn build(objects: Vec<Object>) -> RoutingTable {
+    RoutingTable::build(&index(objects), &BuildConfig::default(), 1)
+}
+
+/// Which Service a request reaches, or "-" for none.
+fn target(t: &RoutingTable, host: &str, path: &str) -> String {
+    t.find(host, path).map(|r| r.backend.service.name.clone()).unwrap_or_else(|| "-".into())
+}
+
+#[test]
+fn path_matching_follows_ingress_v1() {
+    // (rules as (path, pathType, service)), request path, expected service
+    type Rules<'a> = &'a [(&'a str, &'a str, &'a str)];
+    let cases: &[(Rules, &str, &str)] = &[
+        (&[("/", "Prefix", "a")], "/anything/at/all", "a"),
+        (&[("/foo", "Exact", "a")], "/foo", "a"),
+        (&[("/foo", "Exact", "a")], "/bar", "-"),
+        (&[("/foo", "Exact", "a")], "/foo/", "-"),
+        (&[("/foo/", "Exact", "a")], "/foo", "-"),
+        (&[("/foo", "Prefix", "a")], "/foo", "a"),
+        (&[("/foo", "Prefix", "a")], "/foo/", "a"),
+        (&[("/foo/", "Prefix", "a")], "/foo", "a"),
+        (&[("/foo/", "Prefix", "a")], "/foo/", "a"),
+        (&[("/aaa/bb", "Prefix", "a")], "/aaa/bbb", "-"),
+        (&[("/aaa/bbb", "Prefix", "a")], "/aaa/bbb", "a"),
+        (&[("/aaa/bbb/", "Prefix", "a")], "/aaa/bbb", "a"),
+        (&[("/aaa/bbb", "Prefix", "a")], "/aaa/bbb/", "a"),
+        (&[("/aaa/bbb", "Prefix", "a")], "/aaa/bbb/ccc", "a"),
+        (&[("/aaa/bbb", "Prefix", "a")], "/aaa/bbbxyz", "-"),
+        (&[("/", "Prefix", "a"), ("/aaa", "Prefix", "b")], "/aaa/ccc", "b"),
+        (&[("/", "Prefix", "a"), ("/aaa", "Prefix", "b")], "/ccc", "a"),
+        (&[("/aaa", "Prefix", "a"), ("/aaa/bbb", "Prefix", "b")], "/aaa/bbb", "b"),
+        (&[("/aaa", "Prefix", "a"), ("/aaa/bbb", "Prefix", "b")], "/aaa/bbbxyz", "a"),
+        (&[("/", "Prefix", "a"), ("/aaa", "Exact", "b")], "/aaa", "b"),
+        (&[("/", "Prefix", "a"), ("/aaa", "Exact", "b")], "/aaa/x", "a"),
+        // Exact beats Prefix of equal length.
+        (&[("/foo", "Prefix", "a"), ("/foo", "Exact", "b")], "/foo", "b"),
+        (&[("/foo", "Prefix", "a"), ("/foo", "Exact", "b")], "/foo/x", "a"),
+        // ImplementationSpecific is Prefix.
+        (&[("/foo", "ImplementationSpecific", "a")], "/foo/bar", "a"),
+        (&[("/foo", "ImplementationSpecific", "a")], "/foobar", "-"),
+        // Paths are case-sensitive.
+        (&[("/Foo", "Prefix", "a")], "/foo", "-"),
+    ];
+    for (i, (rules, request, want)) in cases.iter().enumerate() {
+        let mut b = ingress("ns", "ing");
+        let mut objects = Vec::new();
+        for (path, path_type, service) in rules.iter() {
+            b = b.path("example.com", path, path_type, service, 80);
+            objects.extend(svc("ns", service));
+        }
+        objects.push(ing(b));
+        let t = build(objects);
+        assert_eq!(&target(&t, "example.com", request), want, "case {i}: rules {rules:?}, request {request}");
+    }
+}
+
+#[test]
+fn host_matching_exact_wildcard_and_hostless() {
+    let mut objects = svc("ns", "exact");
+    objects.extend(svc("ns", "wild"));
+    objects.extend(svc("ns", "any"));
+    objects.push(ing(ingress("ns", "ing")
+        .path("foo.example.com", "/", "Prefix", "exact", 80)
+        .path("*.example.com", "/", "Prefix", "wild", 80)
+        .path("", "/", "Prefix", "any", 80)));
+    let t = build(objects);
+    let cases = [
+        ("foo.example.com", "exact"),
+        ("FOO.Example.COM", "exact"),
+        ("foo.example.com:8080", "exact"),
+        ("foo.example.com.", "exact"),
+        ("bar.example.com", "wild"),
+        ("example.com", "any"),       // a wildcard needs exactly one more label
+        ("a.bar.example.com", "any"), // ...not two
+        ("other.test", "any"),
+        ("", "any"),
+    ];
+    for (host, want) in cases {
+        assert_eq!(target(&t, host, "/"), want, "host {host:?}");
+    }
+}
+
+#[test]
+fn invalid_hosts_and_paths_are_reported_and_skipped() {
+    let mut objects = svc("ns", "a");
+    objects.push(ing(ingress("ns", "ing")
+        .path("bad_host.example", "/", "Prefix", "a", 80)
+        .path("ok.example", "relative", "Prefix", "a", 80)
+        .path("ok.example", "/x", "Regex", "a", 80)
+        .path("ok.example", "/y", "Prefix", "a", 80)));
+    let t = build(objects);
+    assert_eq!(t.route_count(), 1);
+    assert_eq!(t.diagnostics().len(), 3, "{:?}", t.diagnostics());
+    assert_eq!(target(&t, "ok.example", "/y"), "a");
+}
+
+#[test]
+fn conflicts_are_won_by_the_oldest_ingress_then_the_name() {
+    let mut objects = svc("ns", "old");
+    objects.extend(svc("ns", "new"));
+    objects.push(ing(ingress("ns", "zzz-old").created("2024-01-01T00:00:00Z").path(
+        "h.example",
+        "/",
+        "Prefix",
+        "old",
+        80,
+    )));
+    objects.push(ing(ingress("ns", "aaa-new").created("2025-01-01T00:00:00Z").path(
+        "h.example",
+        "/",
+        "Prefix",
+        "new",
+        80,
+    )));
+    let t = build(objects);
+    assert_eq!(target(&t, "h.example", "/"), "old");
+    let d = &t.diagnostics()[0];
+    assert_eq!(d.object, "Ingress ns/aaa-new");
+    assert!(d.message.contains("already served by Ingress ns/zzz-old"), "{d}");
+
+    // Same age: the name decides.
+    let mut objects = svc("ns", "b");
+    objects.extend(svc("ns", "a"));
+    objects.push(ing(ingress("ns", "b").path("h.example", "/", "Prefix", "b", 80)));
+    objects.push(ing(ingress("ns", "a").path("h.example", "/", "Prefix", "a", 80)));
+    let t = build(objects);
+    assert_eq!(target(&t, "h.example", "/"), "a");
+}
+
+#[test]
+fn rules_merge_across_ingresses_for_one_host() {
+    let mut objects = svc("ns", "a");
+    objects.extend(svc("other", "b"));
+    objects.push(ing(ingress("ns", "one").path("h.example", "/a", "Prefix", "a", 80)));
+    objects.push(ing(ingress("other", "two").path("h.example", "/b", "Prefix", "b", 80)));
+    let t = build(objects);
+    assert_eq!(target(&t, "h.example", "/a/1"), "a");
+    assert_eq!(target(&t, "h.example", "/b/1"), "b");
+    assert_eq!(t.find("h.example", "/b").unwrap().ingress.as_ref().unwrap().namespace, "other");
+    assert!(t.diagnostics().is_empty());
+}
+
+#[test]
+fn only_ingresses_of_our_class_are_served() {
+    let rule = |b: crate::fixtures::IngressBuilder| b.path("h.example", "/", "Prefix", "a", 80);
+    let cases: Vec<(&str, Vec<Object>, &str)> = vec![
+        ("our class", vec![ing(rule(ingress("ns", "i")))], "a"),
+        ("other class", vec![ing(rule(ingress("ns", "i").class(Some("nginx"))))], "-"),
+        ("no class, no default", vec![ing(rule(ingress("ns", "i").class(None)))], "-"),
+        (
+            "no class, we are default",
+            vec![
+                Object::IngressClass(Box::new(ingress_class(
+                    "erratum",
+                    "erratum.dev/ingress-controller",
+                    true,
+                ))),
+                ing(rule(ingress("ns", "i").class(None))),
+            ],
+            "a",
+        ),
+        (
+            "no class, other default",
+            vec![
+                Object::IngressClass(Box::new(ingress_class("nginx", "k8s.io/ingress-nginx", true))),
+                ing(rule(ingress("ns", "i").class(None))),
+            ],
+            "-",
+        ),
+        (
+            "legacy annotation",
+            vec![ing(rule(
+                ingress("ns", "i").class(None).annotation("kubernetes.io/ingress.class", "erratum"),
+            ))],
+            "a",
+        ),
+        (
+            "our class name owned by another controller",
+            vec![
+                Object::IngressClass(Box::new(ingress_class("erratum", "example.com/other", false))),
+                ing(rule(ingress("ns", "i"))),
+            ],
+            "-",
+        ),
+    ];
+    for (name, mut objects, want) in cases {
+        objects.extend(svc("ns", "a"));
+        assert_eq!(target(&build(objects), "h.example", "/"), want, "{name}");
+    }
+}
+
+#[test]
+fn default_backends_in_order() {
+    let mut objects = svc("ns", "app");
+    objects.extend(svc("ns", "host-default"));
+    objects.extend(svc("ns", "catch-all"));
+    objects.push(ing(ingress("ns", "a")
+        .created("2024-01-01T00:00:00Z")
+        .path("h.example", "/app", "Prefix", "app", 80)
+        .default_backend("host-default", 80)));
+    objects.push(ing(ingress("ns", "b").created("2025-01-01T00:00:00Z").default_backend("catch-all", 80)));
+    let t = build(objects.clone());
+    assert_eq!(target(&t, "h.example", "/app"), "app");
+    assert_eq!(target(&t, "h.example", "/other"), "host-default", "a host's own Ingress default first");
+    assert_eq!(
+        target(&t, "unknown.example", "/"),
+        "host-default",
+        "the oldest defaultBackend is the catch-all"
+    );
+    assert!(t.diagnostics().iter().any(|d| d.object == "Ingress ns/b"), "{:?}", t.diagnostics());
+
+    // --default-backend when no Ingress provides one.
+    let mut index = index(svc("ns", "fallback"));
+    index.apply(ing(ingress("ns", "c").path("h.example", "/app", "Prefix", "fallback", 80)));
+    let config =
+        BuildConfig { default_backend: Some("ns/fallback:80".parse().unwrap()), ..BuildConfig::default() };
+    let t = RoutingTable::build(&index, &config, 1);
+    let route = t.find("nothing.example", "/").expect("flag default");
+    assert!(route.ingress.is_none());
+    // Without any default: no route (erratum's own 404).
+    let t = RoutingTable::build(&index, &BuildConfig::default(), 1);
+    assert!(t.find("nothing.example", "/").is_none());
+    assert!(t.find("h.example", "/elsewhere").is_none());
+}
+
+#[test]
+fn endpoints_follow_readiness_and_port_names() {
+    let mut objects = vec![
+        Object::Service(Box::new(service("ns", "web", &[(Some("http"), 80), (Some("metrics"), 9000)]))),
+        Object::EndpointSlice(Box::new(endpoint_slice(
+            "ns",
+            "web-1",
+            "web",
+            &[(Some("http"), 8080), (Some("metrics"), 9100)],
+            &[("10.0.0.1", Some(true)), ("10.0.0.2", None), ("10.0.0.3", Some(false))],
+        ))),
+        Object::EndpointSlice(Box::new(endpoint_slice(
+            "ns",
+            "web-2",
+            "web",
+            &[(Some("http"), 8080)],
+            &[("fd00::1", Some(true))],
+        ))),
+        // Same label, other namespace: not ours.
+        Object::EndpointSlice(Box::new(endpoint_slice(
+            "elsewhere",
+            "web-3",
+            "web",
+            &[(Some("http"), 8080)],
+            &[("10.9.9.9", None)],
+        ))),
+    ];
+    objects.push(ing(ingress("ns", "i").path("h.example", "/", "Prefix", "web", 80)));
+    let t = build(objects);
+    let route = t.find("h.example", "/").unwrap();
+    let want: Vec<std::net::SocketAddr> = vec![
+        "10.0.0.1:8080".parse().unwrap(),
+        "10.0.0.2:8080".parse().unwrap(),
+        "[fd00::1]:8080".parse().unwrap(),
+    ];
+    assert_eq!(route.backend.target, Target::Endpoints(want));
+}
+
+#[test]
+fn unresolved_backends_answer_503_and_are_reported() {
+    let objects = vec![
+        Object::Service(Box::new(service("ns", "noport", &[(Some("http"), 80)]))),
+        ing(ingress("ns", "i").path("h.example", "/missing", "Prefix", "ghost", 80).path(
+            "h.example",
+            "/port",
+            "Prefix",
+            "noport",
+            81,
+        )),
+    ];
+    let t = build(objects);
+    for path in ["/missing", "/port"] {
+        let route = t.find("h.example", path).expect("route kept");
+        assert!(matches!(route.backend.pick(), Pick::Unavailable(_)), "{path}");
+    }
+    let text: Vec<String> = t.diagnostics().iter().map(ToString::to_string).collect();
+    assert!(text.iter().any(|d| d.contains("service ns/ghost not found")), "{text:?}");
+    assert!(text.iter().any(|d| d.contains("service ns/noport has no port 81")), "{text:?}");
+}
+
+#[test]
+fn external_name_services_resolve_by_dns() {
+    let objects = vec![
+        Object::Service(Box::new(external_service("ns", "ext", "api.example.net"))),
+        ing(ingress("ns", "i").path("h.example", "/", "Prefix", "ext", 443)),
+    ];
+    let t = build(objects);
+    assert_eq!(t.find("h.example", "/").unwrap().backend.pick(), Pick::Name("api.example.net", 443));
+}
+
+#[test]
+fn build_is_deterministic() {
+    let mut objects = svc("ns", "a");
+    objects.extend(svc("ns", "b"));
+    objects.push(ing(ingress("ns", "x").path("h.example", "/", "Prefix", "a", 80)));
+    objects.push(ing(ingress("ns", "y").path("h.example", "/", "Prefix", "b", 80)));
+    let first = build(objects.clone());
+    for _ in 0..5 {
+        let again = build(objects.clone());
+        assert_eq!(target(&again, "h.example", "/"), target(&first, "h.example", "/"));
+        assert_eq!(again.diagnostics(), first.diagnostics());
+    }
+}
+
+#[test]
+fn default_backend_flag_parses() {
+    let r: ServiceRef = "ns/svc:http".parse().unwrap();
+    assert_eq!(r.port, PortRef::Name("http".into()));
+    assert_eq!("ns/svc:8080".parse::<ServiceRef>().unwrap().port, PortRef::Number(8080));
+    for bad in ["svc:80", "ns/svc", "/svc:80", "ns/:80", "ns/svc:0", "ns/svc:70000"] {
+        assert!(bad.parse::<ServiceRef>().is_err(), "{bad}");
+    }
+}

@@ -1,0 +1,13 @@
+//! Scenario tests: the real proxy from a manifests folder, real origins, real clients.
+//! One test binary so the suite links once.
+
+mod support;
+
+mod admin;
+mod cli;
+mod errors;
+mod protocols;
+mod reload;
+mod routing;
+mod shutdown;
+mod tls;

@@ -1,0 +1,135 @@
+//! Test harness: real origins on 127.0.0.1:0, the real runtime from a manifests folder written
+//! by the test, and real HTTP clients.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use erratum::origin::Origin;
+use erratum::runtime::{self, RunConfig, Running};
+
+/// YAML for a Service `name` (port 80, named "http") whose EndpointSlice lists `addrs` as ready.
+pub fn backend(ns: &str, name: &str, addrs: &[SocketAddr]) -> String {
+    backend_with_readiness(ns, name, &addrs.iter().map(|a| (*a, true)).collect::<Vec<_>>())
+}
+
+/// Like [`backend`], with a readiness per endpoint. All addresses must share one port.
+pub fn backend_with_readiness(ns: &str, name: &str, endpoints: &[(SocketAddr, bool)]) -> String {
+    let port = endpoints.first().map(|(a, _)| a.port()).unwrap_or(1);
+    let eps: String = endpoints
+        .iter()
+        .map(|(a, ready)| format!("  - addresses: [\"{}\"]\n    conditions: {{ready: {ready}}}\n", a.ip()))
+        .collect();
+    let eps = if eps.is_empty() { "  []\n".to_string() } else { eps };
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ports: [{{name: http, port: 80}}]\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n{eps}---\n"
+    )
+}
+
+/// YAML for an Ingress with `(host, path, pathType, service)` rules, class erratum.
+pub fn ingress(ns: &str, name: &str, rules: &[(&str, &str, &str, &str)]) -> String {
+    let mut out = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ingressClassName: erratum\n  rules:\n"
+    );
+    for (host, path, path_type, service) in rules {
+        out.push_str(&format!(
+            "  - host: \"{host}\"\n    http:\n      paths:\n      - path: {path}\n        pathType: {path_type}\n        backend: {{service: {{name: {service}, port: {{number: 80}}}}}}\n"
+        ));
+    }
+    out.push_str("---\n");
+    out
+}
+
+/// A running erratum on a temporary manifests folder.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub running: Option<Running>,
+    pub client: reqwest::Client,
+}
+
+impl Harness {
+    /// Writes `manifests` to `main.yaml` and starts erratum with the default local config.
+    pub async fn start(manifests: &str) -> Self {
+        Self::start_with(manifests, |_| {}).await
+    }
+
+    /// Like [`Harness::start`], with a chance to adjust the configuration.
+    pub async fn start_with(manifests: &str, adjust: impl FnOnce(&mut RunConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("main.yaml"), manifests).expect("write manifests");
+        let mut config = RunConfig::local(dir.path());
+        adjust(&mut config);
+        let running = runtime::start(config).await.expect("erratum starts");
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(8)
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client");
+        Self { dir, running: Some(running), client }
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.running().http_addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.running().admin_addr, path)
+    }
+
+    /// GET `path` with a Host header.
+    pub async fn get(&self, host: &str, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).header("host", host).send().await.expect("request completes")
+    }
+
+    /// Status of GET `path` for `host`.
+    pub async fn status(&self, host: &str, path: &str) -> u16 {
+        self.get(host, path).await.status().as_u16()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.running().table().load().generation()
+    }
+
+    /// Writes a manifest file and waits until a newer table than the current one is published.
+    pub async fn write_and_wait(&self, file: &str, content: &str) {
+        let before = self.generation();
+        std::fs::write(self.dir.path().join(file), content).expect("write");
+        self.wait_for_generation(before + 1).await;
+    }
+
+    pub async fn wait_for_generation(&self, at_least: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while self.generation() < at_least {
+            assert!(tokio::time::Instant::now() < deadline, "no table generation {at_least} within 15 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client.get(self.admin_url("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+/// An origin on a free loopback port.
+pub async fn origin() -> Origin {
+    Origin::start("127.0.0.1:0".parse().unwrap()).await.expect("origin starts")
+}
+
+/// A loopback address where nothing listens (bound, then released).
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}

@@ -1,0 +1,110 @@
+//! TLS termination with certificates from Ingress `tls` Secrets, chosen by SNI.
+
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+struct TestCert {
+    pem: String,
+    key_pem: String,
+    der: CertificateDer<'static>,
+}
+
+fn cert(names: &[&str]) -> TestCert {
+    let c =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    TestCert { pem: c.cert.pem(), key_pem: c.signing_key.serialize_pem(), der: c.cert.der().clone() }
+}
+
+fn secret_yaml(name: &str, c: &TestCert) -> String {
+    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata: {{name: {name}, namespace: ns}}\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}---\n",
+        indent(&c.pem),
+        indent(&c.key_pem)
+    )
+}
+
+/// Handshakes with `sni` and returns the certificate the server presented.
+async fn presented_cert(
+    addr: std::net::SocketAddr,
+    sni: &str,
+    trust: &[&TestCert],
+) -> CertificateDer<'static> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in trust {
+        roots.add(c.der.clone()).unwrap();
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
+        .await
+        .expect("handshake verifies");
+    tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_chooses_between_ingress_certificates() {
+    let a = origin().await;
+    let cert_a = cert(&["a.example"]);
+    let cert_b = cert(&["*.b.example"]);
+    let tls_ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: secure, namespace: ns}\nspec:\n  ingressClassName: erratum\n  tls:\n  - {hosts: [a.example], secretName: cert-a}\n  - {hosts: [\"*.b.example\"], secretName: cert-b}\n  rules:\n  - host: a.example\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: a, port: {number: 80}}}}]}\n  - host: \"*.b.example\"\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: a, port: {number: 80}}}}]}\n---\n";
+    let manifests = [
+        backend("ns", "a", &[a.addr]),
+        secret_yaml("cert-a", &cert_a),
+        secret_yaml("cert-b", &cert_b),
+        tls_ingress.to_string(),
+    ]
+    .concat();
+    let h = Harness::start(&manifests).await;
+    let https = h.running().https_addr.expect("https listener");
+
+    assert_eq!(presented_cert(https, "a.example", &[&cert_a, &cert_b]).await, cert_a.der);
+    assert_eq!(presented_cert(https, "x.b.example", &[&cert_a, &cert_b]).await, cert_b.der);
+
+    // A full HTTPS request over h2 (ALPN), trusting only the right certificate.
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_a.pem.as_bytes()).unwrap())
+        .resolve("a.example", https)
+        .build()
+        .unwrap();
+    let resp = client.get(format!("https://a.example:{}/echo", https.port())).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let echo: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
+
+    // An unknown name gets the self-signed fallback, which no client trusts.
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_a.pem.as_bytes()).unwrap())
+        .resolve("unknown.example", https)
+        .build()
+        .unwrap();
+    let err = client.get(format!("https://unknown.example:{}/", https.port())).send().await.unwrap_err();
+    assert!(err.is_connect(), "{err:?}");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_secret_is_reported_and_the_rest_serves() {
+    let a = origin().await;
+    let bad = "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata: {name: bad, namespace: ns}\nstringData: {tls.crt: nonsense, tls.key: nonsense}\n---\n";
+    let ing = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i, namespace: ns}\nspec:\n  ingressClassName: erratum\n  tls: [{hosts: [a.example], secretName: bad}]\n  rules:\n  - host: a.example\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: a, port: {number: 80}}}}]}\n";
+    let manifests = [backend("ns", "a", &[a.addr]), bad.to_string(), ing.to_string()].concat();
+    let h = Harness::start(&manifests).await;
+    let problems =
+        h.running().table().load().diagnostics().iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert!(problems.iter().any(|p| p.starts_with("Secret ns/bad: tls.crt")), "{problems:?}");
+    assert_eq!(h.status("a.example", "/").await, 200, "plain HTTP keeps serving");
+    h.shutdown().await;
+}
