@@ -52,7 +52,8 @@ fn lookup(c: &mut Criterion) {
     for n in [100, 1_000, 10_000] {
         let table = RoutingTable::build(&index(n), &BuildConfig::default(), 1);
         assert_eq!(table.route_count(), 3 * n);
-        let hosts: Vec<String> = (0..n).step_by((n / 64).max(1)).map(|i| format!("host-{i}.example.com:8080")).collect();
+        let hosts: Vec<String> =
+            (0..n).step_by((n / 64).max(1)).map(|i| format!("host-{i}.example.com:8080")).collect();
         group.bench_with_input(BenchmarkId::new("deep_prefix", n), &hosts, |b, hosts| {
             let mut i = 0;
             b.iter(|| {
