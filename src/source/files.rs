@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::publish::Publisher;
-use crate::index::{Index, Object};
+use crate::index::{Index, Object, ObjectKey};
 use crate::metrics::TableMetrics;
 
 /// Quiet time after the last change before reloading: editors write files in several steps.
@@ -112,11 +112,32 @@ impl fmt::Display for ManifestError {
     }
 }
 
+/// Where an object was defined.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based document number.
+    pub document: usize,
+    /// 1-based first line of the document, where known.
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        write!(f, " (document {})", self.document)
+    }
+}
+
 /// The objects of one file and the documents it rejected.
 #[derive(Debug, Default)]
 pub struct Parsed {
-    /// Objects in document order.
-    pub objects: Vec<Object>,
+    /// Objects in document order, with where each was defined.
+    pub objects: Vec<(Object, Location)>,
     /// Rejected documents.
     pub errors: Vec<ManifestError>,
 }
@@ -171,7 +192,9 @@ pub fn parse_manifest(file: &Path, text: &str) -> Parsed {
         };
         for item in items {
             match to_object(item) {
-                Ok(obj) => parsed.objects.push(obj),
+                Ok(obj) => {
+                    parsed.objects.push((obj, Location { file: file.to_path_buf(), document: doc, line }))
+                }
                 Err((reason, message)) => parsed.errors.push(err(Some(doc), line, reason, message)),
             }
         }
@@ -249,13 +272,15 @@ pub struct Loaded {
     pub index: Index,
     /// Every rejected document (fatal ones fall back to the file's last good objects).
     pub errors: Vec<ManifestError>,
+    /// Where each object in the Index was defined.
+    pub origins: HashMap<(&'static str, ObjectKey), Location>,
 }
 
 /// A manifests folder, with the last good objects of each file.
 #[derive(Debug)]
 pub struct Folder {
     dir: PathBuf,
-    last_good: HashMap<PathBuf, Vec<Object>>,
+    last_good: HashMap<PathBuf, Vec<(Object, Location)>>,
     fingerprint: Option<u64>,
 }
 
@@ -315,7 +340,7 @@ impl Folder {
 
         self.last_good.retain(|path, _| contents.contains_key(path));
         let mut index = Index::default();
-        let mut origin: HashMap<(&'static str, crate::index::ObjectKey), PathBuf> = HashMap::new();
+        let mut origins: HashMap<(&'static str, ObjectKey), Location> = HashMap::new();
         for (file, text) in &contents {
             let objects = match text {
                 Some(text) => {
@@ -331,28 +356,23 @@ impl Folder {
                 }
                 None => self.last_good.get(file).cloned().unwrap_or_default(),
             };
-            for obj in objects {
+            for (obj, at) in objects {
                 let id = (obj.kind(), obj.key());
-                if let Some(first) = origin.get(&id) {
+                if let Some(first) = origins.get(&id) {
                     errors.push(ManifestError {
                         file: file.clone(),
-                        document: None,
-                        line: None,
+                        document: Some(at.document),
+                        line: at.line,
                         reason: Reason::Duplicate,
-                        message: format!(
-                            "{} {} is already defined in {}; ignored",
-                            id.0,
-                            id.1,
-                            first.display()
-                        ),
+                        message: format!("{} {} is already defined at {first}; ignored", id.0, id.1),
                     });
                     continue;
                 }
-                origin.insert(id, file.clone());
+                origins.insert(id, at);
                 index.apply(obj);
             }
         }
-        Ok(Some(Loaded { index, errors }))
+        Ok(Some(Loaded { index, errors, origins }))
     }
 }
 
@@ -392,7 +412,9 @@ pub fn reload(folder: &mut Folder, publisher: &mut Publisher, metrics: &TableMet
                     tracing::warn!(reason = e.reason.as_str(), "{e}");
                 }
             }
-            publisher.publish(&loaded.index);
+            publisher.publish_located(&loaded.index, |d| {
+                loaded.origins.get(&(d.kind, d.key.clone())).map(ToString::to_string)
+            });
             true
         }
         Ok(None) => false,
@@ -572,5 +594,19 @@ mod tests {
     #[test]
     fn missing_folder_is_an_error() {
         assert!(matches!(Folder::open("/nonexistent/erratum"), Err(Error::Unreadable { .. })));
+    }
+
+    #[test]
+    fn objects_remember_where_they_were_defined() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("app.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\n# the ingress\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web, namespace: shop}\n",
+        )
+        .unwrap();
+        let loaded = Folder::open(dir.path()).unwrap().load().unwrap().unwrap();
+        let at = &loaded.origins[&("Ingress", ObjectKey::new("shop", "web"))];
+        assert_eq!((at.document, at.line), (2, Some(5)));
+        assert!(at.to_string().ends_with("app.yaml:5 (document 2)"), "{at}");
     }
 }

@@ -34,14 +34,26 @@ impl Publisher {
 
     /// Builds a table from `index` and publishes it. Returns the new generation.
     pub fn publish(&mut self, index: &Index) -> u64 {
+        self.publish_located(index, |_| None)
+    }
+
+    /// Like [`Publisher::publish`]; `locate` names where an object at fault was defined (a
+    /// file and document in file mode), so a problem is logged where the user can fix it.
+    pub fn publish_located(&mut self, index: &Index, locate: impl Fn(&Diagnostic) -> Option<String>) -> u64 {
         let started = Instant::now();
         self.generation += 1;
         let table = RoutingTable::build(index, &self.config, self.generation);
         let elapsed = started.elapsed();
 
         let current: BTreeSet<String> = table.diagnostics().iter().map(Diagnostic::to_string).collect();
-        for problem in current.difference(&self.known) {
-            tracing::warn!(generation = self.generation, "{problem}");
+        for d in table.diagnostics() {
+            let problem = d.to_string();
+            if !self.known.contains(&problem) {
+                match locate(d) {
+                    Some(at) => tracing::warn!(generation = self.generation, "{at}: {problem}"),
+                    None => tracing::warn!(generation = self.generation, "{problem}"),
+                }
+            }
         }
         for fixed in self.known.difference(&current) {
             tracing::info!(generation = self.generation, "resolved: {fixed}");

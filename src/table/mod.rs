@@ -78,15 +78,21 @@ impl std::str::FromStr for ServiceRef {
 /// A problem found while building: the object is skipped or degraded, the rest is served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
-    /// `Kind namespace/name` of the object at fault.
-    pub object: String,
+    /// Kind of the object at fault (`Ingress`, `Secret`, …), or `Flag` for a command-line flag.
+    pub kind: &'static str,
+    /// The object (`namespace/name`; cluster-scoped kinds and flags have an empty namespace).
+    pub key: ObjectKey,
     /// What is wrong and what erratum does about it.
     pub message: String,
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.object, self.message)
+        match (self.kind, self.key.namespace.is_empty()) {
+            ("Flag", _) => write!(f, "flag {}: {}", self.key.name, self.message),
+            (kind, true) => write!(f, "{kind} {}: {}", self.key.name, self.message),
+            (kind, false) => write!(f, "{kind} {}: {}", self.key, self.message),
+        }
     }
 }
 
@@ -160,7 +166,8 @@ impl RoutingTable {
             let backend = b.backend(&default.service.namespace, &default.service.name, default.port.clone());
             if let Target::Unresolved(reason) = &backend.target {
                 b.table.diagnostics.push(Diagnostic {
-                    object: "flag --default-backend".into(),
+                    kind: "Flag",
+                    key: ObjectKey::new("", "--default-backend"),
                     message: format!("{reason}; unmatched requests get 503"),
                 });
             }
@@ -244,7 +251,8 @@ impl<'a> ClassFilter<'a> {
         let foreign = class.is_some() && controller != Some(config.controller_name.as_str());
         if foreign {
             diagnostics.push(Diagnostic {
-                object: format!("IngressClass {}", config.ingress_class),
+                kind: "IngressClass",
+                key: ObjectKey::new("", config.ingress_class.clone()),
                 message: format!(
                     "controller is {:?}, not {:?}; its Ingresses are not served",
                     controller.unwrap_or(""),
@@ -285,9 +293,9 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn report(&mut self, object: String, message: String) {
-        if self.reported.insert((object.clone(), message.clone())) {
-            self.table.diagnostics.push(Diagnostic { object, message });
+    fn report(&mut self, kind: &'static str, key: &ObjectKey, message: String) {
+        if self.reported.insert((format!("{kind} {key}"), message.clone())) {
+            self.table.diagnostics.push(Diagnostic { kind, key: key.clone(), message });
         }
     }
 
@@ -303,9 +311,8 @@ impl Builder<'_> {
 
     /// Resolves an Ingress backend, reporting problems against the Ingress.
     fn ingress_backend(&mut self, ing_key: &ObjectKey, backend: &IngressBackend) -> Option<Arc<Backend>> {
-        let object = format!("Ingress {ing_key}");
         let Some(svc) = backend.service.as_ref() else {
-            self.report(object, "resource backends are not supported; rule skipped".into());
+            self.report("Ingress", ing_key, "resource backends are not supported; rule skipped".into());
             return None;
         };
         let port = match svc.port.as_ref() {
@@ -313,25 +320,32 @@ impl Builder<'_> {
                 (Some(n), _) => PortRef::Number(n),
                 (None, Some(name)) => PortRef::Name(name.clone()),
                 (None, None) => {
-                    self.report(object, format!("backend service {} names no port; rule skipped", svc.name));
+                    self.report(
+                        "Ingress",
+                        ing_key,
+                        format!("backend service {} names no port; rule skipped", svc.name),
+                    );
                     return None;
                 }
             },
             None => {
-                self.report(object, format!("backend service {} names no port; rule skipped", svc.name));
+                self.report(
+                    "Ingress",
+                    ing_key,
+                    format!("backend service {} names no port; rule skipped", svc.name),
+                );
                 return None;
             }
         };
         let b = self.backend(&ing_key.namespace, &svc.name, port);
         if let Target::Unresolved(reason) = &b.target {
-            self.report(object, format!("{reason}; its routes answer 503"));
+            self.report("Ingress", ing_key, format!("{reason}; its routes answer 503"));
         }
         Some(b)
     }
 
     fn add_ingress(&mut self, ing: &Ingress) {
         let key = ObjectKey::of(&ing.metadata);
-        let object = format!("Ingress {key}");
         let Some(spec) = ing.spec.as_ref() else { return };
 
         let default = match spec.default_backend.as_ref() {
@@ -352,7 +366,7 @@ impl Builder<'_> {
             let target = match classify_host(host) {
                 Ok(h) => h,
                 Err(msg) => {
-                    self.report(object.clone(), msg);
+                    self.report("Ingress", &key, msg);
                     continue;
                 }
             };
@@ -361,13 +375,14 @@ impl Builder<'_> {
                 let path = p.path.clone().unwrap_or_else(|| "/".to_string());
                 let Some(kind) = PathKind::parse(&p.path_type) else {
                     self.report(
-                        object.clone(),
+                        "Ingress",
+                        &key,
                         format!("path {path:?}: unknown pathType {:?}; skipped", p.path_type),
                     );
                     continue;
                 };
                 if !path.starts_with('/') {
-                    self.report(object.clone(), format!("path {path:?} does not start with '/'; skipped"));
+                    self.report("Ingress", &key, format!("path {path:?} does not start with '/'; skipped"));
                     continue;
                 }
                 let Some(backend) = self.ingress_backend(&key, &p.backend) else { continue };
@@ -384,7 +399,7 @@ impl Builder<'_> {
                         "{kind:?} path {path:?} on host {:?} is already served by Ingress {winner}; ignored",
                         host_label(&target)
                     );
-                    self.report(object.clone(), msg);
+                    self.report("Ingress", &key, msg);
                     continue;
                 }
                 map.insert(map_key, route);
@@ -403,7 +418,8 @@ impl Builder<'_> {
                 Some(winner) if hosts_named.is_empty() => {
                     let winner = winner.ingress.as_ref().map(ToString::to_string).unwrap_or_default();
                     self.report(
-                        object,
+                        "Ingress",
+                        &key,
                         format!("defaultBackend ignored: Ingress {winner} already provides the catch-all"),
                     );
                 }
@@ -422,21 +438,20 @@ impl Builder<'_> {
 
     fn add_tls(&mut self, ing: &Ingress) {
         let key = ObjectKey::of(&ing.metadata);
-        let object = format!("Ingress {key}");
         for entry in ing.spec.as_ref().and_then(|s| s.tls.as_ref()).into_iter().flatten() {
             let Some(secret_name) = entry.secret_name.as_deref() else {
-                self.report(object.clone(), "tls entry without secretName; skipped".into());
+                self.report("Ingress", &key, "tls entry without secretName; skipped".into());
                 continue;
             };
             let secret_key = ObjectKey::new(key.namespace.clone(), secret_name);
             let Some(secret) = self.index.secrets.get(&secret_key) else {
-                self.report(object.clone(), format!("TLS secret {secret_key} not found"));
+                self.report("Ingress", &key, format!("TLS secret {secret_key} not found"));
                 continue;
             };
             let cert = match tls::load_secret(secret) {
                 Ok(c) => c,
                 Err(e) => {
-                    self.report(format!("Secret {secret_key}"), format!("{e}; not served"));
+                    self.report("Secret", &secret_key, format!("{e}; not served"));
                     continue;
                 }
             };
@@ -450,7 +465,8 @@ impl Builder<'_> {
                     Ok(HostTarget::Wildcard(s)) => self.table.tls.wildcard.entry(s),
                     Ok(HostTarget::None) | Err(_) => {
                         self.report(
-                            object.clone(),
+                            "Ingress",
+                            &key,
                             format!("tls host {host:?} is not a valid host; skipped"),
                         );
                         continue;

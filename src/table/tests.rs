@@ -149,7 +149,7 @@ fn conflicts_are_won_by_the_oldest_ingress_then_the_name() {
     let t = build(objects);
     assert_eq!(target(&t, "h.example", "/"), "old");
     let d = &t.diagnostics()[0];
-    assert_eq!(d.object, "Ingress ns/aaa-new");
+    assert_eq!((d.kind, &d.key), ("Ingress", &ObjectKey::new("ns", "aaa-new")));
     assert!(d.message.contains("already served by Ingress ns/zzz-old"), "{d}");
 
     // Same age: the name decides.
@@ -241,7 +241,7 @@ fn default_backends_in_order() {
         "host-default",
         "the oldest defaultBackend is the catch-all"
     );
-    assert!(t.diagnostics().iter().any(|d| d.object == "Ingress ns/b"), "{:?}", t.diagnostics());
+    assert!(t.diagnostics().iter().any(|d| d.key == ObjectKey::new("ns", "b")), "{:?}", t.diagnostics());
 
     // --default-backend when no Ingress provides one.
     let mut index = index(svc("ns", "fallback"));
