@@ -35,6 +35,7 @@ pub struct Origin {
     /// Where it listens.
     pub addr: SocketAddr,
     hits: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
     shutdown: CancellationToken,
 }
 
@@ -44,14 +45,20 @@ impl Origin {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let hits = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
         let shutdown = CancellationToken::new();
-        tokio::spawn(accept_loop(listener, hits.clone(), shutdown.clone()));
-        Ok(Self { addr, hits, shutdown })
+        tokio::spawn(accept_loop(listener, hits.clone(), connections.clone(), shutdown.clone()));
+        Ok(Self { addr, hits, connections, shutdown })
     }
 
     /// Requests received so far.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far (shows whether the proxy reuses connections).
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Stops accepting; open connections end with their current request.
@@ -66,7 +73,12 @@ impl Drop for Origin {
     }
 }
 
-async fn accept_loop(listener: TcpListener, hits: Arc<AtomicU64>, shutdown: CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    hits: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+) {
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -76,6 +88,7 @@ async fn accept_loop(listener: TcpListener, hits: Arc<AtomicU64>, shutdown: Canc
             },
         };
         let _ = stream.set_nodelay(true);
+        connections.fetch_add(1, Ordering::SeqCst);
         let hits = hits.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {

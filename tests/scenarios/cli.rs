@@ -58,3 +58,105 @@ fn help_and_version_succeed() {
         assert!(help.contains(flag), "run --help documents {flag}");
     }
 }
+
+/// Reads the child's output until a line contains `needle`; returns every line read.
+fn read_until(reader: &mut impl std::io::BufRead, needle: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        let done = line.contains(needle);
+        lines.push(line);
+        if done {
+            return lines;
+        }
+    }
+    panic!("never saw {needle:?} in:\n{}", lines.concat());
+}
+
+fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
+    assert!(status.success());
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_erratum"))
+        .args([
+            "run",
+            "--manifests",
+            dir.path().to_str().unwrap(),
+            "--http-addr",
+            "127.0.0.1:0",
+            "--https-addr",
+            "off",
+        ])
+        .args(["--admin-addr", "127.0.0.1:0", "--log-format", "json", "--workers", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let lines = read_until(&mut stderr, "erratum serving");
+    let serving: serde_json::Value = serde_json::from_str(lines.last().unwrap()).expect("json log line");
+    assert_eq!(
+        serving["fields"]["message"].as_str().or(serving["message"].as_str()),
+        Some("erratum serving")
+    );
+    sigterm(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn the_demo_serves_the_quickstart() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_erratum"))
+        .args(["demo", "--http-addr", "127.0.0.1:0", "--https-addr", "off", "--admin-addr", "127.0.0.1:0"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let lines = read_until(&mut stdout, "curl -i http://localhost:");
+    let port: u16 = lines
+        .last()
+        .unwrap()
+        .split("http://localhost:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the demo prints its port");
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let statuses = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut out = Vec::new();
+        for path in ["/", "/missing/page", "/boom", "/unavailable", "/reset", "/refused", "/not-ready"] {
+            let url = format!("http://127.0.0.1:{port}{path}");
+            let status = client.get(url).header("host", "localhost").send().await.unwrap().status().as_u16();
+            out.push((path, status));
+        }
+        let other =
+            client.get(format!("http://127.0.0.1:{port}/")).header("host", "nobody.example").send().await;
+        out.push(("other host", other.unwrap().status().as_u16()));
+        out
+    });
+    sigterm(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        statuses,
+        vec![
+            ("/", 200),
+            ("/missing/page", 404),
+            ("/boom", 500),
+            ("/unavailable", 503),
+            ("/reset", 502),
+            ("/refused", 502),
+            ("/not-ready", 503),
+            ("other host", 404)
+        ]
+    );
+}

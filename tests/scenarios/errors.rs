@@ -85,3 +85,37 @@ async fn head_requests_get_no_body() {
     assert!(resp.bytes().await.unwrap().is_empty());
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_heads_are_rejected() {
+    let live = origin().await;
+    let manifests =
+        [backend("ns", "live", &[live.addr]), ingress("ns", "i", &[("h.example", "/", "Prefix", "live")])]
+            .concat();
+    let h = Harness::start_with(&manifests, |c| {
+        c.proxy.max_header_bytes = 8 * 1024;
+        c.proxy.max_headers = 20;
+    })
+    .await;
+    // Too many headers.
+    let mut req = h.client.get(h.url("/")).header("host", "h.example");
+    for i in 0..30 {
+        req = req.header(format!("x-h{i}"), "v");
+    }
+    assert_eq!(req.send().await.unwrap().status(), 431);
+    // One huge header.
+    let resp = h
+        .client
+        .get(h.url("/"))
+        .header("host", "h.example")
+        .header("x-big", "a".repeat(32 * 1024))
+        .send()
+        .await;
+    match resp {
+        Ok(r) => assert_eq!(r.status(), 431),
+        Err(e) => assert!(e.is_request() || e.is_connect(), "connection closed on an oversized head: {e:?}"),
+    }
+    assert_eq!(live.hits(), 0, "nothing oversized reached the origin");
+    assert_eq!(h.status("h.example", "/").await, 200, "normal requests still served");
+    h.shutdown().await;
+}

@@ -156,3 +156,36 @@ async fn only_ready_endpoints_get_traffic_round_robin() {
     assert_eq!(ready2.hits(), 5, "round robin");
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_name_services_are_resolved_by_dns() {
+    let a = origin().await;
+    let manifests = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: ext, namespace: ns}}\nspec: {{type: ExternalName, externalName: localhost}}\n---\n{}",
+        ingress("ns", "i", &[("h.example", "/", "Prefix", "ext")])
+            .replace("number: 80", &format!("number: {}", a.addr.port()))
+    );
+    let h = Harness::start(&manifests).await;
+    assert_eq!(h.status("h.example", "/").await, 200);
+    assert_eq!(a.hits(), 1);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_pooled() {
+    let a = origin().await;
+    let manifests =
+        [backend("ns", "a", &[a.addr]), ingress("ns", "i", &[("h.example", "/", "Prefix", "a")])].concat();
+    let h = Harness::start(&manifests).await;
+    for _ in 0..20 {
+        assert_eq!(h.status("h.example", "/").await, 200);
+    }
+    assert_eq!(a.hits(), 20);
+    assert_eq!(a.connections(), 1, "sequential requests reuse one keep-alive connection");
+    // Error statuses that pass through keep the connection too.
+    for _ in 0..5 {
+        assert_eq!(h.status("h.example", "/missing/x").await, 404);
+    }
+    assert_eq!(a.connections(), 1);
+    h.shutdown().await;
+}
