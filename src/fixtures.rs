@@ -82,15 +82,20 @@ impl IngressBuilder {
     }
 }
 
-/// A ClusterIP Service with ports `(name, port)`.
-pub fn service(namespace: &str, name: &str, ports: &[(Option<&str>, i32)]) -> Service {
-    let ports: Vec<Value> = ports
+/// `[{name?, port}]`, the shape Service and EndpointSlice ports share.
+fn ports_json(ports: &[(Option<&str>, i32)]) -> Vec<Value> {
+    ports
         .iter()
         .map(|(n, p)| match n {
             Some(n) => json!({"name": n, "port": p}),
             None => json!({"port": p}),
         })
-        .collect();
+        .collect()
+}
+
+/// A ClusterIP Service with ports `(name, port)`.
+pub fn service(namespace: &str, name: &str, ports: &[(Option<&str>, i32)]) -> Service {
+    let ports = ports_json(ports);
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"namespace": namespace, "name": name},
@@ -117,13 +122,7 @@ pub fn endpoint_slice(
     ports: &[(Option<&str>, i32)],
     endpoints: &[(&str, Option<bool>)],
 ) -> EndpointSlice {
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|(n, p)| match n {
-            Some(n) => json!({"name": n, "port": p}),
-            None => json!({"port": p}),
-        })
-        .collect();
+    let ports = ports_json(ports);
     let endpoints: Vec<Value> = endpoints
         .iter()
         .map(|(ip, ready)| match ready {
