@@ -18,7 +18,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::proxy::pages::PageStore;
 use crate::table::TableReader;
+use crate::table::status::status;
 
 /// What the admin endpoints read.
 #[derive(Clone, Debug)]
@@ -29,6 +31,8 @@ pub struct AdminState {
     pub table: TableReader,
     /// Set when shutdown begins: `/readyz` turns 503 so load balancers stop sending.
     pub draining: Arc<AtomicBool>,
+    /// Pinned error pages (fetched by path).
+    pub pages: Option<PageStore>,
 }
 
 /// Serves the admin endpoints until `shutdown`.
@@ -98,6 +102,33 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             });
             text(StatusCode::OK, "application/json", format!("{body:#}\n"))
         }
-        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found; try /healthz /readyz /metrics /table\n"),
+        "/policies" => {
+            // File mode's view of what the controller writes to each policy's status.
+            let t = state.table.load();
+            let now = t.published_at().cloned().unwrap_or_else(|| {
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+            });
+            let policies: Vec<serde_json::Value> = t
+                .policy_reports()
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "namespace": r.key.namespace,
+                        "name": r.key.name,
+                        "status": status(r, &now),
+                    })
+                })
+                .collect();
+            text(StatusCode::OK, "application/json", format!("{:#}\n", serde_json::Value::from(policies)))
+        }
+        "/pages" => {
+            let pages = state.pages.as_ref().map(PageStore::states).unwrap_or_default();
+            text(StatusCode::OK, "application/json", format!("{:#}\n", serde_json::json!(pages)))
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found; try /healthz /readyz /metrics /table /policies /pages\n",
+        ),
     }
 }

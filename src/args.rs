@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::index::ObjectKey;
 use crate::proxy::ProxyConfig;
 use crate::runtime::RunConfig;
 use crate::source::files::Folder;
@@ -62,6 +63,8 @@ pub enum Command {
     Run(RunArgs),
     /// Run a local demo: a built-in origin plus erratum on examples/quickstart.
     Demo(DemoArgs),
+    /// Print the ErrorPagePolicy CustomResourceDefinition (YAML), as committed in crds/.
+    Crd,
 }
 
 /// Data-plane tuning shared by `run` and `demo`.
@@ -118,6 +121,13 @@ impl TuningArgs {
     }
 }
 
+fn parse_object_key(s: &str) -> Result<ObjectKey, String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok(ObjectKey::new(ns, name)),
+        _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
+    }
+}
+
 /// A listener address that can be turned off with `off`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OptionalAddr(pub Option<SocketAddr>);
@@ -160,6 +170,10 @@ pub struct RunArgs {
     /// Catch-all backend when no Ingress provides one: NAMESPACE/SERVICE:PORT.
     #[arg(long, env = "ERRATUM_DEFAULT_BACKEND")]
     pub default_backend: Option<ServiceRef>,
+    /// ErrorPagePolicy (NAMESPACE/NAME) applied everywhere with the lowest precedence,
+    /// including to requests no Ingress matches.
+    #[arg(long, env = "ERRATUM_DEFAULT_POLICY", value_parser = parse_object_key)]
+    pub default_policy: Option<ObjectKey>,
     /// Data-plane tuning.
     #[command(flatten)]
     pub tuning: TuningArgs,
@@ -183,6 +197,7 @@ impl RunArgs {
                 ingress_class: self.ingress_class,
                 controller_name: self.controller_name,
                 default_backend: self.default_backend,
+                default_policy: self.default_policy,
             },
             proxy,
             drain_timeout: self.tuning.shutdown_drain,
@@ -218,6 +233,7 @@ impl DemoArgs {
             ingress_class: "erratum".into(),
             controller_name: "erratum.dev/ingress-controller".into(),
             default_backend: None,
+            default_policy: None,
             tuning: self.tuning,
         }
         .into_config()

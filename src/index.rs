@@ -14,11 +14,13 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::crd::ErrorPagePolicy;
+
 /// Namespace used for objects whose manifest does not name one, as `kubectl apply` would.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// `namespace/name` of a namespaced object.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
     /// Namespace (never empty; see [`DEFAULT_NAMESPACE`]).
     pub namespace: String,
@@ -66,8 +68,8 @@ pub enum Object {
     Secret(Box<Secret>),
     /// v1 ConfigMap (page bodies for error policies).
     ConfigMap(Box<ConfigMap>),
-    /// erratum.dev/v1alpha1 ErrorPagePolicy, kept as raw JSON until its types land.
-    ErrorPagePolicy(Box<serde_json::Value>),
+    /// erratum.dev/v1alpha1 ErrorPagePolicy.
+    ErrorPagePolicy(Box<ErrorPagePolicy>),
 }
 
 impl Object {
@@ -93,11 +95,7 @@ impl Object {
             Object::EndpointSlice(o) => ObjectKey::of(&o.metadata),
             Object::Secret(o) => ObjectKey::of(&o.metadata),
             Object::ConfigMap(o) => ObjectKey::of(&o.metadata),
-            Object::ErrorPagePolicy(v) => {
-                let meta = &v["metadata"];
-                let ns = meta["namespace"].as_str().filter(|s| !s.is_empty()).unwrap_or(DEFAULT_NAMESPACE);
-                ObjectKey::new(ns, meta["name"].as_str().unwrap_or_default())
-            }
+            Object::ErrorPagePolicy(o) => ObjectKey::of(&o.metadata),
         }
     }
 }
@@ -119,8 +117,8 @@ pub struct Index {
     pub secrets: BTreeMap<ObjectKey, Secret>,
     /// ConfigMaps.
     pub config_maps: BTreeMap<ObjectKey, ConfigMap>,
-    /// ErrorPagePolicies (raw until the API issue defines their types).
-    pub policies: BTreeMap<ObjectKey, serde_json::Value>,
+    /// ErrorPagePolicies.
+    pub policies: BTreeMap<ObjectKey, ErrorPagePolicy>,
 }
 
 impl Index {

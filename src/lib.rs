@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod args;
+pub mod crd;
 pub mod demo;
 #[doc(hidden)]
 pub mod fixtures;

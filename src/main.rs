@@ -32,6 +32,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Demo(demo) => (demo.tuning.workers, Task::Demo(demo)),
+        Command::Crd => {
+            print!("{}", erratum::crd::crd_yaml());
+            return ExitCode::SUCCESS;
+        }
     };
     match run(workers, task) {
         Ok(()) => ExitCode::SUCCESS,

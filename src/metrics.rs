@@ -77,6 +77,17 @@ pub struct ProxyMetrics {
     pub proxy_errors: IntCounterVec,
     /// `erratum_connections_open{listener}`.
     pub connections: IntGaugeVec,
+    /// `erratum_error_pages_served_total{namespace,policy,code,source}`: responses a policy
+    /// changed; `code` is the original status.
+    pub error_pages: IntCounterVec,
+    /// `erratum_error_pages_report_only_total{namespace,policy,code,source}`: responses a
+    /// `ReportOnly` policy would have changed.
+    pub error_pages_report_only: IntCounterVec,
+    /// `erratum_error_page_fallbacks_total{namespace,policy}`: a path page was not available, so
+    /// the original status and a built-in body were sent (rule 47).
+    pub page_fallbacks: IntCounterVec,
+    /// `erratum_error_page_fetches_total{result}`: fetches of path pages.
+    pub page_fetches: IntCounterVec,
 }
 
 impl ProxyMetrics {
@@ -122,6 +133,40 @@ impl ProxyMetrics {
                 IntGaugeVec::new(
                     Opts::new("erratum_connections_open", "Open client connections"),
                     &["listener"],
+                )?,
+            )?,
+            error_pages: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("erratum_error_pages_served_total", "Error responses changed by a policy, by original code"),
+                    &["namespace", "policy", "code", "source"],
+                )?,
+            )?,
+            error_pages_report_only: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "erratum_error_pages_report_only_total",
+                        "Error responses a ReportOnly policy would have changed, by original code",
+                    ),
+                    &["namespace", "policy", "code", "source"],
+                )?,
+            )?,
+            page_fallbacks: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "erratum_error_page_fallbacks_total",
+                        "Path pages unavailable when needed: original status and built-in body sent",
+                    ),
+                    &["namespace", "policy"],
+                )?,
+            )?,
+            page_fetches: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("erratum_error_page_fetches_total", "Fetches of error pages by path, by result"),
+                    &["result"],
                 )?,
             )?,
         })

@@ -132,9 +132,10 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
     let https_addr = https.as_ref().map(|l| running_addr(l, config.https_addr.unwrap_or(config.http_addr)));
     let admin_addr = running_addr(&admin_listener, config.admin_addr);
 
-    let proxy = Arc::new(Proxy::new(reader.clone(), metrics.proxy.clone(), config.proxy.clone()));
     let stop_proxy = CancellationToken::new();
     let stop_admin = CancellationToken::new();
+    let proxy =
+        Arc::new(Proxy::new(reader.clone(), metrics.proxy.clone(), config.proxy.clone(), stop_admin.clone()));
     let draining = Arc::new(AtomicBool::new(false));
 
     let mut proxy_tasks = vec![tokio::spawn(proxy::serve(
@@ -158,7 +159,12 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
     }
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
-        AdminState { metrics: metrics.clone(), table: reader.clone(), draining: draining.clone() },
+        AdminState {
+            metrics: metrics.clone(),
+            table: reader.clone(),
+            draining: draining.clone(),
+            pages: Some(proxy.pages().clone()),
+        },
         stop_admin.clone(),
     ));
     tracing::info!(%http_addr, https_addr = ?https_addr, %admin_addr, manifests = %config.manifests.display(), "erratum serving");

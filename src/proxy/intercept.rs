@@ -5,10 +5,16 @@
 //! it returns. Error pages from `ErrorPagePolicy` plug in here; until then erratum-made errors
 //! get a small built-in page and upstream responses pass through untouched.
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use std::sync::Arc;
 
-use crate::table::Route;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+
+use crate::crd::Mode;
+use crate::table::ResolvedPolicy;
+use crate::table::accept;
+use crate::table::policy::{Body, Rule};
+use crate::table::template::Values;
 
 /// An error erratum itself produced while handling a request.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +91,7 @@ impl ProxyError {
 }
 
 /// What happened to a request, as far as error handling is concerned.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub enum Outcome<'a> {
     /// The upstream answered; its body has not been forwarded yet.
     Upstream {
@@ -96,6 +102,47 @@ pub enum Outcome<'a> {
     },
     /// erratum could not get an upstream answer.
     Proxy(&'a ProxyError),
+}
+
+/// The request facts the decision needs.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    /// Method.
+    pub method: &'a Method,
+    /// Host, normalised (no port, lower case).
+    pub host: &'a str,
+    /// Path (no query).
+    pub path: &'a str,
+    /// `Accept` header.
+    pub accept: Option<&'a str>,
+    /// `X-Request-ID` in effect.
+    pub request_id: &'a str,
+}
+
+/// A page fetched by path (CloudFront ResponsePagePath), pinned in memory by the proxy.
+#[derive(Debug, Clone)]
+pub struct FetchedPage {
+    /// Body.
+    pub body: Bytes,
+    /// The page origin's `Content-Type`.
+    pub content_type: Option<HeaderValue>,
+}
+
+/// Source of fetched pages. A miss means the page is not (yet) available; the implementation
+/// may start fetching it.
+pub trait Pages {
+    /// The page at `path` for `host`.
+    fn get(&self, host: &str, path: &str) -> Option<FetchedPage>;
+}
+
+/// No fetched pages at all (tests, and requests before the store starts).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoPages;
+
+impl Pages for NoPages {
+    fn get(&self, _: &str, _: &str) -> Option<FetchedPage> {
+        None
+    }
 }
 
 /// A complete response erratum sends instead of the upstream's.
@@ -109,36 +156,206 @@ pub struct Reply {
     pub body: Bytes,
 }
 
+/// Which policy rule acted, for metrics and logs.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The policy.
+    pub policy: Arc<ResolvedPolicy>,
+    /// The original status.
+    pub code: StatusCode,
+    /// Whether the error was made by erratum (`source` label `proxy`) or the upstream.
+    pub from_proxy: bool,
+    /// The page could not be fetched: the original status and a built-in body were sent.
+    pub page_missing: bool,
+}
+
+impl Applied {
+    /// The `source` metric label.
+    pub fn source(&self) -> &'static str {
+        if self.from_proxy { "proxy" } else { "upstream" }
+    }
+}
+
 /// What to send.
 #[derive(Debug)]
 pub enum Decision {
     /// Forward the upstream response as it is.
     PassThrough,
-    /// Send this instead.
-    Replace(Reply),
+    /// `mode: ReportOnly`: forward the upstream response; count what the policy would do.
+    Report(Applied),
+    /// Forward the upstream body with another status and these extra headers (a rule with
+    /// `responseCode` and no page).
+    Rewrite {
+        /// New status.
+        status: StatusCode,
+        /// Headers to set.
+        headers: HeaderMap,
+        /// The rule that acted.
+        applied: Applied,
+    },
+    /// Send this instead. `applied` is `None` for erratum's built-in pages.
+    Replace {
+        /// The response.
+        reply: Reply,
+        /// The rule that acted, if any.
+        applied: Option<Applied>,
+    },
 }
 
-/// Decides the response for an outcome. `route` is the matched route, if any.
-pub fn decide(_route: Option<&Route>, outcome: Outcome<'_>) -> Decision {
-    match outcome {
-        Outcome::Upstream { .. } => Decision::PassThrough,
-        Outcome::Proxy(err) => Decision::Replace(builtin(err.status())),
+static X_ERROR_ORIGIN_STATUS: HeaderName = HeaderName::from_static("x-error-origin-status");
+static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+
+/// Decides the response for an outcome — the one function behind every error erratum sends
+/// or replaces. `policies` are the request's, highest precedence first; for each status code
+/// the first policy that covers the request, handles the source, and has a rule for the code
+/// whose method and `Accept` conditions hold, decides.
+pub fn decide(policies: &[Arc<ResolvedPolicy>], req: &RequestInfo<'_>, outcome: Outcome<'_>, pages: &dyn Pages) -> Decision {
+    let (code, from_proxy, origin) = match outcome {
+        Outcome::Upstream { status, headers } => (status, false, Some(headers)),
+        Outcome::Proxy(err) => (err.status(), true, None),
+    };
+    let builtin_reply = || Decision::Replace { reply: builtin(code, req.accept), applied: None };
+    if code.as_u16() < 400 || policies.is_empty() {
+        return if from_proxy { builtin_reply() } else { Decision::PassThrough };
     }
+    let code_u16 = code.as_u16();
+    let found = policies.iter().find_map(|p| {
+        if !p.handles(from_proxy) || !p.covers(req.host, req.path) {
+            return None;
+        }
+        let rule = p.rule_for(code_u16)?;
+        if !rule.methods.contains(req.method) {
+            return None;
+        }
+        if !rule.when_accepts.is_empty() && !accept::lists_explicitly(req.accept, &rule.when_accepts) {
+            return None;
+        }
+        Some((p, rule))
+    });
+    let Some((policy, rule)) = found else {
+        return if from_proxy { builtin_reply() } else { Decision::PassThrough };
+    };
+    let mut applied = Applied { policy: policy.clone(), code, from_proxy, page_missing: false };
+    if policy.mode == Mode::ReportOnly {
+        return if from_proxy {
+            Decision::Replace { reply: builtin(code, req.accept), applied: Some(applied) }
+        } else {
+            Decision::Report(applied)
+        };
+    }
+
+    let Some(page) = rule.page.as_ref() else {
+        return match rule.response_code {
+            // A caching-only rule (CloudFront: no ResponsePagePath): the response is unchanged.
+            None if from_proxy => builtin_reply(),
+            None => Decision::PassThrough,
+            Some(status) => {
+                let mut headers = HeaderMap::new();
+                finish_headers(&mut headers, rule, code, status, origin, false);
+                if from_proxy {
+                    let mut reply = builtin(code, req.accept);
+                    reply.status = status;
+                    reply.headers.extend(headers);
+                    Decision::Replace { reply, applied: Some(applied) }
+                } else {
+                    Decision::Rewrite { status, headers, applied }
+                }
+            }
+        };
+    };
+
+    let format = page.negotiate(req.accept);
+    let (body, content_type) = match &format.body {
+        Body::Static(template) => (
+            template.render(&Values { status: code_u16, request_id: req.request_id, host: req.host, path: req.path }),
+            format.content_type.clone(),
+        ),
+        Body::Path(path) => match pages.get(req.host, path) {
+            Some(fetched) => (fetched.body, format.content_type.clone().or(fetched.content_type)),
+            None => {
+                // Rule 47: a page that cannot be fetched never changes the status and never
+                // leaks the page origin's error; the built-in body stands in.
+                applied.page_missing = true;
+                let mut reply = builtin(code, req.accept);
+                finish_headers(&mut reply.headers, rule, code, code, origin, false);
+                return Decision::Replace { reply, applied: Some(applied) };
+            }
+        },
+    };
+    let status = rule.response_code.unwrap_or(code);
+    let mut headers = HeaderMap::with_capacity(8);
+    if let Some(ct) = content_type {
+        headers.insert(header::CONTENT_TYPE, ct);
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    finish_headers(&mut headers, rule, code, status, origin, page.varies());
+    Decision::Replace { reply: Reply { status, headers, body }, applied: Some(applied) }
 }
 
-/// erratum's own minimal page for a status. Static text: nothing from the request is
-/// reflected, so there is nothing to escape.
-pub fn builtin(status: StatusCode) -> Reply {
+/// Headers every policy-made response carries (error-semantics rule 46).
+fn finish_headers(
+    headers: &mut HeaderMap,
+    rule: &Rule,
+    code: StatusCode,
+    served: StatusCode,
+    origin: Option<&HeaderMap>,
+    varies: bool,
+) {
+    if let Some(origin) = origin {
+        for name in &rule.copy_headers {
+            for v in origin.get_all(name) {
+                headers.append(name.clone(), v.clone());
+            }
+        }
+    }
+    for (name, value) in &rule.set_headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    headers.insert(X_ERROR_ORIGIN_STATUS.clone(), HeaderValue::from(code.as_u16()));
+    let cache_control = match (&rule.cache_control, origin.and_then(|o| o.get(header::CACHE_CONTROL))) {
+        (Some(cc), _) => Some(cc.clone()),
+        // A success or redirect status must not let a long max-age stick to arbitrary URLs.
+        _ if served.is_success() || served.is_redirection() => Some(HeaderValue::from_static("no-store")),
+        // Rule 19: otherwise the viewer sees the origin's Cache-Control.
+        (None, Some(cc)) => Some(cc.clone()),
+        (None, None) if origin.is_none() => Some(HeaderValue::from_static("no-store")),
+        (None, None) => None,
+    };
+    if let Some(cc) = cache_control {
+        headers.insert(header::CACHE_CONTROL, cc);
+    }
+    if varies {
+        headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    }
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
+}
+
+/// erratum's own page for a status: HTML, or RFC 9457 `application/problem+json` when the
+/// client prefers JSON. Static text: nothing from the request is reflected.
+pub fn builtin(status: StatusCode, accept: Option<&str>) -> Reply {
     let reason = status.canonical_reason().unwrap_or("Error");
     let code = status.as_u16();
-    let body = Bytes::from(format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{code} {reason}</title></head>\n\
-         <body><h1>{code} {reason}</h1><hr><p>erratum</p></body></html>\n"
-    ));
-    let mut headers = HeaderMap::with_capacity(3);
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    let json = accept::choose(accept, ["text/html", "application/problem+json", "application/json"]) > 0;
+    let (content_type, body) = if json {
+        (
+            "application/problem+json",
+            Bytes::from(format!("{{\"type\":\"about:blank\",\"title\":\"{reason}\",\"status\":{code}}}\n")),
+        )
+    } else {
+        (
+            "text/html; charset=utf-8",
+            Bytes::from(format!(
+                "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{code} {reason}</title></head>\n\
+                 <body><h1>{code} {reason}</h1><hr><p>erratum</p></body></html>\n"
+            )),
+        )
+    };
+    let mut headers = HeaderMap::with_capacity(5);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
     Reply { status, headers, body }
 }
 

@@ -5,6 +5,7 @@
 //! The proxy sees only a [`TableReader`](crate::table::TableReader); it never imports kube.
 
 pub mod intercept;
+pub mod pages;
 pub mod service;
 pub mod tls;
 pub mod upstream;

@@ -9,16 +9,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
 
-use super::intercept::{self, Decision, Outcome, ProxyError, Reply};
+use super::intercept::{self, Applied, Decision, Outcome, ProxyError, Reply, RequestInfo};
+use super::pages::PageStore;
 use super::upstream::{self, UpstreamClient};
 use super::{Body, BoxError};
 use crate::metrics::{ProxyMetrics, status_class};
-use crate::table::{Pick, Route, TableReader};
+use crate::table::{Pick, ResolvedPolicy, Route, TableReader, route};
 
 /// `X-Request-ID`: kept when the client sends a sane one, generated otherwise.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -73,12 +75,21 @@ pub struct Proxy {
     client: UpstreamClient,
     metrics: ProxyMetrics,
     config: ProxyConfig,
+    pages: PageStore,
 }
 
+/// Most bytes of a replaced upstream body read so its connection can go back to the pool;
+/// beyond it (or after [`DRAIN_TIMEOUT`]) the connection is closed instead.
+pub const DRAIN_LIMIT: usize = 256 * 1024;
+/// Longest a replaced upstream body is drained.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Proxy {
-    /// Creates the handler.
-    pub fn new(table: TableReader, metrics: ProxyMetrics, config: ProxyConfig) -> Self {
-        Self { client: upstream::client(config.connect_timeout), table, metrics, config }
+    /// Creates the handler and starts its page fetcher (stopped by `shutdown`).
+    pub fn new(table: TableReader, metrics: ProxyMetrics, config: ProxyConfig, shutdown: CancellationToken) -> Self {
+        let client = upstream::client(config.connect_timeout);
+        let pages = PageStore::spawn(table.clone(), client.clone(), metrics.clone(), shutdown);
+        Self { client, table, metrics, config, pages }
     }
 
     /// The data-plane configuration.
@@ -86,17 +97,34 @@ impl Proxy {
         &self.config
     }
 
+    /// The pinned error pages.
+    pub fn pages(&self) -> &PageStore {
+        &self.pages
+    }
+
     /// Handles one request end to end. Never fails: every error becomes a response.
     pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let request_id = request_id(req.headers());
         let table = self.table.load();
+        let raw_host = request_host(&req);
+        let host = route::normalize_host(&raw_host).into_owned();
+        let method = req.method().clone();
+        let accept = req.headers().get(header::ACCEPT).cloned();
+        let request_uri = req.uri().clone();
+        let info = RequestInfo {
+            method: &method,
+            host: &host,
+            path: request_uri.path(),
+            accept: accept.as_ref().and_then(|a| a.to_str().ok()),
+            request_id: request_id.to_str().unwrap_or(""),
+        };
         if !table.is_ready() {
-            return self.fail(None, &ProxyError::NotReady, &request_id);
+            return self.fail(&[], None, &info, &ProxyError::NotReady, &request_id);
         }
-        let host = request_host(&req);
-        let Some(route) = table.find(&host, req.uri().path()) else {
-            let err = ProxyError::NoRoute { host, path: req.uri().path().to_string() };
-            return self.fail(None, &err, &request_id);
+        let lookup = table.lookup(&host, info.path);
+        let Some(route) = lookup.route else {
+            let err = ProxyError::NoRoute { host: raw_host, path: info.path.to_string() };
+            return self.fail(lookup.policies, None, &info, &err, &request_id);
         };
 
         let authority = match route.backend.pick() {
@@ -107,21 +135,15 @@ impl Proxy {
                     service: route.backend.service.to_string(),
                     reason: reason.to_string(),
                 };
-                return self.fail(Some(route), &err, &request_id);
+                return self.fail(&route.policies, Some(route), &info, &err, &request_id);
             }
         };
-
-        let path_and_query = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-        let uri = match Uri::builder()
-            .scheme("http")
-            .authority(authority.as_str())
-            .path_and_query(path_and_query)
-            .build()
-        {
+        let path_and_query = request_uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+        let uri = match upstream::upstream_uri(&authority, path_and_query) {
             Ok(uri) => uri,
             Err(e) => {
                 let err = ProxyError::UpstreamConnect { upstream: authority.clone(), reason: e.to_string() };
-                return self.fail(Some(route), &err, &request_id);
+                return self.fail(&route.policies, Some(route), &info, &err, &request_id);
             }
         };
 
@@ -129,26 +151,24 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
-        prepare_request_headers(&mut parts.headers, &host, &conn, &request_id, upgrade);
+        prepare_request_headers(&mut parts.headers, &raw_host, &conn, &request_id, upgrade);
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
 
         let started = Instant::now();
-        let result =
-            tokio::time::timeout(self.config.response_timeout, self.client.request(upstream_req)).await;
+        let result = tokio::time::timeout(self.config.response_timeout, self.client.request(upstream_req)).await;
         let (ns, ing) = labels(Some(route));
         self.metrics.upstream_seconds.with_label_values(&[ns, ing]).observe(started.elapsed().as_secs_f64());
 
         let mut resp = match result {
             Err(_) => {
-                let err =
-                    ProxyError::UpstreamTimeout { upstream: authority, after: self.config.response_timeout };
-                return self.fail(Some(route), &err, &request_id);
+                let err = ProxyError::UpstreamTimeout { upstream: authority, after: self.config.response_timeout };
+                return self.fail(&route.policies, Some(route), &info, &err, &request_id);
             }
             Ok(Err(e)) => {
                 let err = upstream::classify(&e, &authority, self.config.connect_timeout);
-                return self.fail(Some(route), &err, &request_id);
+                return self.fail(&route.policies, Some(route), &info, &err, &request_id);
             }
             Ok(Ok(resp)) => resp,
         };
@@ -170,59 +190,109 @@ impl Proxy {
             });
         }
 
-        match intercept::decide(
-            Some(route),
-            Outcome::Upstream { status: upstream_status, headers: resp.headers() },
-        ) {
+        let outcome = Outcome::Upstream { status: upstream_status, headers: resp.headers() };
+        match intercept::decide(&route.policies, &info, outcome, &self.pages) {
             Decision::PassThrough => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers, upstream_status == StatusCode::SWITCHING_PROTOCOLS);
                 self.count(Some(route), parts.status, Some(upstream_status));
                 Response::from_parts(parts, body.map_err(BoxError::from).boxed())
             }
-            Decision::Replace(reply) => {
-                // The replaced body is dropped here; draining it back to the pool comes with
-                // the error-page engine.
+            Decision::Report(applied) => {
+                self.record(&applied, true);
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers, false);
+                self.count(Some(route), parts.status, Some(upstream_status));
+                Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+            }
+            Decision::Rewrite { status, headers, applied } => {
+                self.record(&applied, false);
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers, false);
+                for (name, value) in &headers {
+                    parts.headers.insert(name.clone(), value.clone());
+                }
+                parts.status = status;
+                self.count(Some(route), status, Some(upstream_status));
+                Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+            }
+            Decision::Replace { reply, applied } => {
+                if let Some(applied) = &applied {
+                    self.record(applied, false);
+                }
+                drain(resp.into_body());
                 self.count(Some(route), reply.status, Some(upstream_status));
                 into_response(reply, &request_id)
             }
         }
     }
 
-    fn fail(&self, route: Option<&Arc<Route>>, err: &ProxyError, request_id: &HeaderValue) -> Response<Body> {
-        let route = route.map(|r| &**r);
+    fn fail(
+        &self,
+        policies: &[Arc<ResolvedPolicy>],
+        route: Option<&Arc<Route>>,
+        info: &RequestInfo<'_>,
+        err: &ProxyError,
+        request_id: &HeaderValue,
+    ) -> Response<Body> {
         match err {
             ProxyError::NotReady | ProxyError::NoRoute { .. } => tracing::debug!("{err}"),
-            _ => tracing::warn!(request_id = request_id.to_str().unwrap_or(""), "{err}"),
+            _ => tracing::warn!(request_id = info.request_id, "{err}"),
         }
         self.metrics.proxy_errors.with_label_values(&[err.reason()]).inc();
-        let reply = match intercept::decide(route, Outcome::Proxy(err)) {
-            Decision::Replace(reply) => reply,
-            Decision::PassThrough => intercept::builtin(err.status()),
+        let reply = match intercept::decide(policies, info, Outcome::Proxy(err), &self.pages) {
+            Decision::Replace { reply, applied } => {
+                if let Some(applied) = &applied {
+                    self.record(applied, applied.policy.mode == crate::crd::Mode::ReportOnly);
+                }
+                reply
+            }
+            // Proxy errors always get a reply; these arms cannot occur but must not panic.
+            Decision::PassThrough | Decision::Report(_) | Decision::Rewrite { .. } => {
+                intercept::builtin(err.status(), info.accept)
+            }
         };
-        self.count_route(route, reply.status, None);
+        self.count(route, reply.status, None);
         into_response(reply, request_id)
     }
 
-    fn count(&self, route: Option<&Arc<Route>>, served: StatusCode, upstream: Option<StatusCode>) {
-        self.count_route(route.map(|r| &**r), served, upstream)
+    fn record(&self, applied: &Applied, report_only: bool) {
+        let key = &applied.policy.key;
+        let code = applied.code.as_str();
+        let counter = if report_only { &self.metrics.error_pages_report_only } else { &self.metrics.error_pages };
+        counter.with_label_values(&[key.namespace.as_str(), key.name.as_str(), code, applied.source()]).inc();
+        if applied.page_missing {
+            self.metrics.page_fallbacks.with_label_values(&[key.namespace.as_str(), key.name.as_str()]).inc();
+        }
     }
 
-    fn count_route(&self, route: Option<&Route>, served: StatusCode, upstream: Option<StatusCode>) {
-        let (ns, ing) = match route.and_then(|r| r.ingress.as_ref()) {
-            Some(k) => (k.namespace.as_str(), k.name.as_str()),
-            None => ("", ""),
-        };
+    fn count(&self, route: Option<&Arc<Route>>, served: StatusCode, upstream: Option<StatusCode>) {
+        let (ns, ing) = labels(route);
         self.metrics
             .requests
-            .with_label_values(&[
-                ns,
-                ing,
-                status_class(Some(served.as_u16())),
-                status_class(upstream.map(|s| s.as_u16())),
-            ])
+            .with_label_values(&[ns, ing, status_class(Some(served.as_u16())), status_class(upstream.map(|s| s.as_u16()))])
             .inc();
     }
+}
+
+/// Reads and discards a replaced upstream body (bounded in size and time) so its keep-alive
+/// connection returns to the pool; nginx closes it instead.
+fn drain(body: Incoming) {
+    tokio::spawn(async move {
+        let mut body = body;
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            let mut seen = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(data) = frame.data_ref() {
+                    seen += data.len();
+                    if seen > DRAIN_LIMIT {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+    });
 }
 
 fn labels(route: Option<&Arc<Route>>) -> (&str, &str) {

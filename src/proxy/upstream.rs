@@ -36,6 +36,11 @@ pub fn client(connect_timeout: Duration) -> UpstreamClient {
         .build(connector)
 }
 
+/// `http://AUTHORITY/PATH?QUERY` for an upstream request.
+pub fn upstream_uri(authority: &str, path_and_query: &str) -> Result<http::Uri, http::Error> {
+    http::Uri::builder().scheme("http").authority(authority).path_and_query(path_and_query).build()
+}
+
 /// Classifies a client error into the error erratum reports (error-semantics rule 42:
 /// refused/reset/DNS -> 502, connect timeout -> 504).
 pub fn classify(

@@ -5,6 +5,8 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use crate::index::Index;
 use crate::metrics::TableMetrics;
 use crate::table::{BuildConfig, Diagnostic, RoutingTable, TableReader, TableWriter};
@@ -42,8 +44,10 @@ impl Publisher {
     pub fn publish_located(&mut self, index: &Index, locate: impl Fn(&Diagnostic) -> Option<String>) -> u64 {
         let started = Instant::now();
         self.generation += 1;
-        let table = RoutingTable::build(index, &self.config, self.generation);
+        let previous = self.writer.reader().load();
+        let mut table = RoutingTable::build_from(index, &self.config, self.generation, Some(&previous));
         let elapsed = started.elapsed();
+        table.stamp(Time(k8s_openapi::jiff::Timestamp::now()));
 
         let current: BTreeSet<String> = table.diagnostics().iter().map(Diagnostic::to_string).collect();
         for d in table.diagnostics() {

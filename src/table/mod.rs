@@ -5,8 +5,12 @@
 //! clock or knows about kube or the hyper server: both sources share this one implementation
 //! of the Ingress v1 semantics, and tests can build tables from plain values.
 
+pub mod accept;
 pub mod backend;
+pub mod policy;
 pub mod route;
+pub mod status;
+pub mod template;
 pub mod tls;
 
 use std::collections::{BTreeSet, HashMap};
@@ -14,10 +18,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
+use crate::crd::ErrorPagePolicy;
 use crate::index::{Index, ObjectKey};
 pub use backend::{Backend, Pick, PortRef, Target};
+pub use policy::ResolvedPolicy;
+pub use status::PolicyReport;
 pub use route::{HostRoutes, PathKind};
 pub use tls::TlsTable;
 
@@ -35,6 +43,9 @@ pub struct BuildConfig {
     pub controller_name: String,
     /// `--default-backend`: the catch-all when no Ingress provides one.
     pub default_backend: Option<ServiceRef>,
+    /// `--default-policy`: an ErrorPagePolicy that applies everywhere with the lowest
+    /// precedence, including requests no Ingress matches.
+    pub default_policy: Option<ObjectKey>,
 }
 
 impl Default for BuildConfig {
@@ -43,6 +54,7 @@ impl Default for BuildConfig {
             ingress_class: "erratum".into(),
             controller_name: "erratum.dev/ingress-controller".into(),
             default_backend: None,
+            default_policy: None,
         }
     }
 }
@@ -107,6 +119,21 @@ pub struct Route {
     pub kind: PathKind,
     /// Where traffic goes.
     pub backend: Arc<Backend>,
+    /// ErrorPagePolicies that apply, highest precedence first.
+    pub policies: Policies,
+}
+
+/// The policies that apply to a route, highest precedence first (shared by all routes of one
+/// Ingress).
+pub type Policies = Arc<[Arc<ResolvedPolicy>]>;
+
+/// What a request matched: the route (if any) and the policies that apply to it.
+#[derive(Clone, Copy, Debug)]
+pub struct Lookup<'a> {
+    /// The route, or `None` when erratum answers 404 itself.
+    pub route: Option<&'a Arc<Route>>,
+    /// Policies for errors of this request, highest precedence first.
+    pub policies: &'a [Arc<ResolvedPolicy>],
 }
 
 /// The immutable routing snapshot.
@@ -121,11 +148,21 @@ pub struct RoutingTable {
     tls: TlsTable,
     ingresses: usize,
     diagnostics: Vec<Diagnostic>,
+    /// Policies for requests that match no host: the default policy only.
+    fallback_policies: Policies,
+    policy_reports: Vec<PolicyReport>,
+    published_at: Option<Time>,
+    page_prefetch: Vec<(String, String)>,
 }
 
 /// Sort key that makes conflict resolution deterministic: the oldest Ingress wins, then the
 /// lexically smallest `namespace/name`. Ingresses without a timestamp (manifest files) sort
 /// after timestamped ones and among themselves by name.
+fn policy_age(p: &ErrorPagePolicy) -> PolicyAge {
+    let ts = p.metadata.creation_timestamp.clone();
+    (ts.is_none(), ts, ObjectKey::of(&p.metadata))
+}
+
 fn age_key(ing: &Ingress) -> (bool, Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>, ObjectKey) {
     let ts = ing.metadata.creation_timestamp.clone();
     (ts.is_none(), ts, ObjectKey::of(&ing.metadata))
@@ -142,12 +179,19 @@ impl RoutingTable {
     /// Builds a table from the Index. Pure: the same Index and config give the same table,
     /// and every problem is returned in [`RoutingTable::diagnostics`] instead of failing.
     pub fn build(index: &Index, config: &BuildConfig, generation: u64) -> Self {
+        Self::build_from(index, config, generation, None)
+    }
+
+    /// Like [`RoutingTable::build`], keeping the last good version of any policy that is now
+    /// invalid from `previous`, so a bad edit never takes its pages away. Still pure.
+    pub fn build_from(index: &Index, config: &BuildConfig, generation: u64, previous: Option<&RoutingTable>) -> Self {
         let mut b = Builder {
             index,
             slices: backend::slices_by_service(index),
             table: Self::default(),
             backends: HashMap::new(),
             reported: BTreeSet::new(),
+            policies: PolicySet::default(),
         };
         b.table.generation = generation;
         b.table.ready = true;
@@ -157,6 +201,8 @@ impl RoutingTable {
         ours.sort_by_key(|ing| age_key(ing));
         b.table.ingresses = ours.len();
 
+        b.resolve_policies(config, previous, &ours);
+        b.table.fallback_policies = b.policies.fallback();
         for ing in &ours {
             b.add_ingress(ing);
         }
@@ -171,12 +217,14 @@ impl RoutingTable {
                     message: format!("{reason}; unmatched requests get 503"),
                 });
             }
+            let policies = b.table.fallback_policies.clone();
             b.table.catch_all =
-                Some(Arc::new(Route { ingress: None, path: "/".into(), kind: PathKind::Prefix, backend }));
+                Some(Arc::new(Route { ingress: None, path: "/".into(), kind: PathKind::Prefix, backend, policies }));
         }
         for ing in &ours {
             b.add_tls(ing);
         }
+        b.finish_policies();
         b.table
     }
 
@@ -186,16 +234,49 @@ impl RoutingTable {
     /// host's Ingress default backend. Requests for hosts no rule names use the host-less
     /// rules. Whatever is left goes to the catch-all default backend.
     pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
-        let host = route::normalize_host(host);
-        let routes = self
-            .hosts
-            .get(&*host)
-            .or_else(|| route::wildcard_suffix(&host).and_then(|s| self.wildcards.get(s)));
-        let found = match routes {
-            Some(routes) => routes.find(path).or(routes.default.as_ref()),
-            None => self.hostless.find(path),
+        self.lookup(&route::normalize_host(host), path).route
+    }
+
+    /// Like [`RoutingTable::find`] for a normalised host, with the policies for the request's
+    /// errors: the route's, else those of the Ingress that owns the host, else the default
+    /// policy.
+    pub fn lookup(&self, host: &str, path: &str) -> Lookup<'_> {
+        let routes = self.hosts.get(host).or_else(|| route::wildcard_suffix(host).and_then(|s| self.wildcards.get(s)));
+        let (found, host_policies) = match routes {
+            Some(routes) => (routes.find(path).or(routes.default.as_ref()), Some(&routes.policies)),
+            None => (self.hostless.find(path), None),
         };
-        found.or(self.catch_all.as_ref())
+        match found.or(self.catch_all.as_ref()) {
+            Some(route) => Lookup { route: Some(route), policies: &route.policies },
+            None => Lookup { route: None, policies: host_policies.unwrap_or(&self.fallback_policies) },
+        }
+    }
+
+    /// Records when the table was published (the build itself reads no clock); status
+    /// conditions use it as their transition time in file mode.
+    pub fn stamp(&mut self, at: Time) {
+        self.published_at = Some(at);
+    }
+
+    /// When the table was published, if stamped.
+    pub fn published_at(&self) -> Option<&Time> {
+        self.published_at.as_ref()
+    }
+
+    /// (host, page path) pairs the policies need for the exact hosts of their Ingresses: the
+    /// proxy fetches and pins these as soon as the table is published.
+    pub fn page_prefetch(&self) -> &[(String, String)] {
+        &self.page_prefetch
+    }
+
+    /// What the build found about each ErrorPagePolicy, by `namespace/name`.
+    pub fn policy_reports(&self) -> &[PolicyReport] {
+        &self.policy_reports
+    }
+
+    /// The policy version in effect for `key` (current or last good).
+    pub fn policy(&self, key: &ObjectKey) -> Option<&Arc<ResolvedPolicy>> {
+        self.policy_reports.iter().find(|r| &r.key == key).and_then(|r| r.in_effect.as_ref())
     }
 
     /// Whether a real build has been published (false for [`RoutingTable::not_ready`]).
@@ -290,6 +371,29 @@ struct Builder<'a> {
     backends: HashMap<(ObjectKey, PortRef), Arc<Backend>>,
     /// (ingress, problem) pairs already reported, so one bad Service is one diagnostic.
     reported: BTreeSet<(String, String)>,
+    policies: PolicySet,
+}
+
+/// Policies in effect during a build, and what is known about each.
+#[derive(Default)]
+struct PolicySet {
+    /// In effect, by namespace, with their age for tie-breaks.
+    by_namespace: HashMap<String, Vec<(Arc<ResolvedPolicy>, PolicyAge)>>,
+    default: Option<Arc<ResolvedPolicy>>,
+    reports: Vec<PolicyReport>,
+    /// Per Ingress, its ordered policies (shared by all its routes).
+    per_ingress: HashMap<ObjectKey, Policies>,
+    /// Per Ingress, the exact hosts of its rules (for page prefetch).
+    hosts: HashMap<ObjectKey, BTreeSet<String>>,
+}
+
+/// Tie-break among policies of equal specificity: older first (untimestamped last), then name.
+type PolicyAge = (bool, Option<Time>, ObjectKey);
+
+impl PolicySet {
+    fn fallback(&self) -> Policies {
+        self.default.iter().cloned().collect::<Vec<_>>().into()
+    }
 }
 
 impl Builder<'_> {
@@ -347,6 +451,7 @@ impl Builder<'_> {
     fn add_ingress(&mut self, ing: &Ingress) {
         let key = ObjectKey::of(&ing.metadata);
         let Some(spec) = ing.spec.as_ref() else { return };
+        let policies = self.policies.per_ingress.get(&key).cloned().unwrap_or_else(|| self.policies.fallback());
 
         let default = match spec.default_backend.as_ref() {
             Some(b) => self.ingress_backend(&key, b).map(|backend| {
@@ -355,6 +460,7 @@ impl Builder<'_> {
                     path: "/".into(),
                     kind: PathKind::Prefix,
                     backend,
+                    policies: policies.clone(),
                 })
             }),
             None => None,
@@ -371,6 +477,9 @@ impl Builder<'_> {
                 }
             };
             hosts_named.push(target.clone());
+            if let HostTarget::Exact(h) = &target {
+                self.policies.hosts.entry(key.clone()).or_default().insert(h.clone());
+            }
             for p in rule.http.iter().flat_map(|h| h.paths.iter()) {
                 let path = p.path.clone().unwrap_or_else(|| "/".to_string());
                 let Some(kind) = PathKind::parse(&p.path_type) else {
@@ -386,8 +495,14 @@ impl Builder<'_> {
                     continue;
                 }
                 let Some(backend) = self.ingress_backend(&key, &p.backend) else { continue };
-                let route = Arc::new(Route { ingress: Some(key.clone()), path: path.clone(), kind, backend });
-                let routes = self.host_routes(&target);
+                let route = Arc::new(Route {
+                    ingress: Some(key.clone()),
+                    path: path.clone(),
+                    kind,
+                    backend,
+                    policies: policies.clone(),
+                });
+                let routes = self.host_routes(&target, &policies);
                 let (map, map_key) = match kind {
                     PathKind::Exact => (&mut routes.exact, path.clone()),
                     PathKind::Prefix => (&mut routes.prefix, route::prefix_key(&path).to_string()),
@@ -409,7 +524,7 @@ impl Builder<'_> {
         if let Some(default) = default {
             for target in &hosts_named {
                 if !matches!(target, HostTarget::None) {
-                    let routes = self.host_routes(target);
+                    let routes = self.host_routes(target, &policies);
                     routes.default.get_or_insert_with(|| default.clone());
                 }
             }
@@ -428,12 +543,130 @@ impl Builder<'_> {
         }
     }
 
-    fn host_routes(&mut self, target: &HostTarget) -> &mut HostRoutes {
+    /// The routes of a host, created with the policies of the first (oldest) Ingress naming it;
+    /// those apply to requests for the host that match none of its paths.
+    fn host_routes(&mut self, target: &HostTarget, policies: &Policies) -> &mut HostRoutes {
+        let fresh = || HostRoutes { policies: policies.clone(), ..HostRoutes::default() };
         match target {
-            HostTarget::Exact(h) => self.table.hosts.entry(h.clone()).or_default(),
-            HostTarget::Wildcard(s) => self.table.wildcards.entry(s.clone()).or_default(),
+            HostTarget::Exact(h) => self.table.hosts.entry(h.clone()).or_insert_with(fresh),
+            HostTarget::Wildcard(s) => self.table.wildcards.entry(s.clone()).or_insert_with(fresh),
             HostTarget::None => &mut self.table.hostless,
         }
+    }
+
+    /// Resolves every policy (keeping the last good version of invalid ones from `previous`),
+    /// then orders, per Ingress of ours, the policies that apply to it.
+    fn resolve_policies(&mut self, config: &BuildConfig, previous: Option<&RoutingTable>, ours: &[&Ingress]) {
+        for (key, policy) in &self.index.policies {
+            let mut report = PolicyReport { key: key.clone(), generation: policy.metadata.generation, ..PolicyReport::default() };
+            match policy::resolve(self.index, policy) {
+                Ok(resolved) => report.in_effect = Some(Arc::new(resolved)),
+                Err(problems) => {
+                    // The last good version is kept only for the same object (same uid): a policy
+                    // deleted and recreated under the name starts over.
+                    report.in_effect = previous
+                        .and_then(|t| t.policy(key))
+                        .filter(|good| policy.metadata.uid.as_ref().is_none_or(|uid| &good.uid == uid))
+                        .cloned();
+                    let fallback = if report.in_effect.is_some() { "; the last good version keeps serving" } else { "" };
+                    for problem in problems.invalid.iter().chain(&problems.refs) {
+                        self.table.diagnostics.push(Diagnostic {
+                            kind: "ErrorPagePolicy",
+                            key: key.clone(),
+                            message: format!("{problem}{fallback}"),
+                        });
+                    }
+                    report.problems = problems;
+                }
+            }
+            if let Some(p) = &report.in_effect {
+                if config.default_policy.as_ref() == Some(key) {
+                    self.policies.default = Some(p.clone());
+                } else {
+                    let age = policy_age(policy);
+                    self.policies.by_namespace.entry(key.namespace.clone()).or_default().push((p.clone(), age));
+                }
+            }
+            self.policies.reports.push(report);
+        }
+        if let Some(key) = &config.default_policy
+            && self.policies.default.is_none()
+        {
+            self.table.diagnostics.push(Diagnostic {
+                kind: "Flag",
+                key: ObjectKey::new("", "--default-policy"),
+                message: format!("ErrorPagePolicy {key} not found or not valid; no default policy applies"),
+            });
+        }
+
+        for ing in ours {
+            let ing_key = ObjectKey::of(&ing.metadata);
+            let mut candidates: Vec<((u8, usize, u8), &PolicyAge, &Arc<ResolvedPolicy>)> = self
+                .policies
+                .by_namespace
+                .get(&ing_key.namespace)
+                .into_iter()
+                .flatten()
+                .filter_map(|(p, age)| {
+                    let level = if p.targets.is_empty() {
+                        1
+                    } else if p.targets.contains(&ing_key.name) {
+                        2
+                    } else {
+                        return None;
+                    };
+                    Some((p.specificity(level), age, p))
+                })
+                .collect();
+            // Highest specificity first; then the older policy, then the smaller name.
+            candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+            let mut ordered: Vec<Arc<ResolvedPolicy>> = candidates.into_iter().map(|(_, _, p)| p.clone()).collect();
+            ordered.extend(self.policies.default.iter().cloned());
+            self.policies.per_ingress.insert(ing_key, ordered.into());
+        }
+    }
+
+    /// Fills in attachment and conflicts and stores the reports in the table.
+    fn finish_policies(&mut self) {
+        let mut attached: HashMap<ObjectKey, Vec<ObjectKey>> = HashMap::new();
+        let mut conflicts: HashMap<ObjectKey, BTreeSet<String>> = HashMap::new();
+        let mut ingresses: Vec<(&ObjectKey, &Policies)> = self.policies.per_ingress.iter().collect();
+        ingresses.sort_by_key(|(k, _)| *k);
+        for (ing, list) in ingresses {
+            for (i, p) in list.iter().enumerate() {
+                attached.entry(p.key.clone()).or_default().push(ing.clone());
+                for winner in &list[..i] {
+                    let shared: Vec<&str> = p.code_keys().filter(|c| winner.code_keys().any(|w| w == *c)).collect();
+                    if !shared.is_empty() {
+                        conflicts.entry(p.key.clone()).or_default().insert(format!(
+                            "codes {} on Ingress {ing}: policy {} takes precedence where both match",
+                            shared.join(","),
+                            winner.key
+                        ));
+                    }
+                }
+            }
+        }
+        for report in &mut self.policies.reports {
+            let Some(p) = report.in_effect.as_ref() else { continue };
+            report.attached = attached.remove(&report.key).unwrap_or_default();
+            report.conflicts = conflicts.remove(&report.key).map(|c| c.into_iter().collect()).unwrap_or_default();
+            report.missing_targets =
+                p.targets.iter().filter(|t| !report.attached.iter().any(|a| &a.name == *t)).cloned().collect();
+        }
+        self.table.policy_reports = std::mem::take(&mut self.policies.reports);
+
+        let mut prefetch = BTreeSet::new();
+        for (ing, list) in &self.policies.per_ingress {
+            for host in self.policies.hosts.get(ing).into_iter().flatten() {
+                for p in list.iter() {
+                    for path in p.rules.iter().filter_map(|r| r.page.as_ref()).flat_map(|pg| pg.paths()) {
+                        prefetch.insert((host.clone(), path.to_string()));
+                    }
+                }
+            }
+        }
+        self.table.page_prefetch = prefetch.into_iter().collect();
     }
 
     fn add_tls(&mut self, ing: &Ingress) {

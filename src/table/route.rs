@@ -44,6 +44,8 @@ pub struct HostRoutes {
     /// `spec.defaultBackend` of the oldest Ingress that names this host, for requests that match
     /// none of its paths (ingress-nginx behaviour, which most of our users come from).
     pub(crate) default: Option<Arc<Route>>,
+    /// Policies of the Ingress that owns the host, for its requests that match no path.
+    pub(crate) policies: super::Policies,
 }
 
 impl HostRoutes {

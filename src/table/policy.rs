@@ -1,0 +1,652 @@
+//! ErrorPagePolicy resolution: validate a policy, load its pages, and produce the immutable
+//! [`ResolvedPolicy`] the proxy consults on the error path.
+//!
+//! Pure: everything the schema cannot see (ConfigMap keys, page sizes, templates) is checked
+//! here, and everything the schema does see is checked again, because file mode has no API
+//! server to reject bad objects at admission.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+
+use super::accept;
+use super::route::{self, PathKind};
+use super::template::{Escape, Template};
+use crate::crd::{self, ErrorPagePolicy, HttpMethod, MAX_PAGE_BYTES, MAX_TTL_SECONDS, Mode, Source};
+use crate::index::{Index, ObjectKey};
+
+/// CloudFront's default Error Caching Minimum TTL (rule 7).
+pub const DEFAULT_MIN_TTL_SECONDS: u32 = 10;
+/// Content type of pages that do not name one.
+pub const DEFAULT_CONTENT_TYPE: &str = "text/html; charset=utf-8";
+
+/// Codes CloudFront always caches (rule 9).
+pub const ALWAYS_CACHED: [u16; 7] = [404, 414, 500, 501, 502, 503, 504];
+/// Codes CloudFront caches only with origin `max-age`/`s-maxage` (rule 10).
+pub const CACHED_WITH_MAX_AGE: [u16; 5] = [400, 403, 405, 412, 415];
+/// Never cached (rule 11).
+pub const NEVER_CACHED: u16 = 416;
+
+/// A set of request methods, as a bit set (checked on every replaced response).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MethodSet(u16);
+
+impl MethodSet {
+    /// Every method, including extension methods.
+    pub const ALL: MethodSet = MethodSet(u16::MAX);
+    /// GET and HEAD.
+    pub const SAFE: MethodSet = MethodSet(0b11);
+
+    fn bit(m: &Method) -> u16 {
+        match *m {
+            Method::GET => 1,
+            Method::HEAD => 1 << 1,
+            Method::POST => 1 << 2,
+            Method::PUT => 1 << 3,
+            Method::PATCH => 1 << 4,
+            Method::DELETE => 1 << 5,
+            Method::OPTIONS => 1 << 6,
+            Method::CONNECT => 1 << 7,
+            Method::TRACE => 1 << 8,
+            _ => 1 << 15,
+        }
+    }
+
+    fn from_crd(methods: &[HttpMethod]) -> Self {
+        let mut bits = 0;
+        for m in methods {
+            bits |= match m {
+                HttpMethod::GET => 1,
+                HttpMethod::HEAD => 1 << 1,
+                HttpMethod::POST => 1 << 2,
+                HttpMethod::PUT => 1 << 3,
+                HttpMethod::PATCH => 1 << 4,
+                HttpMethod::DELETE => 1 << 5,
+                HttpMethod::OPTIONS => 1 << 6,
+                HttpMethod::CONNECT => 1 << 7,
+                HttpMethod::TRACE => 1 << 8,
+            };
+        }
+        MethodSet(bits)
+    }
+
+    /// Whether `m` is in the set.
+    pub fn contains(self, m: &Method) -> bool {
+        self.0 & Self::bit(m) != 0
+    }
+
+    /// The methods, for status.
+    pub fn to_crd(self) -> Vec<HttpMethod> {
+        use HttpMethod::*;
+        [GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT, TRACE]
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, m)| m)
+            .collect()
+    }
+}
+
+/// Where one representation's body comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// Inline or ConfigMap text, parsed as a template.
+    Static(Template),
+    /// Fetched through the routing table on the request's host, pinned by the proxy.
+    Path(String),
+}
+
+/// One representation of a page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Format {
+    /// `type/subtype`, lower case, for negotiation.
+    pub media: String,
+    /// The `Content-Type` sent; `None` for a path page that takes the page origin's.
+    pub content_type: Option<HeaderValue>,
+    /// The body.
+    pub body: Body,
+}
+
+/// A page: one or more representations, the first being the default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// In preference order.
+    pub formats: Vec<Format>,
+}
+
+impl Page {
+    /// Picks the representation for an `Accept` header.
+    pub fn negotiate(&self, accept: Option<&str>) -> &Format {
+        &self.formats[accept::choose(accept, self.formats.iter().map(|f| f.media.as_str()))]
+    }
+
+    /// Whether there is a choice (then responses carry `Vary: Accept`).
+    pub fn varies(&self) -> bool {
+        self.formats.len() > 1
+    }
+
+    /// Every page path this page fetches.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.formats.iter().filter_map(|f| match &f.body {
+            Body::Path(p) => Some(p.as_str()),
+            Body::Static(_) => None,
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.formats
+            .iter()
+            .map(|f| match &f.body {
+                Body::Path(p) => format!("path {p}"),
+                Body::Static(t) => format!("{} ({} bytes)", f.media, t.literal_len()),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// One validated `errorResponses` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Codes and classes, as written.
+    pub codes: Vec<String>,
+    /// Status override.
+    pub response_code: Option<StatusCode>,
+    /// Body.
+    pub page: Option<Arc<Page>>,
+    /// Error Caching Minimum TTL, if set on the rule.
+    pub min_ttl: Option<u32>,
+    /// Error Caching Maximum TTL.
+    pub max_ttl: Option<u32>,
+    /// Methods it applies to.
+    pub methods: MethodSet,
+    /// Media types the request must list explicitly (empty: no condition).
+    pub when_accepts: Vec<String>,
+    /// Headers copied from the original response.
+    pub copy_headers: Vec<HeaderName>,
+    /// Headers set on the page.
+    pub set_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Viewer `Cache-Control`.
+    pub cache_control: Option<HeaderValue>,
+}
+
+/// A host condition of `match.hosts`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum HostPattern {
+    Exact(String),
+    Wildcard(String),
+}
+
+/// A validated policy, as the proxy uses it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ResolvedPolicy {
+    /// `namespace/name`.
+    pub key: ObjectKey,
+    /// `metadata.uid` (cache keys use it with the generation).
+    pub uid: String,
+    /// `metadata.generation` this was built from.
+    pub generation: i64,
+    /// Which errors.
+    pub source: Source,
+    /// Enforce or report only.
+    pub mode: Mode,
+    /// Default Error Caching Minimum TTL.
+    pub default_min_ttl: u32,
+    /// Rules in spec order.
+    pub rules: Vec<Rule>,
+    /// Targeted Ingress names; empty for the whole namespace.
+    pub targets: Vec<String>,
+    hosts: Vec<HostPattern>,
+    paths: Vec<(PathKind, String)>,
+    by_code: HashMap<u16, usize>,
+    class4: Option<usize>,
+    class5: Option<usize>,
+}
+
+impl ResolvedPolicy {
+    /// Whether the policy's `match` covers a request (host already normalised).
+    pub fn covers(&self, host: &str, path: &str) -> bool {
+        let host_ok = self.hosts.is_empty()
+            || self.hosts.iter().any(|h| match h {
+                HostPattern::Exact(e) => e == host,
+                HostPattern::Wildcard(s) => route::wildcard_suffix(host) == Some(s.as_str()),
+            });
+        host_ok
+            && (self.paths.is_empty()
+                || self.paths.iter().any(|(kind, p)| match kind {
+                    PathKind::Exact => p == path,
+                    PathKind::Prefix => {
+                        p == "/"
+                            || path.strip_prefix(p.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                    }
+                }))
+    }
+
+    /// Whether the policy handles errors from this source.
+    pub fn handles(&self, from_proxy: bool) -> bool {
+        matches!((self.source, from_proxy), (Source::Any, _) | (Source::Upstream, false) | (Source::Proxy, true))
+    }
+
+    /// The rule for a status code: an exact code beats its class.
+    pub fn rule_for(&self, code: u16) -> Option<&Rule> {
+        let i = self.by_code.get(&code).copied().or(match code {
+            400..=499 => self.class4,
+            500..=599 => self.class5,
+            _ => None,
+        })?;
+        self.rules.get(i)
+    }
+
+    /// Every code key (exact codes and classes) the policy defines.
+    pub fn code_keys(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().flat_map(|r| r.codes.iter().map(String::as_str))
+    }
+
+    /// Precedence among policies covering the same request, highest first: targeted beats
+    /// namespace-wide beats the default policy; then the narrower match; the caller breaks
+    /// ties by age and name.
+    pub(crate) fn specificity(&self, level: u8) -> (u8, usize, u8) {
+        let path = self.paths.iter().map(|(_, p)| p.len()).max().unwrap_or(0);
+        let host = match self.hosts.as_slice() {
+            [] => 0,
+            hs if hs.iter().all(|h| matches!(h, HostPattern::Exact(_))) => 2,
+            _ => 1,
+        };
+        (level, path, host)
+    }
+}
+
+/// Why a policy is not in effect as written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Problems {
+    /// Spec errors (condition `Accepted=False`, reason `Invalid`).
+    pub invalid: Vec<String>,
+    /// Unresolvable references (condition `ResolvedRefs=False`).
+    pub refs: Vec<String>,
+}
+
+impl Problems {
+    /// Whether there is nothing wrong.
+    pub fn is_empty(&self) -> bool {
+        self.invalid.is_empty() && self.refs.is_empty()
+    }
+}
+
+/// Validates and resolves one policy against the Index.
+pub fn resolve(index: &Index, policy: &ErrorPagePolicy) -> Result<ResolvedPolicy, Problems> {
+    let key = ObjectKey::of(&policy.metadata);
+    let spec = &policy.spec;
+    let mut p = Problems::default();
+
+    let mut targets = Vec::new();
+    for (i, t) in spec.target_refs.iter().enumerate() {
+        if t.group != "networking.k8s.io" || t.kind != "Ingress" {
+            p.invalid.push(format!("targetRefs[{i}]: only networking.k8s.io Ingress is supported, not {}/{}", t.group, t.kind));
+        } else if t.name.is_empty() {
+            p.invalid.push(format!("targetRefs[{i}]: name is empty"));
+        } else {
+            targets.push(t.name.clone());
+        }
+    }
+
+    let mut hosts = Vec::new();
+    let mut paths = Vec::new();
+    if let Some(m) = &spec.match_ {
+        for h in &m.hosts {
+            let h = h.to_ascii_lowercase();
+            match h.strip_prefix("*.") {
+                Some(s) if valid_dns_name(s) => hosts.push(HostPattern::Wildcard(s.to_string())),
+                None if valid_dns_name(&h) => hosts.push(HostPattern::Exact(h)),
+                _ => p.invalid.push(format!("match.hosts: {h:?} is not a host name")),
+            }
+        }
+        for pm in &m.paths {
+            if !pm.value.starts_with('/') {
+                p.invalid.push(format!("match.paths: {:?} must start with '/'", pm.value));
+                continue;
+            }
+            match pm.type_ {
+                crd::PathMatchType::Exact => paths.push((PathKind::Exact, pm.value.clone())),
+                crd::PathMatchType::Prefix => paths.push((PathKind::Prefix, route::prefix_key(&pm.value).to_string())),
+            }
+        }
+    }
+
+    let default_min_ttl = spec.default_error_caching_min_ttl_seconds.unwrap_or(DEFAULT_MIN_TTL_SECONDS);
+    if default_min_ttl > MAX_TTL_SECONDS {
+        p.invalid.push(format!("defaultErrorCachingMinTTLSeconds: at most {MAX_TTL_SECONDS}"));
+    }
+
+    let mut rules = Vec::new();
+    let mut by_code = HashMap::new();
+    let (mut class4, mut class5) = (None, None);
+    let mut seen = BTreeSet::new();
+    for (i, r) in spec.error_responses.iter().enumerate() {
+        let at = format!("errorResponses[{i}]");
+        if r.codes.is_empty() {
+            p.invalid.push(format!("{at}.codes: at least one code"));
+        }
+        for code in &r.codes {
+            if !seen.insert(code.clone()) {
+                p.invalid.push(format!("{at}.codes: {code} appears in more than one entry"));
+                continue;
+            }
+            match code.as_str() {
+                "4xx" => class4 = Some(i),
+                "5xx" => class5 = Some(i),
+                c => match c.parse::<u16>() {
+                    Ok(n) if (400..=599).contains(&n) && c.len() == 3 => {
+                        by_code.insert(n, i);
+                    }
+                    _ => p.invalid.push(format!("{at}.codes: {code:?} is not a 4xx/5xx code or the class 4xx/5xx")),
+                },
+            }
+        }
+        match resolve_rule(index, &key.namespace, r, &at, &mut p) {
+            Some(rule) => rules.push(rule),
+            None => rules.push(Rule {
+                codes: r.codes.clone(),
+                response_code: None,
+                page: None,
+                min_ttl: None,
+                max_ttl: None,
+                methods: MethodSet::ALL,
+                when_accepts: Vec::new(),
+                copy_headers: Vec::new(),
+                set_headers: Vec::new(),
+                cache_control: None,
+            }),
+        }
+    }
+
+    if !p.is_empty() {
+        return Err(p);
+    }
+    Ok(ResolvedPolicy {
+        uid: policy.metadata.uid.clone().unwrap_or_else(|| format!("file:{key}")),
+        generation: policy.metadata.generation.unwrap_or(0),
+        key,
+        source: spec.source,
+        mode: spec.mode,
+        default_min_ttl,
+        rules,
+        targets,
+        hosts,
+        paths,
+        by_code,
+        class4,
+        class5,
+    })
+}
+
+fn valid_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+fn resolve_rule(index: &Index, namespace: &str, r: &crd::ErrorResponse, at: &str, p: &mut Problems) -> Option<Rule> {
+    let before = p.invalid.len() + p.refs.len();
+    let response_code = match r.response_code {
+        None => None,
+        Some(c) => match StatusCode::from_u16(c) {
+            Ok(s) if (200..=599).contains(&c) => Some(s),
+            _ => {
+                p.invalid.push(format!("{at}.responseCode: {c} is not between 200 and 599"));
+                None
+            }
+        },
+    };
+    for (name, v) in [("errorCachingMinTTLSeconds", r.error_caching_min_ttl_seconds), ("errorCachingMaxTTLSeconds", r.error_caching_max_ttl_seconds)] {
+        if v.is_some_and(|v| v > MAX_TTL_SECONDS) {
+            p.invalid.push(format!("{at}.{name}: at most {MAX_TTL_SECONDS}"));
+        }
+    }
+    if let (Some(min), Some(max)) = (r.error_caching_min_ttl_seconds, r.error_caching_max_ttl_seconds)
+        && max < min
+    {
+        p.invalid.push(format!("{at}: errorCachingMaxTTLSeconds ({max}) is below errorCachingMinTTLSeconds ({min})"));
+    }
+    let methods = if !r.methods.is_empty() {
+        MethodSet::from_crd(&r.methods)
+    } else if response_code.is_some_and(|s| s.is_success() || s.is_redirection()) {
+        // A success status on a page must not answer a POST/PUT/DELETE (peers §3 item 3).
+        MethodSet::SAFE
+    } else {
+        MethodSet::ALL
+    };
+    let mut when_accepts = Vec::new();
+    for m in &r.when_accepts {
+        let e = accept::essence(m);
+        if !e.contains('/') || e.contains('*') {
+            p.invalid.push(format!("{at}.whenAccepts: {m:?} is not a media type (type/subtype, no wildcard)"));
+        }
+        when_accepts.push(e);
+    }
+    let mut copy_headers = Vec::new();
+    for h in &r.copy_headers {
+        match HeaderName::from_bytes(h.as_bytes()) {
+            Ok(n) => copy_headers.push(n),
+            Err(_) => p.invalid.push(format!("{at}.copyHeaders: {h:?} is not a header name")),
+        }
+    }
+    let mut set_headers = Vec::new();
+    for (k, v) in &r.set_headers {
+        match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            (Ok(n), Ok(v)) => set_headers.push((n, v)),
+            _ => p.invalid.push(format!("{at}.setHeaders: {k:?}: {v:?} is not a valid header")),
+        }
+    }
+    let cache_control = match &r.cache_control {
+        None => None,
+        Some(v) => match HeaderValue::from_str(v) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                p.invalid.push(format!("{at}.cacheControl: {v:?} is not a header value"));
+                None
+            }
+        },
+    };
+    let page = r.page.as_ref().and_then(|page| resolve_page(index, namespace, page, &format!("{at}.page"), p));
+    if p.invalid.len() + p.refs.len() > before {
+        return None;
+    }
+    Some(Rule {
+        codes: r.codes.clone(),
+        response_code,
+        page: page.map(Arc::new),
+        min_ttl: r.error_caching_min_ttl_seconds,
+        max_ttl: r.error_caching_max_ttl_seconds,
+        methods,
+        when_accepts,
+        copy_headers,
+        set_headers,
+        cache_control,
+    })
+}
+
+fn resolve_page(index: &Index, namespace: &str, page: &crd::Page, at: &str, p: &mut Problems) -> Option<Page> {
+    let sources = [page.path.is_some(), page.inline.is_some(), page.config_map_ref.is_some(), page.formats.is_some()];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        p.invalid.push(format!("{at}: set exactly one of path, inline, configMapRef, formats"));
+        return None;
+    }
+    if let Some(formats) = &page.formats {
+        if page.content_type.is_some() {
+            p.invalid.push(format!("{at}: with formats, set contentType on each format"));
+        }
+        if formats.is_empty() || formats.len() > 8 {
+            p.invalid.push(format!("{at}.formats: between 1 and 8 formats"));
+            return None;
+        }
+        let mut out = Vec::new();
+        for (i, f) in formats.iter().enumerate() {
+            let fat = format!("{at}.formats[{i}]");
+            if [f.path.is_some(), f.inline.is_some(), f.config_map_ref.is_some()].iter().filter(|s| **s).count() != 1 {
+                p.invalid.push(format!("{fat}: set exactly one of path, inline, configMapRef"));
+                continue;
+            }
+            if let Some(format) =
+                resolve_format(index, namespace, Some(&f.content_type), f.path.as_deref(), f.inline.as_deref(), f.config_map_ref.as_ref(), &fat, p)
+            {
+                out.push(format);
+            }
+        }
+        return (out.len() == formats.len()).then_some(Page { formats: out });
+    }
+    let format = resolve_format(
+        index,
+        namespace,
+        page.content_type.as_deref(),
+        page.path.as_deref(),
+        page.inline.as_deref(),
+        page.config_map_ref.as_ref(),
+        at,
+        p,
+    )?;
+    Some(Page { formats: vec![format] })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resolve_format(
+    index: &Index,
+    namespace: &str,
+    content_type: Option<&str>,
+    path: Option<&str>,
+    inline: Option<&str>,
+    config_map: Option<&crd::ConfigMapKeyRef>,
+    at: &str,
+    p: &mut Problems,
+) -> Option<Format> {
+    let header = match content_type {
+        Some(ct) => match HeaderValue::from_str(ct) {
+            Ok(v) if accept::essence(ct).contains('/') => Some(v),
+            _ => {
+                p.invalid.push(format!("{at}.contentType: {ct:?} is not a media type"));
+                return None;
+            }
+        },
+        None => None,
+    };
+    if let Some(path) = path {
+        if !path.starts_with('/') || path.len() > 1024 || HeaderValue::from_str(path).is_err() {
+            p.invalid.push(format!("{at}.path: {path:?} must start with '/' (a path on the same host)"));
+            return None;
+        }
+        let media = content_type.map(accept::essence).unwrap_or_else(|| "text/html".into());
+        return Some(Format { media, content_type: header, body: Body::Path(path.to_string()) });
+    }
+    let text: String = match (inline, config_map) {
+        (Some(text), _) => text.to_string(),
+        (None, Some(r)) => {
+            let cm_key = ObjectKey::new(namespace, r.name.clone());
+            let Some(cm) = index.config_maps.get(&cm_key) else {
+                p.refs.push(format!("{at}.configMapRef: ConfigMap {cm_key} not found"));
+                return None;
+            };
+            if let Some(v) = cm.data.as_ref().and_then(|d| d.get(&r.key)) {
+                v.clone()
+            } else if let Some(v) = cm.binary_data.as_ref().and_then(|d| d.get(&r.key)) {
+                match String::from_utf8(v.0.clone()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        p.invalid.push(format!("{at}.configMapRef: key {} of ConfigMap {cm_key} is not UTF-8 text", r.key));
+                        return None;
+                    }
+                }
+            } else {
+                p.refs.push(format!("{at}.configMapRef: ConfigMap {cm_key} has no key {:?}", r.key));
+                return None;
+            }
+        }
+        (None, None) => {
+            p.invalid.push(format!("{at}: no body"));
+            return None;
+        }
+    };
+    if text.len() > MAX_PAGE_BYTES {
+        p.refs.push(format!("{at}: page is {} bytes, more than the {MAX_PAGE_BYTES}-byte limit", text.len()));
+        return None;
+    }
+    let content_type = header.unwrap_or_else(|| HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
+    let ct_str = content_type.to_str().unwrap_or(DEFAULT_CONTENT_TYPE).to_string();
+    match Template::parse(&text, Escape::for_content_type(&ct_str)) {
+        Ok(t) => Some(Format { media: accept::essence(&ct_str), content_type: Some(content_type), body: Body::Static(t) }),
+        Err(e) => {
+            p.invalid.push(format!("{at}: template: {e}"));
+            None
+        }
+    }
+}
+
+/// How CloudFront caches an error code (rules 9–13), for status and the error cache.
+pub fn cacheability(code: &str) -> &'static str {
+    match code {
+        "4xx" | "5xx" => "perCode",
+        c => match c.parse::<u16>() {
+            Ok(n) if ALWAYS_CACHED.contains(&n) => "always",
+            Ok(n) if CACHED_WITH_MAX_AGE.contains(&n) => "whenOriginSetsMaxAge",
+            Ok(NEVER_CACHED) => "never",
+            _ => "byRule",
+        },
+    }
+}
+
+/// The effective per-code table for status: every rule's codes, plus CloudFront's cached codes
+/// that no rule covers, with the TTLs in effect.
+pub fn effective_rules(policy: &ResolvedPolicy) -> Vec<crd::EffectiveRule> {
+    let mut rows = BTreeMap::new();
+    for rule in &policy.rules {
+        for code in &rule.codes {
+            rows.insert(
+                code.clone(),
+                crd::EffectiveRule {
+                    code: code.clone(),
+                    response_code: rule.response_code.map(|s| s.as_u16()),
+                    page: rule.page.as_ref().map_or_else(|| "none".to_string(), |p| p.describe()),
+                    cached: cacheability(code).to_string(),
+                    min_ttl_seconds: if code == "416" { 0 } else { rule.min_ttl.unwrap_or(policy.default_min_ttl) },
+                    max_ttl_seconds: rule.max_ttl,
+                    methods: rule.methods.to_crd(),
+                },
+            );
+        }
+    }
+    for code in ALWAYS_CACHED.iter().chain(CACHED_WITH_MAX_AGE.iter()).chain(std::iter::once(&NEVER_CACHED)) {
+        let covered = policy.rule_for(*code).is_some();
+        if !covered {
+            let c = code.to_string();
+            rows.insert(
+                c.clone(),
+                crd::EffectiveRule {
+                    code: c.clone(),
+                    response_code: None,
+                    page: "none".into(),
+                    cached: cacheability(&c).into(),
+                    min_ttl_seconds: if *code == NEVER_CACHED { 0 } else { policy.default_min_ttl },
+                    max_ttl_seconds: None,
+                    methods: MethodSet::ALL.to_crd(),
+                },
+            );
+        }
+    }
+    rows.into_values().collect()
+}
+
+/// A page body erratum falls back to (bytes), for tests and status.
+pub fn page_bytes(format: &Format) -> Option<Bytes> {
+    match &format.body {
+        Body::Static(t) if t.is_fixed() => {
+            Some(t.render(&super::template::Values { status: 0, request_id: "", host: "", path: "" }))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,248 @@
+//! Page templates: `{{status}}`, `{{request_id}}`, `{{host}}`, `{{path}}`, parsed when the
+//! table is built and rendered with escaping chosen by the page's content type, so a request
+//! value can never become markup or JSON structure.
+
+use std::fmt;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// A value a template can insert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Var {
+    /// The original error status code.
+    Status,
+    /// The request id (`X-Request-ID`).
+    RequestId,
+    /// The request host.
+    Host,
+    /// The request path.
+    Path,
+}
+
+impl Var {
+    fn parse(name: &str) -> Option<Self> {
+        match name.trim() {
+            "status" => Some(Var::Status),
+            "request_id" => Some(Var::RequestId),
+            "host" => Some(Var::Host),
+            "path" => Some(Var::Path),
+            _ => None,
+        }
+    }
+}
+
+/// How inserted values are escaped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Escape {
+    /// HTML/XML text and attribute context.
+    Html,
+    /// Inside a JSON string literal.
+    Json,
+    /// Plain text: control characters are dropped.
+    Text,
+}
+
+impl Escape {
+    /// The escaping for a content type.
+    pub fn for_content_type(content_type: &str) -> Self {
+        let ct = content_type.to_ascii_lowercase();
+        if ct.contains("json") {
+            Escape::Json
+        } else if ct.contains("html") || ct.contains("xml") {
+            Escape::Html
+        } else {
+            Escape::Text
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Part {
+    Lit(Bytes),
+    Var(Var),
+}
+
+/// A parsed template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+    escape: Escape,
+    /// The whole body when there is no variable: serving it is a reference-count clone.
+    fixed: Option<Bytes>,
+}
+
+/// A template that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// `{{name}}` with a name erratum does not know.
+    #[error("unknown template variable {{{{{0}}}}} (known: status, request_id, host, path)")]
+    UnknownVar(String),
+    /// `{{` without `}}`.
+    #[error("unclosed {{{{ at byte {0}")]
+    Unclosed(usize),
+}
+
+/// What a rendered template may insert.
+#[derive(Clone, Copy, Debug)]
+pub struct Values<'a> {
+    /// Original status code.
+    pub status: u16,
+    /// Request id.
+    pub request_id: &'a str,
+    /// Request host.
+    pub host: &'a str,
+    /// Request path.
+    pub path: &'a str,
+}
+
+impl Template {
+    /// Parses `text`; values are escaped with `escape` when rendered.
+    pub fn parse(text: &str, escape: Escape) -> Result<Self, TemplateError> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        let mut offset = 0;
+        while let Some(start) = rest.find("{{") {
+            let Some(len) = rest[start + 2..].find("}}") else {
+                return Err(TemplateError::Unclosed(offset + start));
+            };
+            let name = &rest[start + 2..start + 2 + len];
+            let var = Var::parse(name).ok_or_else(|| TemplateError::UnknownVar(name.trim().to_string()))?;
+            if start > 0 {
+                parts.push(Part::Lit(Bytes::copy_from_slice(rest[..start].as_bytes())));
+            }
+            parts.push(Part::Var(var));
+            let consumed = start + 2 + len + 2;
+            offset += consumed;
+            rest = &rest[consumed..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Lit(Bytes::copy_from_slice(rest.as_bytes())));
+        }
+        let fixed = match parts.as_slice() {
+            [] => Some(Bytes::new()),
+            [Part::Lit(b)] => Some(b.clone()),
+            _ => None,
+        };
+        Ok(Self { parts, escape, fixed })
+    }
+
+    /// Whether rendering needs request values.
+    pub fn is_fixed(&self) -> bool {
+        self.fixed.is_some()
+    }
+
+    /// Length of the body without variables (for status reporting).
+    pub fn literal_len(&self) -> usize {
+        self.parts.iter().map(|p| if let Part::Lit(b) = p { b.len() } else { 0 }).sum()
+    }
+
+    /// Renders with escaped values.
+    pub fn render(&self, values: &Values<'_>) -> Bytes {
+        if let Some(b) = &self.fixed {
+            return b.clone();
+        }
+        let mut out = BytesMut::with_capacity(self.literal_len() + 128);
+        for part in &self.parts {
+            match part {
+                Part::Lit(b) => out.extend_from_slice(b),
+                Part::Var(Var::Status) => out.put_slice(values.status.to_string().as_bytes()),
+                Part::Var(Var::RequestId) => escape_into(&mut out, values.request_id, self.escape),
+                Part::Var(Var::Host) => escape_into(&mut out, values.host, self.escape),
+                Part::Var(Var::Path) => escape_into(&mut out, values.path, self.escape),
+            }
+        }
+        out.freeze()
+    }
+}
+
+impl fmt::Display for Var {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Var::Status => "status",
+            Var::RequestId => "request_id",
+            Var::Host => "host",
+            Var::Path => "path",
+        })
+    }
+}
+
+/// Escapes `value` for `escape` into `out`.
+pub fn escape_into(out: &mut BytesMut, value: &str, escape: Escape) {
+    for c in value.chars() {
+        match (escape, c) {
+            (Escape::Html, '&') => out.put_slice(b"&amp;"),
+            (Escape::Html, '<') => out.put_slice(b"&lt;"),
+            (Escape::Html, '>') => out.put_slice(b"&gt;"),
+            (Escape::Html, '"') => out.put_slice(b"&quot;"),
+            (Escape::Html, '\'') => out.put_slice(b"&#39;"),
+            (Escape::Json, '"') => out.put_slice(b"\\\""),
+            (Escape::Json, '\\') => out.put_slice(b"\\\\"),
+            // Also escaped so a JSON body embedded in HTML cannot close a <script>.
+            (Escape::Json, '<') => out.put_slice(b"\\u003c"),
+            (Escape::Json, '>') => out.put_slice(b"\\u003e"),
+            (Escape::Json, '&') => out.put_slice(b"\\u0026"),
+            (Escape::Json, '\u{2028}') => out.put_slice(b"\\u2028"),
+            (Escape::Json, '\u{2029}') => out.put_slice(b"\\u2029"),
+            (Escape::Json, c) if c.is_control() => out.put_slice(format!("\\u{:04x}", c as u32).as_bytes()),
+            (_, c) if c.is_control() => {}
+            (_, c) => {
+                let mut buf = [0u8; 4];
+                out.put_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values<'a>(path: &'a str, host: &'a str) -> Values<'a> {
+        Values { status: 503, request_id: "abc", host, path }
+    }
+
+    #[test]
+    fn fixed_bodies_are_shared() {
+        let t = Template::parse("<h1>down</h1>", Escape::Html).unwrap();
+        assert!(t.is_fixed());
+        assert_eq!(t.render(&values("/", "h")), "<h1>down</h1>");
+    }
+
+    #[test]
+    fn variables_are_inserted() {
+        let t = Template::parse("{{status}} at {{ host }}{{path}} ({{request_id}})", Escape::Text).unwrap();
+        assert_eq!(t.render(&values("/x", "h.example")), "503 at h.example/x (abc)");
+    }
+
+    #[test]
+    fn html_values_are_inert() {
+        let t = Template::parse("<p>{{path}}</p><a title=\"{{host}}\">", Escape::Html).unwrap();
+        let out = t.render(&values("/<script>alert(1)</script>", "\"><img src=x onerror=y>"));
+        let out = std::str::from_utf8(&out).unwrap();
+        assert!(!out.contains("<script>") && !out.contains("<img"), "{out}");
+        assert!(out.contains("&lt;script&gt;") && out.contains("&quot;&gt;&lt;img"), "{out}");
+    }
+
+    #[test]
+    fn json_values_cannot_break_out_of_strings() {
+        let t = Template::parse(r#"{"status":{{status}},"path":"{{path}}"}"#, Escape::Json).unwrap();
+        let out = t.render(&values("/\"},\"admin\":true,\"x\":\"\n</script>", "h"));
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("still valid JSON");
+        assert_eq!(v.as_object().unwrap().len(), 2, "no injected key: {v}");
+        assert_eq!(v["path"], "/\"},\"admin\":true,\"x\":\"\n</script>");
+        assert!(!std::str::from_utf8(&out).unwrap().contains("</script>"));
+    }
+
+    #[test]
+    fn template_errors_are_reported() {
+        assert_eq!(Template::parse("{{nope}}", Escape::Html), Err(TemplateError::UnknownVar("nope".into())));
+        assert_eq!(Template::parse("ok {{status", Escape::Html), Err(TemplateError::Unclosed(3)));
+    }
+
+    #[test]
+    fn escaping_follows_the_content_type() {
+        assert_eq!(Escape::for_content_type("application/problem+json"), Escape::Json);
+        assert_eq!(Escape::for_content_type("text/html; charset=utf-8"), Escape::Html);
+        assert_eq!(Escape::for_content_type("text/plain"), Escape::Text);
+    }
+}
