@@ -162,3 +162,11 @@ pub fn tls_secret(namespace: &str, name: &str, cert_pem: &str, key_pem: &str) ->
     }))
     .expect("fixture is a valid Secret")
 }
+
+/// An ErrorPagePolicy from its spec in YAML.
+pub fn policy(namespace: &str, name: &str, spec_yaml: &str) -> crate::crd::ErrorPagePolicy {
+    let spec: crate::crd::ErrorPagePolicySpec = serde_yaml_ng::from_str(spec_yaml).expect("fixture spec parses");
+    let mut p = crate::crd::ErrorPagePolicy::new(name, spec);
+    p.metadata.namespace = Some(namespace.to_string());
+    p
+}
