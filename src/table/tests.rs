@@ -3,6 +3,7 @@
 use super::*;
 use crate::fixtures::{endpoint_slice, external_service, ingress, ingress_class, service};
 use crate::index::Object;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 fn index(objects: Vec<Object>) -> Index {
     let mut index = Index::default();
@@ -349,4 +350,151 @@ fn default_backend_flag_parses() {
     for bad in ["svc:80", "ns/svc", "/svc:80", "ns/:80", "ns/svc:0", "ns/svc:70000"] {
         assert!(bad.parse::<ServiceRef>().is_err(), "{bad}");
     }
+}
+
+// === ErrorPagePolicy attachment, precedence, validation ===
+
+fn pol(ns: &str, name: &str, spec: &str) -> Object {
+    Object::ErrorPagePolicy(Box::new(crate::fixtures::policy(ns, name, spec)))
+}
+
+fn two_ingresses() -> Vec<Object> {
+    let mut objects = svc("shop", "web");
+    objects.push(ing(ingress("shop", "front").path("shop.example", "/", "Prefix", "web", 80)));
+    objects.push(ing(ingress("shop", "api").path("api.example", "/", "Prefix", "web", 80)));
+    objects
+}
+
+fn policy_names(t: &RoutingTable, host: &str, path: &str) -> Vec<String> {
+    t.lookup(host, path).policies.iter().map(|p| p.key.name.clone()).collect()
+}
+
+#[test]
+fn policies_attach_to_targets_or_the_whole_namespace() {
+    let mut objects = two_ingresses();
+    objects.push(pol("shop", "everywhere", "errorResponses: [{codes: ['5xx'], page: {inline: x}}]"));
+    objects.push(pol("shop", "front-only", "targetRefs: [{name: front}]\nerrorResponses: [{codes: ['404'], page: {inline: y}}]"));
+    objects.push(pol("other", "elsewhere", "errorResponses: [{codes: ['5xx'], page: {inline: z}}]"));
+    let t = build(objects);
+    assert_eq!(policy_names(&t, "shop.example", "/"), ["front-only", "everywhere"], "targeted first");
+    assert_eq!(policy_names(&t, "api.example", "/"), ["everywhere"]);
+    let report = |name: &str| t.policy_reports().iter().find(|r| r.key.name == name).unwrap().clone();
+    assert_eq!(report("everywhere").attached.len(), 2);
+    assert_eq!(report("front-only").attached.len(), 1);
+    assert_eq!(report("elsewhere").attached.len(), 0);
+}
+
+#[test]
+fn precedence_targeted_then_narrower_then_older_then_name() {
+    let mut objects = two_ingresses();
+    let spec = |extra: &str| format!("{extra}errorResponses: [{{codes: ['503'], page: {{inline: x}}}}]");
+    objects.push(Object::ErrorPagePolicy(Box::new({
+        let mut p = crate::fixtures::policy("shop", "b-old", &spec(""));
+        p.metadata.creation_timestamp = Some(Time("2024-01-01T00:00:00Z".parse().unwrap()));
+        p
+    })));
+    objects.push(pol("shop", "a-new", &spec("")));
+    objects.push(pol("shop", "narrow", &spec("match: {paths: [{type: Prefix, value: /api}]}\n")));
+    objects.push(pol("shop", "targeted", &spec("targetRefs: [{name: front}]\n")));
+    let t = build(objects);
+    assert_eq!(policy_names(&t, "shop.example", "/"), ["targeted", "narrow", "b-old", "a-new"]);
+    let conflicts = &t.policy_reports().iter().find(|r| r.key.name == "a-new").unwrap().conflicts;
+    assert!(conflicts.iter().any(|c| c.contains("policy shop/b-old takes precedence")), "{conflicts:?}");
+}
+
+#[test]
+fn invalid_policies_are_reported_and_not_applied() {
+    let cases = [
+        ("errorResponses: [{codes: ['600'], page: {inline: x}}]", "is not a 4xx/5xx code"),
+        ("errorResponses: [{codes: ['404'], page: {inline: x, path: /y}}]", "exactly one of path, inline"),
+        ("errorResponses: [{codes: ['404'], page: {inline: '{{nope}}'}}]", "unknown template variable"),
+        ("errorResponses: [{codes: ['404'], page: {inline: x}}, {codes: ['404'], page: {inline: y}}]", "more than one entry"),
+        ("errorResponses: [{codes: ['404'], responseCode: 700, page: {inline: x}}]", "between 200 and 599"),
+        ("errorResponses: [{codes: ['404'], errorCachingMinTTLSeconds: 60, errorCachingMaxTTLSeconds: 5}]", "below"),
+        ("targetRefs: [{kind: Service, name: web}]\nerrorResponses: []", "only networking.k8s.io Ingress"),
+        ("errorResponses: [{codes: ['404'], page: {configMapRef: {name: missing, key: a}}}]", "ConfigMap shop/missing not found"),
+    ];
+    for (spec, message) in cases {
+        let mut objects = two_ingresses();
+        objects.push(pol("shop", "bad", spec));
+        let t = build(objects);
+        let r = &t.policy_reports()[0];
+        let all = [r.problems.invalid.clone(), r.problems.refs.clone()].concat().join("; ");
+        assert!(all.contains(message), "{spec}: {all}");
+        assert!(r.in_effect.is_none(), "{spec}");
+        assert!(policy_names(&t, "shop.example", "/").is_empty(), "{spec}");
+        assert!(t.diagnostics().iter().any(|d| d.kind == "ErrorPagePolicy"), "{spec}");
+    }
+}
+
+#[test]
+fn an_invalid_edit_keeps_the_last_good_version() {
+    let mut objects = two_ingresses();
+    objects.push(pol("shop", "p", "errorResponses: [{codes: ['503'], page: {inline: good}}]"));
+    let good = build(objects.clone());
+    objects.pop();
+    objects.push(Object::ErrorPagePolicy(Box::new({
+        let mut p = crate::fixtures::policy("shop", "p", "errorResponses: [{codes: ['503'], page: {inline: '{{oops}}'}}]");
+        p.metadata.generation = Some(2);
+        p
+    })));
+    let t = RoutingTable::build_from(&index(objects), &BuildConfig::default(), 2, Some(&good));
+    assert_eq!(policy_names(&t, "shop.example", "/"), ["p"], "the last good version serves");
+    let r = &t.policy_reports()[0];
+    assert!(r.serving_last_good());
+    let st = status::status(r, &Time("2026-01-01T00:00:00Z".parse().unwrap()));
+    let cond = |ty: &str| st.conditions.iter().find(|c| c.type_ == ty).unwrap().clone();
+    assert_eq!(cond("Accepted").status, "False");
+    assert!(cond("Accepted").message.contains("unknown template variable"));
+    assert_eq!(cond("Programmed").reason, "LastGoodServing");
+}
+
+#[test]
+fn status_reports_the_effective_table() {
+    let mut objects = two_ingresses();
+    objects.push(Object::ConfigMap(Box::new(
+        serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"namespace": "shop", "name": "pages"}, "data": {"503.html": "<h1>down</h1>"}}))
+        .unwrap(),
+    )));
+    objects.push(pol(
+        "shop",
+        "p",
+        "targetRefs: [{name: front}, {name: ghost}]\ndefaultErrorCachingMinTTLSeconds: 5\nerrorResponses:\n- {codes: ['503'], page: {configMapRef: {name: pages, key: 503.html}}, errorCachingMaxTTLSeconds: 60}\n- {codes: ['404'], responseCode: 200, page: {inline: spa}}\n",
+    ));
+    let t = build(objects);
+    let st = status::status(&t.policy_reports()[0], &Time("2026-01-01T00:00:00Z".parse().unwrap()));
+    let cond = |ty: &str| st.conditions.iter().find(|c| c.type_ == ty).unwrap().clone();
+    assert_eq!(cond("Accepted").status, "True");
+    assert_eq!(cond("ResolvedRefs").status, "False", "ghost is not an Ingress");
+    assert_eq!(cond("ResolvedRefs").reason, "TargetNotFound");
+    assert_eq!(cond("Programmed").status, "True");
+    assert_eq!(st.attached_ingresses, 1);
+    assert_eq!(st.targets.as_deref(), Some("front,ghost"));
+    let row = |code: &str| st.rules.iter().find(|r| r.code == code).unwrap().clone();
+    assert_eq!(row("503").cached, "always");
+    assert_eq!((row("503").min_ttl_seconds, row("503").max_ttl_seconds), (5, Some(60)));
+    assert_eq!(row("404").response_code, Some(200));
+    assert_eq!(row("404").methods, vec![crate::crd::HttpMethod::GET, crate::crd::HttpMethod::HEAD]);
+    assert_eq!(row("403").cached, "whenOriginSetsMaxAge", "defaults are listed too");
+    assert_eq!(row("416").cached, "never");
+    assert_eq!(row("416").min_ttl_seconds, 0);
+}
+
+#[test]
+fn the_default_policy_covers_unmatched_requests() {
+    let mut objects = two_ingresses();
+    objects.push(pol("erratum", "default", "errorResponses: [{codes: ['404'], page: {inline: nothing here}}]"));
+    let config = BuildConfig { default_policy: Some(ObjectKey::new("erratum", "default")), ..BuildConfig::default() };
+    let t = RoutingTable::build(&index(objects), &config, 1);
+    assert_eq!(policy_names(&t, "nobody.example", "/"), ["default"]);
+    assert_eq!(policy_names(&t, "shop.example", "/"), ["default"], "lowest precedence everywhere");
+}
+
+#[test]
+fn path_pages_are_prefetched_for_exact_hosts() {
+    let mut objects = two_ingresses();
+    objects.push(pol("shop", "p", "targetRefs: [{name: front}]\nerrorResponses: [{codes: ['503'], page: {path: /errors/503.html}}]"));
+    let t = build(objects);
+    assert_eq!(t.page_prefetch(), [("shop.example".to_string(), "/errors/503.html".to_string())]);
 }

@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod crd;
 mod errors;
 mod protocols;
 mod reload;

@@ -1,0 +1,109 @@
+//! The generated CRD: committed copy in sync, and every example valid against its schema and
+//! CEL rules (offline: jsonschema + kube-cel), and against erratum's own validation.
+
+use std::path::{Path, PathBuf};
+
+use erratum::crd::{ErrorPagePolicy, crd_yaml};
+use erratum::index::Index;
+use erratum::source::files::parse_manifest;
+use kube::CustomResourceExt;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn schema() -> serde_json::Value {
+    let crd = ErrorPagePolicy::crd();
+    let version = &crd.spec.versions[0];
+    serde_json::to_value(version.schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap()
+}
+
+/// Schema and CEL errors for one object.
+fn validate(schema: &serde_json::Value, obj: &serde_json::Value) -> Vec<String> {
+    let mut errors: Vec<String> =
+        jsonschema::validator_for(schema).unwrap().iter_errors(obj).map(|e| format!("schema: {e}")).collect();
+    if let Err(cel) = kube_cel::Validator::new().validate(schema, obj, None) {
+        errors.extend(cel.iter().map(|e| format!("cel: {}: {}", e.field_path, e.message)));
+    }
+    errors
+}
+
+#[test]
+fn committed_crd_matches_the_code() {
+    let committed = std::fs::read_to_string(root().join("crds/errorpagepolicy.yaml")).unwrap();
+    assert!(
+        committed == crd_yaml(),
+        "crds/errorpagepolicy.yaml is stale: run `cargo run -- crd > crds/errorpagepolicy.yaml`"
+    );
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_example_is_valid() {
+    let schema = schema();
+    let mut files = Vec::new();
+    yaml_files(&root().join("examples"), &mut files);
+    let mut policies = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        // 1. The API server's view: schema and CEL.
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let v: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+            if v["kind"] == "ErrorPagePolicy" {
+                policies += 1;
+                let errors = validate(&schema, &v);
+                assert!(errors.is_empty(), "{}: {errors:#?}", file.display());
+            }
+        }
+        // 2. erratum's view: parses, and resolves against the ConfigMaps of the same file.
+        let parsed = parse_manifest(&file, &text);
+        assert!(parsed.errors.is_empty(), "{}: {:?}", file.display(), parsed.errors);
+        let mut index = Index::default();
+        for (obj, _) in parsed.objects {
+            index.apply(obj);
+        }
+        for p in index.policies.values() {
+            if let Err(problems) = erratum::table::policy::resolve(&index, p) {
+                panic!("{}: {problems:?}", file.display());
+            }
+        }
+    }
+    assert!(policies >= 3, "examples hold the common cases");
+}
+
+#[test]
+fn invalid_policies_are_rejected_at_admission() {
+    let schema = schema();
+    let cases = [
+        ("code out of range", r#"{"errorResponses":[{"codes":["200"]}]}"#, "schema"),
+        ("class typo", r#"{"errorResponses":[{"codes":["5XX"]}]}"#, "schema"),
+        ("two page sources", r#"{"errorResponses":[{"codes":["404"],"page":{"inline":"a","path":"/b"}}]}"#, "cel"),
+        ("no page source", r#"{"errorResponses":[{"codes":["404"],"page":{}}]}"#, "cel"),
+        ("relative page path", r#"{"errorResponses":[{"codes":["404"],"page":{"path":"b.html"}}]}"#, "schema"),
+        ("bad response code", r#"{"errorResponses":[{"codes":["404"],"responseCode":700}]}"#, "schema"),
+        ("bad mode", r#"{"mode":"Sometimes","errorResponses":[]}"#, "schema"),
+        ("max below min", r#"{"errorResponses":[{"codes":["404"],"errorCachingMinTTLSeconds":60,"errorCachingMaxTTLSeconds":5}]}"#, "cel"),
+        ("target kind", r#"{"targetRefs":[{"group":"","kind":"Service","name":"x"}]}"#, "cel"),
+        ("ttl too long", r#"{"defaultErrorCachingMinTTLSeconds":31536001}"#, "schema"),
+        ("format with two sources", r#"{"errorResponses":[{"codes":["404"],"page":{"formats":[{"contentType":"text/html","inline":"a","path":"/b"}]}}]}"#, "cel"),
+    ];
+    for (what, spec, layer) in cases {
+        let obj = serde_json::json!({
+            "apiVersion": "erratum.dev/v1alpha1", "kind": "ErrorPagePolicy",
+            "metadata": {"name": "x", "namespace": "ns"},
+            "spec": serde_json::from_str::<serde_json::Value>(spec).unwrap(),
+        });
+        let errors = validate(&schema, &obj);
+        assert!(errors.iter().any(|e| e.starts_with(layer)), "{what}: expected a {layer} error, got {errors:?}");
+    }
+}
