@@ -105,9 +105,10 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/policies" => {
             // File mode's view of what the controller writes to each policy's status.
             let t = state.table.load();
-            let now = t.published_at().cloned().unwrap_or_else(|| {
-                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
-            });
+            let now =
+                t.published_at().cloned().unwrap_or(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ));
             let policies: Vec<serde_json::Value> = t
                 .policy_reports()
                 .iter()

@@ -123,7 +123,9 @@ impl TuningArgs {
 
 fn parse_object_key(s: &str) -> Result<ObjectKey, String> {
     match s.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok(ObjectKey::new(ns, name)),
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(ObjectKey::new(ns, name))
+        }
         _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
     }
 }

@@ -165,7 +165,8 @@ pub fn tls_secret(namespace: &str, name: &str, cert_pem: &str, key_pem: &str) ->
 
 /// An ErrorPagePolicy from its spec in YAML.
 pub fn policy(namespace: &str, name: &str, spec_yaml: &str) -> crate::crd::ErrorPagePolicy {
-    let spec: crate::crd::ErrorPagePolicySpec = serde_yaml_ng::from_str(spec_yaml).expect("fixture spec parses");
+    let spec: crate::crd::ErrorPagePolicySpec =
+        serde_yaml_ng::from_str(spec_yaml).expect("fixture spec parses");
     let mut p = crate::crd::ErrorPagePolicy::new(name, spec);
     p.metadata.namespace = Some(namespace.to_string());
     p

@@ -138,7 +138,10 @@ impl ProxyMetrics {
             error_pages: register(
                 r,
                 IntCounterVec::new(
-                    Opts::new("erratum_error_pages_served_total", "Error responses changed by a policy, by original code"),
+                    Opts::new(
+                        "erratum_error_pages_served_total",
+                        "Error responses changed by a policy, by original code",
+                    ),
                     &["namespace", "policy", "code", "source"],
                 )?,
             )?,
@@ -165,7 +168,10 @@ impl ProxyMetrics {
             page_fetches: register(
                 r,
                 IntCounterVec::new(
-                    Opts::new("erratum_error_page_fetches_total", "Fetches of error pages by path, by result"),
+                    Opts::new(
+                        "erratum_error_page_fetches_total",
+                        "Fetches of error pages by path, by result",
+                    ),
                     &["result"],
                 )?,
             )?,

@@ -12,7 +12,7 @@
 //! - an `Upgrade` request: 101, then echoes raw bytes
 //!
 //! Query parameters on any path: `delay_ms=N` waits first; `set-header=Name:Value` (repeatable)
-//! adds a response header.
+//! adds a response header; `pad=N` appends N bytes to the body.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -128,6 +128,7 @@ fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 async fn answer(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Reset> {
     let query = req.uri().query().unwrap_or("").to_string();
     let mut extra_headers = Vec::new();
+    let mut pad = 0usize;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
@@ -136,6 +137,7 @@ async fn answer(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Res
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                 }
             }
+            "pad" => pad = value.parse::<usize>().unwrap_or(0).min(64 << 20),
             "set-header" => {
                 if let Some((name, value)) = value.split_once(':')
                     && let (Ok(n), Ok(v)) =
@@ -204,6 +206,15 @@ async fn answer(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Res
     };
     for (name, value) in extra_headers {
         resp.headers_mut().append(name, value);
+    }
+    if pad > 0 {
+        let mut body = http_body_util::BodyExt::collect(std::mem::take(resp.body_mut()))
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default()
+            .to_vec();
+        body.resize(body.len() + pad, b'.');
+        *resp.body_mut() = Full::new(Bytes::from(body));
     }
     Ok(resp)
 }

@@ -23,12 +23,12 @@ pub const MAX_TTL_SECONDS: u32 = 31_536_000;
     status = "ErrorPagePolicyStatus",
     derive = "Default",
     derive = "PartialEq",
-    printcolumn(name = "Targets", type_ = "string", json_path = ".status.targets", description = "Ingresses targeted"),
-    printcolumn(name = "Codes", type_ = "string", json_path = ".status.codes", description = "Status codes handled"),
-    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
-    printcolumn(name = "Accepted", type_ = "string", json_path = ".status.conditions[?(@.type==\"Accepted\")].status"),
-    printcolumn(name = "Attached", type_ = "integer", json_path = ".status.attachedIngresses"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name":"Targets","type":"string","jsonPath":".status.targets","description":"Ingresses targeted"}"#,
+    printcolumn = r#"{"name":"Codes","type":"string","jsonPath":".status.codes","description":"Status codes handled"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Attached","type":"integer","jsonPath":".status.attachedIngresses"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorPagePolicySpec {

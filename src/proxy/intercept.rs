@@ -209,7 +209,12 @@ static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 /// or replaces. `policies` are the request's, highest precedence first; for each status code
 /// the first policy that covers the request, handles the source, and has a rule for the code
 /// whose method and `Accept` conditions hold, decides.
-pub fn decide(policies: &[Arc<ResolvedPolicy>], req: &RequestInfo<'_>, outcome: Outcome<'_>, pages: &dyn Pages) -> Decision {
+pub fn decide(
+    policies: &[Arc<ResolvedPolicy>],
+    req: &RequestInfo<'_>,
+    outcome: Outcome<'_>,
+    pages: &dyn Pages,
+) -> Decision {
     let (code, from_proxy, origin) = match outcome {
         Outcome::Upstream { status, headers } => (status, false, Some(headers)),
         Outcome::Proxy(err) => (err.status(), true, None),
@@ -267,7 +272,12 @@ pub fn decide(policies: &[Arc<ResolvedPolicy>], req: &RequestInfo<'_>, outcome: 
     let format = page.negotiate(req.accept);
     let (body, content_type) = match &format.body {
         Body::Static(template) => (
-            template.render(&Values { status: code_u16, request_id: req.request_id, host: req.host, path: req.path }),
+            template.render(&Values {
+                status: code_u16,
+                request_id: req.request_id,
+                host: req.host,
+                path: req.path,
+            }),
             format.content_type.clone(),
         ),
         Body::Path(path) => match pages.get(req.host, path) {
@@ -390,8 +400,14 @@ mod tests {
             ProxyError::UpstreamTimeout { upstream: up(), after: std::time::Duration::from_secs(1) }.status(),
             StatusCode::GATEWAY_TIMEOUT
         );
-        assert_eq!(ProxyError::UpstreamReset { upstream: up(), reason: "reset".into() }.status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(ProxyError::NoRoute { host: "h".into(), path: "/".into() }.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            ProxyError::UpstreamReset { upstream: up(), reason: "reset".into() }.status(),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            ProxyError::NoRoute { host: "h".into(), path: "/".into() }.status(),
+            StatusCode::NOT_FOUND
+        );
         assert_eq!(
             ProxyError::NoEndpoints { service: "a/b".into(), reason: "none".into() }.status(),
             StatusCode::SERVICE_UNAVAILABLE
@@ -401,7 +417,10 @@ mod tests {
     #[test]
     fn upstream_responses_pass_through_without_a_policy() {
         let h = HeaderMap::new();
-        assert!(matches!(decide(&[], &req(&Method::GET, None), upstream(503, &h), &NoPages), Decision::PassThrough));
+        assert!(matches!(
+            decide(&[], &req(&Method::GET, None), upstream(503, &h), &NoPages),
+            Decision::PassThrough
+        ));
     }
 
     #[test]
@@ -421,7 +440,12 @@ mod tests {
             "errorResponses:\n- {codes: ['5xx'], page: {inline: class}}\n- {codes: ['503'], page: {inline: exact}}\n",
         );
         let h = HeaderMap::new();
-        let body = |code| match decide(std::slice::from_ref(&p), &req(&Method::GET, None), upstream(code, &h), &NoPages) {
+        let body = |code| match decide(
+            std::slice::from_ref(&p),
+            &req(&Method::GET, None),
+            upstream(code, &h),
+            &NoPages,
+        ) {
             Decision::Replace { reply, .. } => reply.body,
             other => panic!("{other:?}"),
         };
@@ -433,7 +457,9 @@ mod tests {
     fn a_2xx_override_applies_to_get_and_head_only_by_default() {
         let p = resolved("errorResponses:\n- {codes: ['404'], responseCode: 200, page: {inline: spa}}\n");
         let h = HeaderMap::new();
-        for (m, replaced) in [(Method::GET, true), (Method::HEAD, true), (Method::POST, false), (Method::DELETE, false)] {
+        for (m, replaced) in
+            [(Method::GET, true), (Method::HEAD, true), (Method::POST, false), (Method::DELETE, false)]
+        {
             let d = decide(std::slice::from_ref(&p), &req(&m, None), upstream(404, &h), &NoPages);
             assert_eq!(matches!(d, Decision::Replace { .. }), replaced, "{m}");
         }
@@ -478,13 +504,18 @@ mod tests {
         let px = resolved("source: Proxy\nerrorResponses:\n- {codes: ['502'], page: {inline: px}}\n");
         let h = HeaderMap::new();
         let err = ProxyError::UpstreamConnect { upstream: "a".into(), reason: "refused".into() };
-        let body = |p: &Arc<ResolvedPolicy>, o| match decide(std::slice::from_ref(p), &req(&Method::GET, None), o, &NoPages) {
+        let body = |p: &Arc<ResolvedPolicy>, o| match decide(
+            std::slice::from_ref(p),
+            &req(&Method::GET, None),
+            o,
+            &NoPages,
+        ) {
             Decision::Replace { reply, applied } => (reply.body, applied.is_some()),
             Decision::PassThrough => (Bytes::from_static(b"pass"), false),
             other => panic!("{other:?}"),
         };
         assert_eq!(body(&up, upstream(502, &h)).0, "up");
-        assert_eq!(body(&up, Outcome::Proxy(&err)).1, false, "an Upstream policy leaves proxy errors built-in");
+        assert!(!body(&up, Outcome::Proxy(&err)).1, "an Upstream policy leaves proxy errors built-in");
         assert_eq!(body(&px, upstream(502, &h)).0, "pass");
         assert_eq!(body(&px, Outcome::Proxy(&err)).0, "px");
     }
@@ -498,7 +529,8 @@ mod tests {
         h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         h.insert(header::SET_COOKIE, HeaderValue::from_static("secret=1"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
-        let Decision::Replace { reply, .. } = decide(std::slice::from_ref(&p), &req(&Method::GET, None), upstream(401, &h), &NoPages)
+        let Decision::Replace { reply, .. } =
+            decide(std::slice::from_ref(&p), &req(&Method::GET, None), upstream(401, &h), &NoPages)
         else {
             panic!()
         };
@@ -514,7 +546,9 @@ mod tests {
 
     #[test]
     fn path_pages_fall_back_to_the_original_status_rule_47() {
-        let p = resolved("errorResponses:\n- {codes: ['500'], responseCode: 200, page: {path: /errors/500.html}}\n");
+        let p = resolved(
+            "errorResponses:\n- {codes: ['500'], responseCode: 200, page: {path: /errors/500.html}}\n",
+        );
         let h = HeaderMap::new();
         let Decision::Replace { reply, applied } =
             decide(std::slice::from_ref(&p), &req(&Method::GET, None), upstream(500, &h), &NoPages)

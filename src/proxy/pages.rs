@@ -118,11 +118,11 @@ impl PageStore {
 
     fn record(&self, host: &str, path: &str, result: Result<FetchedPage, String>) {
         let mut pages = self.pages.write().unwrap_or_else(|e| e.into_inner());
-        let entry = pages
-            .entry(host.to_string())
-            .or_default()
-            .entry(path.to_string())
-            .or_insert(Pinned { page: None, fetched: None, last_error: None });
+        let entry = pages.entry(host.to_string()).or_default().entry(path.to_string()).or_insert(Pinned {
+            page: None,
+            fetched: None,
+            last_error: None,
+        });
         match result {
             Ok(page) => {
                 entry.page = Some(page);
@@ -225,11 +225,14 @@ impl Fetcher {
             return Err(format!("page origin answered {}", resp.status()));
         }
         let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-        let body = tokio::time::timeout(PAGE_FETCH_TIMEOUT, Limited::new(resp.into_body(), MAX_PAGE_BYTES).collect())
-            .await
-            .map_err(|_| "timed out reading the body".to_string())?
-            .map_err(|e| format!("reading the body: {e} (limit {MAX_PAGE_BYTES} bytes)"))?
-            .to_bytes();
+        let body = tokio::time::timeout(
+            PAGE_FETCH_TIMEOUT,
+            Limited::new(resp.into_body(), MAX_PAGE_BYTES).collect(),
+        )
+        .await
+        .map_err(|_| "timed out reading the body".to_string())?
+        .map_err(|e| format!("reading the body: {e} (limit {MAX_PAGE_BYTES} bytes)"))?
+        .to_bytes();
         Ok(FetchedPage { body, content_type })
     }
 }

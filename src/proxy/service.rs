@@ -86,7 +86,12 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Proxy {
     /// Creates the handler and starts its page fetcher (stopped by `shutdown`).
-    pub fn new(table: TableReader, metrics: ProxyMetrics, config: ProxyConfig, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        table: TableReader,
+        metrics: ProxyMetrics,
+        config: ProxyConfig,
+        shutdown: CancellationToken,
+    ) -> Self {
         let client = upstream::client(config.connect_timeout);
         let pages = PageStore::spawn(table.clone(), client.clone(), metrics.clone(), shutdown);
         Self { client, table, metrics, config, pages }
@@ -157,13 +162,15 @@ impl Proxy {
         let upstream_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
 
         let started = Instant::now();
-        let result = tokio::time::timeout(self.config.response_timeout, self.client.request(upstream_req)).await;
+        let result =
+            tokio::time::timeout(self.config.response_timeout, self.client.request(upstream_req)).await;
         let (ns, ing) = labels(Some(route));
         self.metrics.upstream_seconds.with_label_values(&[ns, ing]).observe(started.elapsed().as_secs_f64());
 
         let mut resp = match result {
             Err(_) => {
-                let err = ProxyError::UpstreamTimeout { upstream: authority, after: self.config.response_timeout };
+                let err =
+                    ProxyError::UpstreamTimeout { upstream: authority, after: self.config.response_timeout };
                 return self.fail(&route.policies, Some(route), &info, &err, &request_id);
             }
             Ok(Err(e)) => {
@@ -259,7 +266,8 @@ impl Proxy {
     fn record(&self, applied: &Applied, report_only: bool) {
         let key = &applied.policy.key;
         let code = applied.code.as_str();
-        let counter = if report_only { &self.metrics.error_pages_report_only } else { &self.metrics.error_pages };
+        let counter =
+            if report_only { &self.metrics.error_pages_report_only } else { &self.metrics.error_pages };
         counter.with_label_values(&[key.namespace.as_str(), key.name.as_str(), code, applied.source()]).inc();
         if applied.page_missing {
             self.metrics.page_fallbacks.with_label_values(&[key.namespace.as_str(), key.name.as_str()]).inc();
@@ -270,7 +278,12 @@ impl Proxy {
         let (ns, ing) = labels(route);
         self.metrics
             .requests
-            .with_label_values(&[ns, ing, status_class(Some(served.as_u16())), status_class(upstream.map(|s| s.as_u16()))])
+            .with_label_values(&[
+                ns,
+                ing,
+                status_class(Some(served.as_u16())),
+                status_class(upstream.map(|s| s.as_u16())),
+            ])
             .inc();
     }
 }

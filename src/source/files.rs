@@ -254,7 +254,9 @@ fn to_object(value: serde_json::Value) -> Result<Object, (Reason, String)> {
         ("discovery.k8s.io/v1", "EndpointSlice") => Object::EndpointSlice(Box::new(de(value, &kind, &name)?)),
         ("v1", "Secret") => Object::Secret(Box::new(de(value, &kind, &name)?)),
         ("v1", "ConfigMap") => Object::ConfigMap(Box::new(de(value, &kind, &name)?)),
-        ("erratum.dev/v1alpha1", "ErrorPagePolicy") => Object::ErrorPagePolicy(Box::new(de(value, &kind, &name)?)),
+        ("erratum.dev/v1alpha1", "ErrorPagePolicy") => {
+            Object::ErrorPagePolicy(Box::new(de(value, &kind, &name)?))
+        }
         _ => {
             return Err((
                 Reason::UnknownKind,

@@ -3,13 +3,16 @@
 //! Pure and allocation-light: it runs on the error path of every replaced response.
 
 /// The quality (0–1000) the `Accept` header gives `media` (`type/subtype`, lower case), using
-/// the most specific matching range: `type/subtype` > `type/*` > `*/*`. No header accepts
-/// everything.
+/// the most specific matching range: `type/subtype` > the structured-syntax base type
+/// (`application/json` for `application/problem+json`, RFC 6839) > `type/*` > `*/*`. No header
+/// accepts everything.
 pub fn quality(accept: Option<&str>, media: &str) -> u16 {
     let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
         return 1000;
     };
-    let (mtype, _) = media.split_once('/').unwrap_or((media, ""));
+    let (mtype, subtype) = media.split_once('/').unwrap_or((media, ""));
+    // "problem+json" -> "json": a client asking for application/json understands it.
+    let suffix = subtype.rsplit_once('+').map(|(_, s)| s);
     let mut best: Option<(u8, u16)> = None; // (specificity, q)
     for range in accept.split(',') {
         let mut params = range.split(';');
@@ -20,8 +23,17 @@ pub fn quality(accept: Option<&str>, media: &str) -> u16 {
             .map(parse_q)
             .unwrap_or(1000);
         let specificity = if r.eq_ignore_ascii_case(media) {
+            4
+        } else if suffix.is_some_and(|s| {
+            r.len() == mtype.len() + 1 + s.len()
+                && r[..mtype.len()].eq_ignore_ascii_case(mtype)
+                && r[mtype.len() + 1..].eq_ignore_ascii_case(s)
+        }) {
             3
-        } else if r.len() == mtype.len() + 2 && r.ends_with("/*") && r[..mtype.len()].eq_ignore_ascii_case(mtype) {
+        } else if r.len() == mtype.len() + 2
+            && r.ends_with("/*")
+            && r[..mtype.len()].eq_ignore_ascii_case(mtype)
+        {
             2
         } else if r == "*/*" {
             1
@@ -109,6 +121,8 @@ mod tests {
         let formats = ["text/html", "application/problem+json", "text/plain"];
         assert_eq!(choose(Some(BROWSER), formats), 0);
         assert_eq!(choose(Some("application/json, application/problem+json"), formats), 1);
+        assert_eq!(choose(Some("application/json, */*;q=0.1"), formats), 1, "+json answers application/json");
+        assert_eq!(choose(Some("application/json;q=0.5, text/html"), formats), 0);
         assert_eq!(choose(Some("text/plain;q=0.9, text/html;q=0.1"), formats), 2);
         assert_eq!(choose(Some("*/*"), formats), 0, "ties go to the default");
         assert_eq!(choose(None, formats), 0);

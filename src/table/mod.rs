@@ -18,15 +18,15 @@ use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::crd::ErrorPagePolicy;
 use crate::index::{Index, ObjectKey};
 pub use backend::{Backend, Pick, PortRef, Target};
 pub use policy::ResolvedPolicy;
-pub use status::PolicyReport;
 pub use route::{HostRoutes, PathKind};
+pub use status::PolicyReport;
 pub use tls::TlsTable;
 
 /// Annotation that makes an IngressClass the cluster default.
@@ -184,7 +184,12 @@ impl RoutingTable {
 
     /// Like [`RoutingTable::build`], keeping the last good version of any policy that is now
     /// invalid from `previous`, so a bad edit never takes its pages away. Still pure.
-    pub fn build_from(index: &Index, config: &BuildConfig, generation: u64, previous: Option<&RoutingTable>) -> Self {
+    pub fn build_from(
+        index: &Index,
+        config: &BuildConfig,
+        generation: u64,
+        previous: Option<&RoutingTable>,
+    ) -> Self {
         let mut b = Builder {
             index,
             slices: backend::slices_by_service(index),
@@ -218,8 +223,13 @@ impl RoutingTable {
                 });
             }
             let policies = b.table.fallback_policies.clone();
-            b.table.catch_all =
-                Some(Arc::new(Route { ingress: None, path: "/".into(), kind: PathKind::Prefix, backend, policies }));
+            b.table.catch_all = Some(Arc::new(Route {
+                ingress: None,
+                path: "/".into(),
+                kind: PathKind::Prefix,
+                backend,
+                policies,
+            }));
         }
         for ing in &ours {
             b.add_tls(ing);
@@ -241,7 +251,8 @@ impl RoutingTable {
     /// errors: the route's, else those of the Ingress that owns the host, else the default
     /// policy.
     pub fn lookup(&self, host: &str, path: &str) -> Lookup<'_> {
-        let routes = self.hosts.get(host).or_else(|| route::wildcard_suffix(host).and_then(|s| self.wildcards.get(s)));
+        let routes =
+            self.hosts.get(host).or_else(|| route::wildcard_suffix(host).and_then(|s| self.wildcards.get(s)));
         let (found, host_policies) = match routes {
             Some(routes) => (routes.find(path).or(routes.default.as_ref()), Some(&routes.policies)),
             None => (self.hostless.find(path), None),
@@ -451,7 +462,8 @@ impl Builder<'_> {
     fn add_ingress(&mut self, ing: &Ingress) {
         let key = ObjectKey::of(&ing.metadata);
         let Some(spec) = ing.spec.as_ref() else { return };
-        let policies = self.policies.per_ingress.get(&key).cloned().unwrap_or_else(|| self.policies.fallback());
+        let policies =
+            self.policies.per_ingress.get(&key).cloned().unwrap_or_else(|| self.policies.fallback());
 
         let default = match spec.default_backend.as_ref() {
             Some(b) => self.ingress_backend(&key, b).map(|backend| {
@@ -558,7 +570,11 @@ impl Builder<'_> {
     /// then orders, per Ingress of ours, the policies that apply to it.
     fn resolve_policies(&mut self, config: &BuildConfig, previous: Option<&RoutingTable>, ours: &[&Ingress]) {
         for (key, policy) in &self.index.policies {
-            let mut report = PolicyReport { key: key.clone(), generation: policy.metadata.generation, ..PolicyReport::default() };
+            let mut report = PolicyReport {
+                key: key.clone(),
+                generation: policy.metadata.generation,
+                ..PolicyReport::default()
+            };
             match policy::resolve(self.index, policy) {
                 Ok(resolved) => report.in_effect = Some(Arc::new(resolved)),
                 Err(problems) => {
@@ -568,7 +584,8 @@ impl Builder<'_> {
                         .and_then(|t| t.policy(key))
                         .filter(|good| policy.metadata.uid.as_ref().is_none_or(|uid| &good.uid == uid))
                         .cloned();
-                    let fallback = if report.in_effect.is_some() { "; the last good version keeps serving" } else { "" };
+                    let fallback =
+                        if report.in_effect.is_some() { "; the last good version keeps serving" } else { "" };
                     for problem in problems.invalid.iter().chain(&problems.refs) {
                         self.table.diagnostics.push(Diagnostic {
                             kind: "ErrorPagePolicy",
@@ -584,7 +601,11 @@ impl Builder<'_> {
                     self.policies.default = Some(p.clone());
                 } else {
                     let age = policy_age(policy);
-                    self.policies.by_namespace.entry(key.namespace.clone()).or_default().push((p.clone(), age));
+                    self.policies
+                        .by_namespace
+                        .entry(key.namespace.clone())
+                        .or_default()
+                        .push((p.clone(), age));
                 }
             }
             self.policies.reports.push(report);
@@ -601,7 +622,8 @@ impl Builder<'_> {
 
         for ing in ours {
             let ing_key = ObjectKey::of(&ing.metadata);
-            let mut candidates: Vec<((u8, usize, u8), &PolicyAge, &Arc<ResolvedPolicy>)> = self
+            type Candidate<'a> = ((u8, usize, u8), &'a PolicyAge, &'a Arc<ResolvedPolicy>);
+            let mut candidates: Vec<Candidate> = self
                 .policies
                 .by_namespace
                 .get(&ing_key.namespace)
@@ -620,7 +642,8 @@ impl Builder<'_> {
                 .collect();
             // Highest specificity first; then the older policy, then the smaller name.
             candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-            let mut ordered: Vec<Arc<ResolvedPolicy>> = candidates.into_iter().map(|(_, _, p)| p.clone()).collect();
+            let mut ordered: Vec<Arc<ResolvedPolicy>> =
+                candidates.into_iter().map(|(_, _, p)| p.clone()).collect();
             ordered.extend(self.policies.default.iter().cloned());
             self.policies.per_ingress.insert(ing_key, ordered.into());
         }
@@ -636,7 +659,8 @@ impl Builder<'_> {
             for (i, p) in list.iter().enumerate() {
                 attached.entry(p.key.clone()).or_default().push(ing.clone());
                 for winner in &list[..i] {
-                    let shared: Vec<&str> = p.code_keys().filter(|c| winner.code_keys().any(|w| w == *c)).collect();
+                    let shared: Vec<&str> =
+                        p.code_keys().filter(|c| winner.code_keys().any(|w| w == *c)).collect();
                     if !shared.is_empty() {
                         conflicts.entry(p.key.clone()).or_default().insert(format!(
                             "codes {} on Ingress {ing}: policy {} takes precedence where both match",
@@ -650,9 +674,14 @@ impl Builder<'_> {
         for report in &mut self.policies.reports {
             let Some(p) = report.in_effect.as_ref() else { continue };
             report.attached = attached.remove(&report.key).unwrap_or_default();
-            report.conflicts = conflicts.remove(&report.key).map(|c| c.into_iter().collect()).unwrap_or_default();
-            report.missing_targets =
-                p.targets.iter().filter(|t| !report.attached.iter().any(|a| &a.name == *t)).cloned().collect();
+            report.conflicts =
+                conflicts.remove(&report.key).map(|c| c.into_iter().collect()).unwrap_or_default();
+            report.missing_targets = p
+                .targets
+                .iter()
+                .filter(|t| !report.attached.iter().any(|a| &a.name == *t))
+                .cloned()
+                .collect();
         }
         self.table.policy_reports = std::mem::take(&mut self.policies.reports);
 

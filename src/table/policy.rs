@@ -219,14 +219,19 @@ impl ResolvedPolicy {
                     PathKind::Exact => p == path,
                     PathKind::Prefix => {
                         p == "/"
-                            || path.strip_prefix(p.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                            || path
+                                .strip_prefix(p.as_str())
+                                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
                     }
                 }))
     }
 
     /// Whether the policy handles errors from this source.
     pub fn handles(&self, from_proxy: bool) -> bool {
-        matches!((self.source, from_proxy), (Source::Any, _) | (Source::Upstream, false) | (Source::Proxy, true))
+        matches!(
+            (self.source, from_proxy),
+            (Source::Any, _) | (Source::Upstream, false) | (Source::Proxy, true)
+        )
     }
 
     /// The rule for a status code: an exact code beats its class.
@@ -283,7 +288,10 @@ pub fn resolve(index: &Index, policy: &ErrorPagePolicy) -> Result<ResolvedPolicy
     let mut targets = Vec::new();
     for (i, t) in spec.target_refs.iter().enumerate() {
         if t.group != "networking.k8s.io" || t.kind != "Ingress" {
-            p.invalid.push(format!("targetRefs[{i}]: only networking.k8s.io Ingress is supported, not {}/{}", t.group, t.kind));
+            p.invalid.push(format!(
+                "targetRefs[{i}]: only networking.k8s.io Ingress is supported, not {}/{}",
+                t.group, t.kind
+            ));
         } else if t.name.is_empty() {
             p.invalid.push(format!("targetRefs[{i}]: name is empty"));
         } else {
@@ -309,7 +317,9 @@ pub fn resolve(index: &Index, policy: &ErrorPagePolicy) -> Result<ResolvedPolicy
             }
             match pm.type_ {
                 crd::PathMatchType::Exact => paths.push((PathKind::Exact, pm.value.clone())),
-                crd::PathMatchType::Prefix => paths.push((PathKind::Prefix, route::prefix_key(&pm.value).to_string())),
+                crd::PathMatchType::Prefix => {
+                    paths.push((PathKind::Prefix, route::prefix_key(&pm.value).to_string()))
+                }
             }
         }
     }
@@ -340,7 +350,9 @@ pub fn resolve(index: &Index, policy: &ErrorPagePolicy) -> Result<ResolvedPolicy
                     Ok(n) if (400..=599).contains(&n) && c.len() == 3 => {
                         by_code.insert(n, i);
                     }
-                    _ => p.invalid.push(format!("{at}.codes: {code:?} is not a 4xx/5xx code or the class 4xx/5xx")),
+                    _ => p
+                        .invalid
+                        .push(format!("{at}.codes: {code:?} is not a 4xx/5xx code or the class 4xx/5xx")),
                 },
             }
         }
@@ -393,7 +405,13 @@ fn valid_dns_name(name: &str) -> bool {
         })
 }
 
-fn resolve_rule(index: &Index, namespace: &str, r: &crd::ErrorResponse, at: &str, p: &mut Problems) -> Option<Rule> {
+fn resolve_rule(
+    index: &Index,
+    namespace: &str,
+    r: &crd::ErrorResponse,
+    at: &str,
+    p: &mut Problems,
+) -> Option<Rule> {
     let before = p.invalid.len() + p.refs.len();
     let response_code = match r.response_code {
         None => None,
@@ -405,7 +423,10 @@ fn resolve_rule(index: &Index, namespace: &str, r: &crd::ErrorResponse, at: &str
             }
         },
     };
-    for (name, v) in [("errorCachingMinTTLSeconds", r.error_caching_min_ttl_seconds), ("errorCachingMaxTTLSeconds", r.error_caching_max_ttl_seconds)] {
+    for (name, v) in [
+        ("errorCachingMinTTLSeconds", r.error_caching_min_ttl_seconds),
+        ("errorCachingMaxTTLSeconds", r.error_caching_max_ttl_seconds),
+    ] {
         if v.is_some_and(|v| v > MAX_TTL_SECONDS) {
             p.invalid.push(format!("{at}.{name}: at most {MAX_TTL_SECONDS}"));
         }
@@ -413,7 +434,9 @@ fn resolve_rule(index: &Index, namespace: &str, r: &crd::ErrorResponse, at: &str
     if let (Some(min), Some(max)) = (r.error_caching_min_ttl_seconds, r.error_caching_max_ttl_seconds)
         && max < min
     {
-        p.invalid.push(format!("{at}: errorCachingMaxTTLSeconds ({max}) is below errorCachingMinTTLSeconds ({min})"));
+        p.invalid.push(format!(
+            "{at}: errorCachingMaxTTLSeconds ({max}) is below errorCachingMinTTLSeconds ({min})"
+        ));
     }
     let methods = if !r.methods.is_empty() {
         MethodSet::from_crd(&r.methods)
@@ -427,7 +450,8 @@ fn resolve_rule(index: &Index, namespace: &str, r: &crd::ErrorResponse, at: &str
     for m in &r.when_accepts {
         let e = accept::essence(m);
         if !e.contains('/') || e.contains('*') {
-            p.invalid.push(format!("{at}.whenAccepts: {m:?} is not a media type (type/subtype, no wildcard)"));
+            p.invalid
+                .push(format!("{at}.whenAccepts: {m:?} is not a media type (type/subtype, no wildcard)"));
         }
         when_accepts.push(e);
     }
@@ -455,7 +479,8 @@ fn resolve_rule(index: &Index, namespace: &str, r: &crd::ErrorResponse, at: &str
             }
         },
     };
-    let page = r.page.as_ref().and_then(|page| resolve_page(index, namespace, page, &format!("{at}.page"), p));
+    let page =
+        r.page.as_ref().and_then(|page| resolve_page(index, namespace, page, &format!("{at}.page"), p));
     if p.invalid.len() + p.refs.len() > before {
         return None;
     }
@@ -473,8 +498,15 @@ fn resolve_rule(index: &Index, namespace: &str, r: &crd::ErrorResponse, at: &str
     })
 }
 
-fn resolve_page(index: &Index, namespace: &str, page: &crd::Page, at: &str, p: &mut Problems) -> Option<Page> {
-    let sources = [page.path.is_some(), page.inline.is_some(), page.config_map_ref.is_some(), page.formats.is_some()];
+fn resolve_page(
+    index: &Index,
+    namespace: &str,
+    page: &crd::Page,
+    at: &str,
+    p: &mut Problems,
+) -> Option<Page> {
+    let sources =
+        [page.path.is_some(), page.inline.is_some(), page.config_map_ref.is_some(), page.formats.is_some()];
     if sources.iter().filter(|s| **s).count() != 1 {
         p.invalid.push(format!("{at}: set exactly one of path, inline, configMapRef, formats"));
         return None;
@@ -490,13 +522,25 @@ fn resolve_page(index: &Index, namespace: &str, page: &crd::Page, at: &str, p: &
         let mut out = Vec::new();
         for (i, f) in formats.iter().enumerate() {
             let fat = format!("{at}.formats[{i}]");
-            if [f.path.is_some(), f.inline.is_some(), f.config_map_ref.is_some()].iter().filter(|s| **s).count() != 1 {
+            if [f.path.is_some(), f.inline.is_some(), f.config_map_ref.is_some()]
+                .iter()
+                .filter(|s| **s)
+                .count()
+                != 1
+            {
                 p.invalid.push(format!("{fat}: set exactly one of path, inline, configMapRef"));
                 continue;
             }
-            if let Some(format) =
-                resolve_format(index, namespace, Some(&f.content_type), f.path.as_deref(), f.inline.as_deref(), f.config_map_ref.as_ref(), &fat, p)
-            {
+            if let Some(format) = resolve_format(
+                index,
+                namespace,
+                Some(&f.content_type),
+                f.path.as_deref(),
+                f.inline.as_deref(),
+                f.config_map_ref.as_ref(),
+                &fat,
+                p,
+            ) {
                 out.push(format);
             }
         }
@@ -558,7 +602,10 @@ fn resolve_format(
                 match String::from_utf8(v.0.clone()) {
                     Ok(s) => s,
                     Err(_) => {
-                        p.invalid.push(format!("{at}.configMapRef: key {} of ConfigMap {cm_key} is not UTF-8 text", r.key));
+                        p.invalid.push(format!(
+                            "{at}.configMapRef: key {} of ConfigMap {cm_key} is not UTF-8 text",
+                            r.key
+                        ));
                         return None;
                     }
                 }
@@ -579,7 +626,11 @@ fn resolve_format(
     let content_type = header.unwrap_or_else(|| HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
     let ct_str = content_type.to_str().unwrap_or(DEFAULT_CONTENT_TYPE).to_string();
     match Template::parse(&text, Escape::for_content_type(&ct_str)) {
-        Ok(t) => Some(Format { media: accept::essence(&ct_str), content_type: Some(content_type), body: Body::Static(t) }),
+        Ok(t) => Some(Format {
+            media: accept::essence(&ct_str),
+            content_type: Some(content_type),
+            body: Body::Static(t),
+        }),
         Err(e) => {
             p.invalid.push(format!("{at}: template: {e}"));
             None
@@ -613,7 +664,11 @@ pub fn effective_rules(policy: &ResolvedPolicy) -> Vec<crd::EffectiveRule> {
                     response_code: rule.response_code.map(|s| s.as_u16()),
                     page: rule.page.as_ref().map_or_else(|| "none".to_string(), |p| p.describe()),
                     cached: cacheability(code).to_string(),
-                    min_ttl_seconds: if code == "416" { 0 } else { rule.min_ttl.unwrap_or(policy.default_min_ttl) },
+                    min_ttl_seconds: if code == "416" {
+                        0
+                    } else {
+                        rule.min_ttl.unwrap_or(policy.default_min_ttl)
+                    },
                     max_ttl_seconds: rule.max_ttl,
                     methods: rule.methods.to_crd(),
                 },

@@ -37,7 +37,14 @@ impl PolicyReport {
     }
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: &Time) -> Condition {
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
     Condition {
         type_: type_.into(),
         status: if ok { "True" } else { "False" }.into(),
@@ -60,7 +67,9 @@ pub fn status(report: &PolicyReport, now: &Time) -> ErrorPagePolicyStatus {
     };
     let mut unresolved = p.refs.clone();
     unresolved.extend(
-        report.missing_targets.iter().map(|t| format!("targetRefs: Ingress {}/{t} not found or not of our class", report.key.namespace)),
+        report.missing_targets.iter().map(|t| {
+            format!("targetRefs: Ingress {}/{t} not found or not of our class", report.key.namespace)
+        }),
     );
     let resolved = if unresolved.is_empty() {
         condition("ResolvedRefs", true, "ResolvedRefs", "every reference resolved".into(), generation, now)
@@ -70,18 +79,34 @@ pub fn status(report: &PolicyReport, now: &Time) -> ErrorPagePolicyStatus {
     };
     let attached = report.attached.len();
     let programmed = match (&report.in_effect, report.serving_last_good()) {
-        (None, _) => condition("Programmed", false, "Invalid", "not applied: fix the problems above".into(), generation, now),
+        (None, _) => condition(
+            "Programmed",
+            false,
+            "Invalid",
+            "not applied: fix the problems above".into(),
+            generation,
+            now,
+        ),
         (Some(good), true) => condition(
             "Programmed",
             false,
             "LastGoodServing",
-            format!("generation {} has problems; generation {} keeps serving", generation.unwrap_or(0), good.generation),
+            format!(
+                "generation {} has problems; generation {} keeps serving",
+                generation.unwrap_or(0),
+                good.generation
+            ),
             generation,
             now,
         ),
-        (Some(_), false) if attached == 0 => {
-            condition("Programmed", false, "NoTargets", "no Ingress of our class matches the policy's targets".into(), generation, now)
-        }
+        (Some(_), false) if attached == 0 => condition(
+            "Programmed",
+            false,
+            "NoTargets",
+            "no Ingress of our class matches the policy's targets".into(),
+            generation,
+            now,
+        ),
         (Some(_), false) => condition(
             "Programmed",
             true,
@@ -96,7 +121,8 @@ pub fn status(report: &PolicyReport, now: &Time) -> ErrorPagePolicyStatus {
         observed_generation: generation,
         conditions: vec![accepted, resolved, programmed],
         attached_ingresses: u32::try_from(attached).unwrap_or(u32::MAX),
-        targets: policy.map(|pol| if pol.targets.is_empty() { "*".to_string() } else { pol.targets.join(",") }),
+        targets: policy
+            .map(|pol| if pol.targets.is_empty() { "*".to_string() } else { pol.targets.join(",") }),
         codes: policy.map(|pol| pol.code_keys().collect::<Vec<_>>().join(",")),
         rules: policy.map(effective_rules).unwrap_or_default(),
         conflicts: report.conflicts.clone(),

@@ -108,7 +108,7 @@ impl Template {
             let name = &rest[start + 2..start + 2 + len];
             let var = Var::parse(name).ok_or_else(|| TemplateError::UnknownVar(name.trim().to_string()))?;
             if start > 0 {
-                parts.push(Part::Lit(Bytes::copy_from_slice(rest[..start].as_bytes())));
+                parts.push(Part::Lit(Bytes::copy_from_slice(&rest.as_bytes()[..start])));
             }
             parts.push(Part::Var(var));
             let consumed = start + 2 + len + 2;

@@ -373,7 +373,11 @@ fn policy_names(t: &RoutingTable, host: &str, path: &str) -> Vec<String> {
 fn policies_attach_to_targets_or_the_whole_namespace() {
     let mut objects = two_ingresses();
     objects.push(pol("shop", "everywhere", "errorResponses: [{codes: ['5xx'], page: {inline: x}}]"));
-    objects.push(pol("shop", "front-only", "targetRefs: [{name: front}]\nerrorResponses: [{codes: ['404'], page: {inline: y}}]"));
+    objects.push(pol(
+        "shop",
+        "front-only",
+        "targetRefs: [{name: front}]\nerrorResponses: [{codes: ['404'], page: {inline: y}}]",
+    ));
     objects.push(pol("other", "elsewhere", "errorResponses: [{codes: ['5xx'], page: {inline: z}}]"));
     let t = build(objects);
     assert_eq!(policy_names(&t, "shop.example", "/"), ["front-only", "everywhere"], "targeted first");
@@ -408,11 +412,20 @@ fn invalid_policies_are_reported_and_not_applied() {
         ("errorResponses: [{codes: ['600'], page: {inline: x}}]", "is not a 4xx/5xx code"),
         ("errorResponses: [{codes: ['404'], page: {inline: x, path: /y}}]", "exactly one of path, inline"),
         ("errorResponses: [{codes: ['404'], page: {inline: '{{nope}}'}}]", "unknown template variable"),
-        ("errorResponses: [{codes: ['404'], page: {inline: x}}, {codes: ['404'], page: {inline: y}}]", "more than one entry"),
+        (
+            "errorResponses: [{codes: ['404'], page: {inline: x}}, {codes: ['404'], page: {inline: y}}]",
+            "more than one entry",
+        ),
         ("errorResponses: [{codes: ['404'], responseCode: 700, page: {inline: x}}]", "between 200 and 599"),
-        ("errorResponses: [{codes: ['404'], errorCachingMinTTLSeconds: 60, errorCachingMaxTTLSeconds: 5}]", "below"),
+        (
+            "errorResponses: [{codes: ['404'], errorCachingMinTTLSeconds: 60, errorCachingMaxTTLSeconds: 5}]",
+            "below",
+        ),
         ("targetRefs: [{kind: Service, name: web}]\nerrorResponses: []", "only networking.k8s.io Ingress"),
-        ("errorResponses: [{codes: ['404'], page: {configMapRef: {name: missing, key: a}}}]", "ConfigMap shop/missing not found"),
+        (
+            "errorResponses: [{codes: ['404'], page: {configMapRef: {name: missing, key: a}}}]",
+            "ConfigMap shop/missing not found",
+        ),
     ];
     for (spec, message) in cases {
         let mut objects = two_ingresses();
@@ -434,7 +447,11 @@ fn an_invalid_edit_keeps_the_last_good_version() {
     let good = build(objects.clone());
     objects.pop();
     objects.push(Object::ErrorPagePolicy(Box::new({
-        let mut p = crate::fixtures::policy("shop", "p", "errorResponses: [{codes: ['503'], page: {inline: '{{oops}}'}}]");
+        let mut p = crate::fixtures::policy(
+            "shop",
+            "p",
+            "errorResponses: [{codes: ['503'], page: {inline: '{{oops}}'}}]",
+        );
         p.metadata.generation = Some(2);
         p
     })));
@@ -484,8 +501,13 @@ fn status_reports_the_effective_table() {
 #[test]
 fn the_default_policy_covers_unmatched_requests() {
     let mut objects = two_ingresses();
-    objects.push(pol("erratum", "default", "errorResponses: [{codes: ['404'], page: {inline: nothing here}}]"));
-    let config = BuildConfig { default_policy: Some(ObjectKey::new("erratum", "default")), ..BuildConfig::default() };
+    objects.push(pol(
+        "erratum",
+        "default",
+        "errorResponses: [{codes: ['404'], page: {inline: nothing here}}]",
+    ));
+    let config =
+        BuildConfig { default_policy: Some(ObjectKey::new("erratum", "default")), ..BuildConfig::default() };
     let t = RoutingTable::build(&index(objects), &config, 1);
     assert_eq!(policy_names(&t, "nobody.example", "/"), ["default"]);
     assert_eq!(policy_names(&t, "shop.example", "/"), ["default"], "lowest precedence everywhere");
@@ -494,7 +516,11 @@ fn the_default_policy_covers_unmatched_requests() {
 #[test]
 fn path_pages_are_prefetched_for_exact_hosts() {
     let mut objects = two_ingresses();
-    objects.push(pol("shop", "p", "targetRefs: [{name: front}]\nerrorResponses: [{codes: ['503'], page: {path: /errors/503.html}}]"));
+    objects.push(pol(
+        "shop",
+        "p",
+        "targetRefs: [{name: front}]\nerrorResponses: [{codes: ['503'], page: {path: /errors/503.html}}]",
+    ));
     let t = build(objects);
     assert_eq!(t.page_prefetch(), [("shop.example".to_string(), "/errors/503.html".to_string())]);
 }

@@ -87,15 +87,31 @@ fn invalid_policies_are_rejected_at_admission() {
     let cases = [
         ("code out of range", r#"{"errorResponses":[{"codes":["200"]}]}"#, "schema"),
         ("class typo", r#"{"errorResponses":[{"codes":["5XX"]}]}"#, "schema"),
-        ("two page sources", r#"{"errorResponses":[{"codes":["404"],"page":{"inline":"a","path":"/b"}}]}"#, "cel"),
+        (
+            "two page sources",
+            r#"{"errorResponses":[{"codes":["404"],"page":{"inline":"a","path":"/b"}}]}"#,
+            "cel",
+        ),
         ("no page source", r#"{"errorResponses":[{"codes":["404"],"page":{}}]}"#, "cel"),
-        ("relative page path", r#"{"errorResponses":[{"codes":["404"],"page":{"path":"b.html"}}]}"#, "schema"),
+        (
+            "relative page path",
+            r#"{"errorResponses":[{"codes":["404"],"page":{"path":"b.html"}}]}"#,
+            "schema",
+        ),
         ("bad response code", r#"{"errorResponses":[{"codes":["404"],"responseCode":700}]}"#, "schema"),
         ("bad mode", r#"{"mode":"Sometimes","errorResponses":[]}"#, "schema"),
-        ("max below min", r#"{"errorResponses":[{"codes":["404"],"errorCachingMinTTLSeconds":60,"errorCachingMaxTTLSeconds":5}]}"#, "cel"),
+        (
+            "max below min",
+            r#"{"errorResponses":[{"codes":["404"],"errorCachingMinTTLSeconds":60,"errorCachingMaxTTLSeconds":5}]}"#,
+            "cel",
+        ),
         ("target kind", r#"{"targetRefs":[{"group":"","kind":"Service","name":"x"}]}"#, "cel"),
         ("ttl too long", r#"{"defaultErrorCachingMinTTLSeconds":31536001}"#, "schema"),
-        ("format with two sources", r#"{"errorResponses":[{"codes":["404"],"page":{"formats":[{"contentType":"text/html","inline":"a","path":"/b"}]}}]}"#, "cel"),
+        (
+            "format with two sources",
+            r#"{"errorResponses":[{"codes":["404"],"page":{"formats":[{"contentType":"text/html","inline":"a","path":"/b"}]}}]}"#,
+            "cel",
+        ),
     ];
     for (what, spec, layer) in cases {
         let obj = serde_json::json!({
@@ -104,6 +120,9 @@ fn invalid_policies_are_rejected_at_admission() {
             "spec": serde_json::from_str::<serde_json::Value>(spec).unwrap(),
         });
         let errors = validate(&schema, &obj);
-        assert!(errors.iter().any(|e| e.starts_with(layer)), "{what}: expected a {layer} error, got {errors:?}");
+        assert!(
+            errors.iter().any(|e| e.starts_with(layer)),
+            "{what}: expected a {layer} error, got {errors:?}"
+        );
     }
 }

@@ -7,6 +7,7 @@ mod admin;
 mod cli;
 mod crd;
 mod errors;
+mod policies;
 mod protocols;
 mod reload;
 mod routing;

@@ -133,3 +133,80 @@ pub fn closed_port() -> SocketAddr {
     drop(l);
     addr
 }
+
+/// YAML for an ErrorPagePolicy with `spec` (YAML, unindented).
+pub fn policy(ns: &str, name: &str, spec: &str) -> String {
+    let spec: String = spec.lines().map(|l| format!("  {l}\n")).collect();
+    format!(
+        "apiVersion: erratum.dev/v1alpha1\nkind: ErrorPagePolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}---\n"
+    )
+}
+
+/// The shop: Service `web` on `origin` and Ingress `storefront` for `shop.example`.
+pub fn storefront(origin: SocketAddr) -> String {
+    [
+        backend("shop", "web", &[origin]),
+        ingress("shop", "storefront", &[("shop.example", "/", "Prefix", "web")]),
+    ]
+    .concat()
+}
+
+/// An example manifest from `examples/`.
+pub fn example(path: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(path))
+        .unwrap()
+        + "\n---\n"
+}
+
+impl Harness {
+    /// A request with a method, host, path and optional Accept header.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        host: &str,
+        path: &str,
+        accept: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self.client.request(method, self.url(path)).header("host", host);
+        if let Some(a) = accept {
+            req = req.header("accept", a);
+        }
+        req.send().await.expect("request completes")
+    }
+
+    /// Waits until the page `path` for `host` is pinned (fetched by path).
+    pub async fn wait_for_page(&self, host: &str, path: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let pages: serde_json::Value =
+                self.client.get(self.admin_url("/pages")).send().await.unwrap().json().await.unwrap();
+            let pinned = pages
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["host"] == host && p["path"] == path && p["bytes"].is_u64());
+            if pinned {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "page {host}{path} never pinned: {pages}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The status of policy `ns/name` as `GET /policies` shows it.
+    pub async fn policy_status(&self, ns: &str, name: &str) -> serde_json::Value {
+        let all: serde_json::Value =
+            self.client.get(self.admin_url("/policies")).send().await.unwrap().json().await.unwrap();
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["namespace"] == ns && p["name"] == name)
+            .expect("policy listed")["status"]
+            .clone()
+    }
+}
+
+/// The condition `type_` of a status.
+pub fn condition(status: &serde_json::Value, type_: &str) -> serde_json::Value {
+    status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == type_).cloned().unwrap_or_default()
+}
