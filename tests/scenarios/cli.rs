@@ -136,7 +136,12 @@ fn the_demo_serves_the_quickstart() {
         let mut out = Vec::new();
         for path in ["/", "/missing/page", "/boom", "/unavailable", "/reset", "/refused", "/not-ready"] {
             let url = format!("http://127.0.0.1:{port}{path}");
-            let status = client.get(url).header("host", "localhost").send().await.unwrap().status().as_u16();
+            let resp = client.get(url).header("host", "localhost").send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap();
+            if status >= 500 {
+                assert!(body.contains("Something went wrong on localhost"), "{path}: the quickstart policy pages 5xx: {body}");
+            }
             out.push((path, status));
         }
         let other =
