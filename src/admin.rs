@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::proxy::cache::{ErrorCache, Purge};
 use crate::proxy::pages::PageStore;
 use crate::table::TableReader;
 use crate::table::status::status;
@@ -33,6 +34,8 @@ pub struct AdminState {
     pub draining: Arc<AtomicBool>,
     /// Pinned error pages (fetched by path).
     pub pages: Option<PageStore>,
+    /// The error cache, if on.
+    pub cache: Option<ErrorCache>,
 }
 
 /// Serves the admin endpoints until `shutdown`.
@@ -55,7 +58,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: Cancellat
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &req)) }
+                async move { Ok::<_, Infallible>(route(&state, &req).await) }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -74,7 +77,10 @@ fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
     resp
 }
 
-fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/cache" {
+        return cache(state, req).await;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n");
     }
@@ -129,7 +135,60 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; try /healthz /readyz /metrics /table /policies /pages\n",
+            "not found; try /healthz /readyz /metrics /table /policies /pages /cache\n",
         ),
+    }
+}
+
+/// `GET /cache`: entries, bytes, hit ratio. `DELETE /cache?policy=NS/NAME&host=H&prefix=/p`:
+/// purge what matches every given filter.
+async fn cache(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(cache) = &state.cache else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "the error cache is off (--error-cache-max-bytes 0)\n",
+        );
+    };
+    match *req.method() {
+        Method::GET | Method::HEAD => text(
+            StatusCode::OK,
+            "application/json",
+            format!("{:#}\n", serde_json::json!(cache.stats().await)),
+        ),
+        Method::DELETE => {
+            let mut purge = Purge::default();
+            for pair in req.uri().query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned();
+                match k {
+                    "policy" => match v.split_once('/') {
+                        Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
+                            purge.policy = Some(crate::index::ObjectKey::new(ns, name))
+                        }
+                        _ => return text(StatusCode::BAD_REQUEST, "text/plain", "policy=NAMESPACE/NAME\n"),
+                    },
+                    "host" => purge.host = Some(v),
+                    "prefix" if v.starts_with('/') => purge.prefix = Some(v),
+                    _ => {
+                        return text(
+                            StatusCode::BAD_REQUEST,
+                            "text/plain",
+                            format!("unknown or invalid filter {pair:?}\n"),
+                        );
+                    }
+                }
+            }
+            if purge.policy.is_none() && purge.host.is_none() && purge.prefix.is_none() {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    "give at least one of policy=NS/NAME, host=H, prefix=/p (prefix=/ purges everything)\n",
+                );
+            }
+            let purged = cache.purge(&purge).await;
+            text(StatusCode::OK, "application/json", format!("{}\n", serde_json::json!({ "purged": purged })))
+        }
+        _ => text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET or DELETE\n"),
     }
 }

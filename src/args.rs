@@ -88,6 +88,9 @@ pub struct TuningArgs {
     /// How long in-flight requests may finish after SIGTERM.
     #[arg(long, env = "ERRATUM_SHUTDOWN_DRAIN", default_value = "25s", value_parser = humantime::parse_duration)]
     pub shutdown_drain: Duration,
+    /// Bound of the error cache in bytes (0 turns it off).
+    #[arg(long, env = "ERRATUM_ERROR_CACHE_MAX_BYTES", default_value_t = crate::proxy::cache::DEFAULT_MAX_BYTES)]
+    pub error_cache_max_bytes: u64,
     /// Worker threads (default: one per CPU).
     #[arg(long, env = "ERRATUM_WORKERS")]
     pub workers: Option<usize>,
@@ -203,6 +206,8 @@ impl RunArgs {
             },
             proxy,
             drain_timeout: self.tuning.shutdown_drain,
+            error_cache_max_bytes: self.tuning.error_cache_max_bytes,
+            clock: std::sync::Arc::new(crate::proxy::cache::SystemClock),
         })
     }
 }

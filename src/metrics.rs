@@ -20,6 +20,8 @@ pub struct Metrics {
     pub proxy: ProxyMetrics,
     /// Routing-table and configuration metrics.
     pub table: TableMetrics,
+    /// Error-cache metrics.
+    pub cache: CacheMetrics,
 }
 
 impl Metrics {
@@ -29,6 +31,7 @@ impl Metrics {
         Ok(Self {
             proxy: ProxyMetrics::register(&registry)?,
             table: TableMetrics::register(&registry)?,
+            cache: CacheMetrics::register(&registry)?,
             registry,
         })
     }
@@ -245,6 +248,56 @@ impl TableMetrics {
             objects: register(
                 r,
                 IntGaugeVec::new(Opts::new("erratum_objects", "Objects in the index, by kind"), &["kind"])?,
+            )?,
+        })
+    }
+}
+
+/// Error-cache metrics.
+#[derive(Clone, Debug)]
+pub struct CacheMetrics {
+    /// `erratum_error_cache_hits_total{namespace,policy}`.
+    pub hits: IntCounterVec,
+    /// `erratum_error_cache_misses_total{namespace,policy}`.
+    pub misses: IntCounterVec,
+    /// `erratum_error_cache_coalesced_total{namespace,policy}`: requests that waited for another
+    /// request's upstream answer instead of sending their own.
+    pub coalesced: IntCounterVec,
+    /// `erratum_error_cache_evictions_total{namespace,policy}`: entries evicted by the byte bound.
+    pub evictions: IntCounterVec,
+    /// `erratum_error_cache_purged_total{namespace,policy}`: entries removed through the admin API.
+    pub purged: IntCounterVec,
+    /// `erratum_error_cache_bytes`.
+    pub bytes: IntGauge,
+    /// `erratum_error_cache_entries`.
+    pub entries: IntGauge,
+}
+
+impl CacheMetrics {
+    /// Registers the group.
+    pub fn register(r: &Registry) -> Result<Self, Error> {
+        let counter = |name: &str, help: &str| -> Result<IntCounterVec, Error> {
+            register(r, IntCounterVec::new(Opts::new(name, help), &["namespace", "policy"])?)
+        };
+        Ok(Self {
+            hits: counter("erratum_error_cache_hits_total", "Error responses served from the cache")?,
+            misses: counter(
+                "erratum_error_cache_misses_total",
+                "Cacheable requests not answered from the cache",
+            )?,
+            coalesced: counter(
+                "erratum_error_cache_coalesced_total",
+                "Requests that shared another request's upstream answer",
+            )?,
+            evictions: counter(
+                "erratum_error_cache_evictions_total",
+                "Entries evicted to stay within the byte bound",
+            )?,
+            purged: counter("erratum_error_cache_purged_total", "Entries removed through the admin API")?,
+            bytes: register(r, IntGauge::new("erratum_error_cache_bytes", "Bytes held by the error cache")?)?,
+            entries: register(
+                r,
+                IntGauge::new("erratum_error_cache_entries", "Entries in the error cache")?,
             )?,
         })
     }

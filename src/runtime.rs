@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::metrics::Metrics;
+use crate::proxy::cache::{Clock, DEFAULT_MAX_BYTES, ErrorCache, SystemClock};
 use crate::proxy::{self, Proxy, ProxyConfig};
 use crate::source::files::{self, Folder};
 use crate::source::publish::Publisher;
@@ -40,6 +41,10 @@ pub struct RunConfig {
     pub proxy: ProxyConfig,
     /// Bounded drain on shutdown.
     pub drain_timeout: Duration,
+    /// `--error-cache-max-bytes`; 0 turns the error cache off.
+    pub error_cache_max_bytes: u64,
+    /// The error cache's clock (tests inject a manual one).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl RunConfig {
@@ -54,6 +59,8 @@ impl RunConfig {
             build: BuildConfig::default(),
             proxy: ProxyConfig::default(),
             drain_timeout: Duration::from_secs(5),
+            error_cache_max_bytes: DEFAULT_MAX_BYTES,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -134,8 +141,18 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
 
     let stop_proxy = CancellationToken::new();
     let stop_admin = CancellationToken::new();
-    let proxy =
-        Arc::new(Proxy::new(reader.clone(), metrics.proxy.clone(), config.proxy.clone(), stop_admin.clone()));
+    let cache = (config.error_cache_max_bytes > 0)
+        .then(|| ErrorCache::new(config.error_cache_max_bytes, config.clock.clone(), metrics.cache.clone()));
+    if let Some(cache) = &cache {
+        cache.spawn_maintenance(reader.clone(), stop_admin.clone());
+    }
+    let proxy = Arc::new(Proxy::new(
+        reader.clone(),
+        metrics.proxy.clone(),
+        config.proxy.clone(),
+        cache.clone(),
+        stop_admin.clone(),
+    ));
     let draining = Arc::new(AtomicBool::new(false));
 
     let mut proxy_tasks = vec![tokio::spawn(proxy::serve(
@@ -164,6 +181,7 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
             table: reader.clone(),
             draining: draining.clone(),
             pages: Some(proxy.pages().clone()),
+            cache,
         },
         stop_admin.clone(),
     ));

@@ -201,6 +201,11 @@ pub struct ErrorResponse {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub set_headers: std::collections::BTreeMap<String, String>,
 
+    /// Cache errors for requests that carry `Authorization` or `Cookie` too. Off by default:
+    /// such errors may be personal (a 403 for one user is not a 403 for another).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cache_requests_with_credentials: bool,
+
     /// Viewer `Cache-Control` on the page. Default: `no-store` when the served status is 2xx or
     /// 3xx (a long `max-age` must not stick to arbitrary URLs), else the origin's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]

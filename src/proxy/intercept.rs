@@ -17,7 +17,7 @@ use crate::table::policy::{Body, Rule};
 use crate::table::template::Values;
 
 /// An error erratum itself produced while handling a request.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     /// No routing table has been published yet.
     #[error("not ready: no routing table published yet")]
@@ -224,20 +224,7 @@ pub fn decide(
         return if from_proxy { builtin_reply() } else { Decision::PassThrough };
     }
     let code_u16 = code.as_u16();
-    let found = policies.iter().find_map(|p| {
-        if !p.handles(from_proxy) || !p.covers(req.host, req.path) {
-            return None;
-        }
-        let rule = p.rule_for(code_u16)?;
-        if !rule.methods.contains(req.method) {
-            return None;
-        }
-        if !rule.when_accepts.is_empty() && !accept::lists_explicitly(req.accept, &rule.when_accepts) {
-            return None;
-        }
-        Some((p, rule))
-    });
-    let Some((policy, rule)) = found else {
+    let Some((policy, rule)) = select(policies, req, code_u16, from_proxy) else {
         return if from_proxy { builtin_reply() } else { Decision::PassThrough };
     };
     let mut applied = Applied { policy: policy.clone(), code, from_proxy, page_missing: false };
@@ -300,6 +287,30 @@ pub fn decide(
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     finish_headers(&mut headers, rule, code, status, origin, page.varies());
     Decision::Replace { reply: Reply { status, headers, body }, applied: Some(applied) }
+}
+
+/// The policy and rule that decide `code` for a request: the first policy in precedence order
+/// that handles the source, covers the request, and has a rule for the code whose method and
+/// `whenAccepts` conditions hold.
+pub fn select<'p>(
+    policies: &'p [Arc<ResolvedPolicy>],
+    req: &RequestInfo<'_>,
+    code: u16,
+    from_proxy: bool,
+) -> Option<(&'p Arc<ResolvedPolicy>, &'p Rule)> {
+    policies.iter().find_map(|p| {
+        if !p.handles(from_proxy) || !p.covers(req.host, req.path) {
+            return None;
+        }
+        let rule = p.rule_for(code)?;
+        if !rule.methods.contains(req.method) {
+            return None;
+        }
+        if !rule.when_accepts.is_empty() && !accept::lists_explicitly(req.accept, &rule.when_accepts) {
+            return None;
+        }
+        Some((p, rule))
+    })
 }
 
 /// Headers every policy-made response carries (error-semantics rule 46).

@@ -4,10 +4,12 @@
 //! auto connection (HTTP/1.1 or HTTP/2, upgrades allowed) -> [`service::Proxy::handle`].
 //! The proxy sees only a [`TableReader`](crate::table::TableReader); it never imports kube.
 
+pub mod cache;
 pub mod intercept;
 pub mod pages;
 pub mod service;
 pub mod tls;
+pub mod ttl;
 pub mod upstream;
 
 use std::sync::Arc;

@@ -8,18 +8,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
+use super::cache::{CacheKey, CachedError, ErrorCache, Lookup, MAX_ENTRY_BODY, NotCacheable};
 use super::intercept::{self, Applied, Decision, Outcome, ProxyError, Reply, RequestInfo};
 use super::pages::PageStore;
+use super::ttl;
 use super::upstream::{self, UpstreamClient};
 use super::{Body, BoxError};
+use crate::crd::Mode;
 use crate::metrics::{ProxyMetrics, status_class};
+use crate::table::accept;
 use crate::table::{Pick, ResolvedPolicy, Route, TableReader, route};
 
 /// `X-Request-ID`: kept when the client sends a sane one, generated otherwise.
@@ -76,6 +81,7 @@ pub struct Proxy {
     metrics: ProxyMetrics,
     config: ProxyConfig,
     pages: PageStore,
+    cache: Option<ErrorCache>,
 }
 
 /// Most bytes of a replaced upstream body read so its connection can go back to the pool;
@@ -84,17 +90,23 @@ pub const DRAIN_LIMIT: usize = 256 * 1024;
 /// Longest a replaced upstream body is drained.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// A request the error cache may answer: its key and the policy that owns the entry.
+type Cacheable = (CacheKey, Arc<ResolvedPolicy>);
+
 impl Proxy {
     /// Creates the handler and starts its page fetcher (stopped by `shutdown`).
     pub fn new(
         table: TableReader,
         metrics: ProxyMetrics,
         config: ProxyConfig,
+        cache: Option<ErrorCache>,
         shutdown: CancellationToken,
     ) -> Self {
         let client = upstream::client(config.connect_timeout);
         let pages = PageStore::spawn(table.clone(), client.clone(), metrics.clone(), shutdown);
-        Self { client, table, metrics, config, pages }
+        Self { client, table, metrics, config, pages, cache }
     }
 
     /// The data-plane configuration.
@@ -108,7 +120,7 @@ impl Proxy {
     }
 
     /// Handles one request end to end. Never fails: every error becomes a response.
-    pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let request_id = request_id(req.headers());
         let table = self.table.load();
         let raw_host = request_host(&req);
@@ -131,7 +143,107 @@ impl Proxy {
             let err = ProxyError::NoRoute { host: raw_host, path: info.path.to_string() };
             return self.fail(lookup.policies, None, &info, &err, &request_id);
         };
+        let ctx = Ctx { route, info: &info, request_id: &request_id, raw_host: &raw_host, conn };
 
+        let cacheable = self.cacheable(route, &info, req.headers(), &request_uri);
+        let Some((key, owner)) = &cacheable else {
+            return self.forward(req, &ctx, None).await.0;
+        };
+        let cache = self.cache.as_ref().expect("a cache key implies a cache");
+        let mut req = req;
+        match cache.lookup(key, &owner.key).await {
+            Lookup::Hit(entry) => return self.serve_entry(&entry, true, &ctx),
+            Lookup::Miss { coalesce: Some(marker) } => {
+                // A key that was an error recently: concurrent misses share one upstream
+                // request (above all the herd that arrives when a popular entry expires).
+                let mut leader_response = None;
+                let mut pending = Some(req);
+                let shared = cache
+                    .flight(key, marker, &owner.key, async {
+                        let req = pending.take().expect("a flight runs its init once");
+                        let (resp, entry) = self.forward(req, &ctx, cacheable.as_ref()).await;
+                        leader_response = Some(resp);
+                        entry.ok_or(NotCacheable)
+                    })
+                    .await;
+                if let Some(resp) = leader_response {
+                    return resp;
+                }
+                match (shared, pending.take()) {
+                    (Ok(entry), _) => return self.serve_entry(&entry, true, &ctx),
+                    (Err(_), Some(own)) => req = own,
+                    (Err(_), None) => {
+                        let err =
+                            ProxyError::UpstreamReset { upstream: "coalesced".into(), reason: "lost".into() };
+                        return self.fail(&route.policies, Some(route), &info, &err, &request_id);
+                    }
+                }
+            }
+            Lookup::Miss { coalesce: None } => {}
+        }
+        self.forward(req, &ctx, cacheable.as_ref()).await.0
+    }
+
+    /// The cache key of a request, when the error cache may answer it: GET/HEAD, a route
+    /// covered by a policy in Enforce mode, and no credentials unless a rule opts in.
+    fn cacheable(
+        &self,
+        route: &Route,
+        info: &RequestInfo<'_>,
+        headers: &HeaderMap,
+        uri: &http::Uri,
+    ) -> Option<Cacheable> {
+        self.cache.as_ref()?;
+        if info.method != Method::GET && info.method != Method::HEAD {
+            return None;
+        }
+        let owner =
+            route.policies.iter().find(|p| p.mode == Mode::Enforce && p.covers(info.host, info.path))?;
+        if has_credentials(headers) && !route.policies.iter().any(|p| p.caches_with_credentials()) {
+            return None;
+        }
+        let policies = route.policies.iter().fold(0u64, |acc, p| acc.rotate_left(7) ^ p.fingerprint);
+        let format =
+            u8::try_from(accept::choose(info.accept, ["text/html", "application/json"])).unwrap_or(0);
+        let path_and_query = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/").to_string();
+        Some((CacheKey { policies, host: info.host.to_string(), path_and_query, format }, owner.clone()))
+    }
+
+    /// The cache TTL of an error, or `None` when it is not cached.
+    fn error_ttl(
+        &self,
+        ctx: &Ctx<'_>,
+        owner: &ResolvedPolicy,
+        status: StatusCode,
+        headers: &HeaderMap,
+        from_proxy: bool,
+        credentials: bool,
+    ) -> Option<Duration> {
+        let cache = self.cache.as_ref()?;
+        let code = status.as_u16();
+        let rule = intercept::select(&ctx.route.policies, ctx.info, code, from_proxy)
+            .filter(|(p, _)| p.mode == Mode::Enforce)
+            .map(|(_, r)| r);
+        if credentials && !rule.is_some_and(|r| r.cache_with_credentials) {
+            return None;
+        }
+        let default = rule.and_then(|_| {
+            intercept::select(&ctx.route.policies, ctx.info, code, from_proxy).map(|(p, _)| p.default_min_ttl)
+        });
+        let ttl_rule = ttl::TtlRule::new(code, rule, default.unwrap_or(owner.default_min_ttl));
+        ttl::error_ttl(ctx.info.method, code, headers, ttl_rule, cache.clock().system_now())
+    }
+
+    /// Sends the request upstream and answers it. With a cache key, a cacheable error is
+    /// stored and returned as well.
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        ctx: &Ctx<'_>,
+        cacheable: Option<&Cacheable>,
+    ) -> (Response<Body>, Option<Arc<CachedError>>) {
+        let route = ctx.route;
+        let info = ctx.info;
         let authority = match route.backend.pick() {
             Pick::Addr(addr) => addr.to_string(),
             Pick::Name(name, port) => format!("{name}:{port}"),
@@ -140,23 +252,23 @@ impl Proxy {
                     service: route.backend.service.to_string(),
                     reason: reason.to_string(),
                 };
-                return self.fail(&route.policies, Some(route), &info, &err, &request_id);
+                return (self.fail(&route.policies, Some(route), info, &err, ctx.request_id), None);
             }
         };
-        let path_and_query = request_uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-        let uri = match upstream::upstream_uri(&authority, path_and_query) {
+        let path_and_query = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/").to_string();
+        let uri = match upstream::upstream_uri(&authority, &path_and_query) {
             Ok(uri) => uri,
             Err(e) => {
                 let err = ProxyError::UpstreamConnect { upstream: authority.clone(), reason: e.to_string() };
-                return self.fail(&route.policies, Some(route), &info, &err, &request_id);
+                return (self.fail(&route.policies, Some(route), info, &err, ctx.request_id), None);
             }
         };
-
+        let credentials = has_credentials(req.headers());
         let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
-        prepare_request_headers(&mut parts.headers, &raw_host, &conn, &request_id, upgrade);
+        prepare_request_headers(&mut parts.headers, ctx.raw_host, &ctx.conn, ctx.request_id, upgrade);
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
@@ -171,11 +283,11 @@ impl Proxy {
             Err(_) => {
                 let err =
                     ProxyError::UpstreamTimeout { upstream: authority, after: self.config.response_timeout };
-                return self.fail(&route.policies, Some(route), &info, &err, &request_id);
+                return self.proxy_error(err, ctx, cacheable, credentials).await;
             }
             Ok(Err(e)) => {
                 let err = upstream::classify(&e, &authority, self.config.connect_timeout);
-                return self.fail(&route.policies, Some(route), &info, &err, &request_id);
+                return self.proxy_error(err, ctx, cacheable, credentials).await;
             }
             Ok(Ok(resp)) => resp,
         };
@@ -197,41 +309,165 @@ impl Proxy {
             });
         }
 
-        let outcome = Outcome::Upstream { status: upstream_status, headers: resp.headers() };
-        match intercept::decide(&route.policies, &info, outcome, &self.pages) {
+        let (parts, body) = resp.into_parts();
+        let mut body: Body = body.map_err(BoxError::from).boxed();
+        if let Some((key, owner)) = cacheable
+            && upstream_status.as_u16() >= 400
+        {
+            let ttl = if parts.headers.contains_key(header::CONTENT_ENCODING) {
+                None // an encoded body would need the request's Accept-Encoding in the key
+            } else {
+                self.error_ttl(ctx, owner, upstream_status, &parts.headers, false, credentials)
+            };
+            if let Some(ttl) = ttl {
+                match read_bounded(body, MAX_ENTRY_BODY, self.config.response_timeout).await {
+                    Bounded::Whole(bytes) => {
+                        let cache = self.cache.as_ref().expect("a cache key implies a cache");
+                        let service = Some(route.backend.service.clone());
+                        let entry = cache.entry(
+                            upstream_status,
+                            &parts.headers,
+                            bytes,
+                            None,
+                            owner.key.clone(),
+                            service,
+                            ttl,
+                        );
+                        cache.insert(key.clone(), entry.clone()).await;
+                        return (self.serve_entry(&entry, false, ctx), Some(entry));
+                    }
+                    Bounded::TooLarge(rest) => body = rest,
+                    Bounded::Failed(reason) => {
+                        // Rule 15: an incomplete response is never cached.
+                        let err = ProxyError::UpstreamReset { upstream: authority, reason };
+                        return (self.fail(&route.policies, Some(route), info, &err, ctx.request_id), None);
+                    }
+                }
+            }
+        }
+        let mut response = self.respond(parts, body, ctx);
+        if cacheable.is_some() && upstream_status.as_u16() >= 400 {
+            response.headers_mut().insert(X_CACHE.clone(), HeaderValue::from_static("Error from erratum"));
+        }
+        (response, None)
+    }
+
+    /// An erratum-made error on the way upstream. Connect failures and timeouts (502/504) count
+    /// as origin 5xx for caching (rule 41).
+    async fn proxy_error(
+        &self,
+        err: ProxyError,
+        ctx: &Ctx<'_>,
+        cacheable: Option<&Cacheable>,
+        credentials: bool,
+    ) -> (Response<Body>, Option<Arc<CachedError>>) {
+        if let Some((key, owner)) = cacheable
+            && matches!(err, ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamTimeout { .. })
+            && let Some(ttl) = self.error_ttl(ctx, owner, err.status(), &HeaderMap::new(), true, credentials)
+        {
+            let cache = self.cache.as_ref().expect("a cache key implies a cache");
+            tracing::warn!(request_id = ctx.info.request_id, "{err}");
+            self.metrics.proxy_errors.with_label_values(&[err.reason()]).inc();
+            let service = Some(ctx.route.backend.service.clone());
+            let entry = cache.entry(
+                err.status(),
+                &HeaderMap::new(),
+                Bytes::new(),
+                Some(err),
+                owner.key.clone(),
+                service,
+                ttl,
+            );
+            cache.insert(key.clone(), entry.clone()).await;
+            return (self.serve_entry(&entry, false, ctx), Some(entry));
+        }
+        (self.fail(&ctx.route.policies, Some(ctx.route), ctx.info, &err, ctx.request_id), None)
+    }
+
+    /// Answers an upstream response that is not served from the cache.
+    fn respond(&self, mut parts: http::response::Parts, body: Body, ctx: &Ctx<'_>) -> Response<Body> {
+        let upstream_status = parts.status;
+        let route = Some(ctx.route);
+        let outcome = Outcome::Upstream { status: upstream_status, headers: &parts.headers };
+        match intercept::decide(&ctx.route.policies, ctx.info, outcome, &self.pages) {
             Decision::PassThrough => {
-                let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers, upstream_status == StatusCode::SWITCHING_PROTOCOLS);
-                self.count(Some(route), parts.status, Some(upstream_status));
-                Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+                self.count(route, parts.status, Some(upstream_status));
+                Response::from_parts(parts, body)
             }
             Decision::Report(applied) => {
                 self.record(&applied, true);
-                let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers, false);
-                self.count(Some(route), parts.status, Some(upstream_status));
-                Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+                self.count(route, parts.status, Some(upstream_status));
+                Response::from_parts(parts, body)
             }
             Decision::Rewrite { status, headers, applied } => {
                 self.record(&applied, false);
-                let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers, false);
                 for (name, value) in &headers {
                     parts.headers.insert(name.clone(), value.clone());
                 }
                 parts.status = status;
-                self.count(Some(route), status, Some(upstream_status));
-                Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+                self.count(route, status, Some(upstream_status));
+                Response::from_parts(parts, body)
             }
             Decision::Replace { reply, applied } => {
                 if let Some(applied) = &applied {
                     self.record(applied, false);
                 }
-                drain(resp.into_body());
-                self.count(Some(route), reply.status, Some(upstream_status));
-                into_response(reply, &request_id)
+                drain(body);
+                self.count(route, reply.status, Some(upstream_status));
+                into_response(reply, ctx.request_id)
             }
         }
+    }
+
+    /// Answers from a cache entry; the page substitution runs now, not when it was stored.
+    fn serve_entry(&self, entry: &CachedError, hit: bool, ctx: &Ctx<'_>) -> Response<Body> {
+        let outcome = match &entry.proxy_error {
+            Some(err) => Outcome::Proxy(err),
+            None => Outcome::Upstream { status: entry.status, headers: &entry.headers },
+        };
+        let from_entry = |status: StatusCode| {
+            let mut resp =
+                Response::new(Full::new(entry.body.clone()).map_err(|never| match never {}).boxed());
+            *resp.status_mut() = status;
+            *resp.headers_mut() = entry.headers.clone();
+            resp
+        };
+        let mut resp = match intercept::decide(&ctx.route.policies, ctx.info, outcome, &self.pages) {
+            Decision::PassThrough => from_entry(entry.status),
+            Decision::Report(applied) => {
+                self.record(&applied, true);
+                from_entry(entry.status)
+            }
+            Decision::Rewrite { status, headers, applied } => {
+                self.record(&applied, false);
+                let mut resp = from_entry(status);
+                for (name, value) in &headers {
+                    resp.headers_mut().insert(name.clone(), value.clone());
+                }
+                resp
+            }
+            Decision::Replace { reply, applied } => {
+                if let Some(applied) = &applied {
+                    self.record(applied, applied.policy.mode == Mode::ReportOnly);
+                }
+                into_response(reply, ctx.request_id)
+            }
+        };
+        let headers = resp.headers_mut();
+        headers.insert(
+            X_CACHE.clone(),
+            HeaderValue::from_static(if hit { "ErrorHit from erratum" } else { "Error from erratum" }),
+        );
+        if hit && let Some(cache) = &self.cache {
+            let age = cache.clock().now().saturating_duration_since(entry.stored_at).as_secs();
+            headers.insert(header::AGE, HeaderValue::from(age));
+        }
+        let upstream = entry.proxy_error.is_none().then_some(entry.status);
+        self.count(Some(ctx.route), resp.status(), upstream);
+        resp
     }
 
     fn fail(
@@ -250,7 +486,7 @@ impl Proxy {
         let reply = match intercept::decide(policies, info, Outcome::Proxy(err), &self.pages) {
             Decision::Replace { reply, applied } => {
                 if let Some(applied) = &applied {
-                    self.record(applied, applied.policy.mode == crate::crd::Mode::ReportOnly);
+                    self.record(applied, applied.policy.mode == Mode::ReportOnly);
                 }
                 reply
             }
@@ -288,9 +524,71 @@ impl Proxy {
     }
 }
 
+/// What one request carries through the proxy.
+struct Ctx<'a> {
+    route: &'a Arc<Route>,
+    info: &'a RequestInfo<'a>,
+    request_id: &'a HeaderValue,
+    raw_host: &'a str,
+    conn: ConnInfo,
+}
+
+fn has_credentials(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::AUTHORIZATION) || headers.contains_key(header::COOKIE)
+}
+
+/// A body read up to a bound.
+enum Bounded {
+    /// All of it.
+    Whole(Bytes),
+    /// Over the bound: what was read followed by the rest, to stream on uncached.
+    TooLarge(Body),
+    /// The body failed (reset, wrong length, timeout): the response is incomplete.
+    Failed(String),
+}
+
+async fn read_bounded(mut body: Body, limit: usize, timeout: Duration) -> Bounded {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    let read = tokio::time::timeout(timeout, async {
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        total += data.len();
+                        chunks.push(data);
+                        if total > limit {
+                            return Ok(false);
+                        }
+                    }
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(true)
+    })
+    .await;
+    match read {
+        Err(_) => Bounded::Failed(format!("body not complete within {timeout:?}")),
+        Ok(Err(e)) => Bounded::Failed(e),
+        Ok(Ok(true)) => {
+            let mut whole = bytes::BytesMut::with_capacity(total);
+            for c in chunks {
+                whole.extend_from_slice(&c);
+            }
+            Bounded::Whole(whole.freeze())
+        }
+        Ok(Ok(false)) => {
+            let head = futures::stream::iter(chunks.into_iter().map(|c| Ok::<_, BoxError>(Frame::data(c))));
+            let rest = http_body_util::BodyStream::new(body);
+            Bounded::TooLarge(BodyExt::boxed(StreamBody::new(head.chain(rest))))
+        }
+    }
+}
+
 /// Reads and discards a replaced upstream body (bounded in size and time) so its keep-alive
 /// connection returns to the pool; nginx closes it instead.
-fn drain(body: Incoming) {
+fn drain(body: Body) {
     tokio::spawn(async move {
         let mut body = body;
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {

@@ -153,6 +153,8 @@ pub struct RoutingTable {
     policy_reports: Vec<PolicyReport>,
     published_at: Option<Time>,
     page_prefetch: Vec<(String, String)>,
+    /// Services routed to, and whether each has a ready endpoint (for readiness-aware caching).
+    service_ready: HashMap<ObjectKey, bool>,
 }
 
 /// Sort key that makes conflict resolution deterministic: the oldest Ingress wins, then the
@@ -235,6 +237,11 @@ impl RoutingTable {
             b.add_tls(ing);
         }
         b.finish_policies();
+        for ((service, _), backend) in &b.backends {
+            let ready = !matches!(backend.target, Target::Endpoints(ref a) if a.is_empty())
+                && !matches!(backend.target, Target::Unresolved(_));
+            *b.table.service_ready.entry(service.clone()).or_default() |= ready;
+        }
         b.table
     }
 
@@ -272,6 +279,12 @@ impl RoutingTable {
     /// When the table was published, if stamped.
     pub fn published_at(&self) -> Option<&Time> {
         self.published_at.as_ref()
+    }
+
+    /// Services this table routes to, with whether each has at least one ready endpoint. The
+    /// error cache drops a Service's 502/503/504 entries when it turns ready.
+    pub fn service_readiness(&self) -> &HashMap<ObjectKey, bool> {
+        &self.service_ready
     }
 
     /// (host, page path) pairs the policies need for the exact hosts of their Ingresses: the

@@ -170,6 +170,8 @@ pub struct Rule {
     pub set_headers: Vec<(HeaderName, HeaderValue)>,
     /// Viewer `Cache-Control`.
     pub cache_control: Option<HeaderValue>,
+    /// Whether errors for requests with credentials may be cached.
+    pub cache_with_credentials: bool,
 }
 
 /// A host condition of `match.hosts`.
@@ -198,6 +200,9 @@ pub struct ResolvedPolicy {
     pub rules: Vec<Rule>,
     /// Targeted Ingress names; empty for the whole namespace.
     pub targets: Vec<String>,
+    /// Hash of uid and generation: part of every error-cache key, so editing a policy
+    /// invalidates its entries.
+    pub fingerprint: u64,
     hosts: Vec<HostPattern>,
     paths: Vec<(PathKind, String)>,
     by_code: HashMap<u16, usize>,
@@ -242,6 +247,11 @@ impl ResolvedPolicy {
             _ => None,
         })?;
         self.rules.get(i)
+    }
+
+    /// Whether any rule lets errors of requests with credentials be cached.
+    pub fn caches_with_credentials(&self) -> bool {
+        self.rules.iter().any(|r| r.cache_with_credentials)
     }
 
     /// Every code key (exact codes and classes) the policy defines.
@@ -369,6 +379,7 @@ pub fn resolve(index: &Index, policy: &ErrorPagePolicy) -> Result<ResolvedPolicy
                 copy_headers: Vec::new(),
                 set_headers: Vec::new(),
                 cache_control: None,
+                cache_with_credentials: false,
             }),
         }
     }
@@ -376,9 +387,23 @@ pub fn resolve(index: &Index, policy: &ErrorPagePolicy) -> Result<ResolvedPolicy
     if !p.is_empty() {
         return Err(p);
     }
+    let uid = policy.metadata.uid.clone().unwrap_or_else(|| format!("file:{key}"));
+    let generation = policy.metadata.generation.unwrap_or(0);
+    // File mode has no uid or generation: the spec itself stands in, so an edit still
+    // invalidates the policy's cache entries.
+    let fingerprint = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&uid, generation).hash(&mut h);
+        if policy.metadata.uid.is_none() {
+            serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
+        }
+        h.finish()
+    };
     Ok(ResolvedPolicy {
-        uid: policy.metadata.uid.clone().unwrap_or_else(|| format!("file:{key}")),
-        generation: policy.metadata.generation.unwrap_or(0),
+        uid,
+        generation,
+        fingerprint,
         key,
         source: spec.source,
         mode: spec.mode,
@@ -495,6 +520,7 @@ fn resolve_rule(
         copy_headers,
         set_headers,
         cache_control,
+        cache_with_credentials: r.cache_requests_with_credentials,
     })
 }
 

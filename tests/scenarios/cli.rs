@@ -140,7 +140,10 @@ fn the_demo_serves_the_quickstart() {
             let status = resp.status().as_u16();
             let body = resp.text().await.unwrap();
             if status >= 500 {
-                assert!(body.contains("Something went wrong on localhost"), "{path}: the quickstart policy pages 5xx: {body}");
+                assert!(
+                    body.contains("Something went wrong on localhost"),
+                    "{path}: the quickstart policy pages 5xx: {body}"
+                );
             }
             out.push((path, status));
         }

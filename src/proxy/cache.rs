@@ -1,0 +1,449 @@
+//! The error cache: origin error responses kept for their Error Caching TTL (error-semantics
+//! §B, §C, §J; design §6), built on moka.
+//!
+//! Data flow: the service computes a [`CacheKey`] for a GET/HEAD request covered by an
+//! Enforce policy, looks it up, and on a miss forwards upstream; a cacheable error is stored
+//! here *as the origin sent it* (status, headers, body) and the page substitution runs when
+//! serving, so a page edit needs no purge and a failed page fetch never poisons an entry
+//! (rule 47). Bounded by bytes (moka weigher), expiring per entry, coalescing concurrent
+//! misses for keys that were errors recently, purged by policy/host/prefix, and flushed for a
+//! Service whose EndpointSlices regain ready endpoints.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use moka::notification::RemovalCause;
+use tokio_util::sync::CancellationToken;
+
+use super::intercept::ProxyError;
+use crate::index::ObjectKey;
+use crate::metrics::CacheMetrics;
+use crate::table::TableReader;
+
+/// Default `--error-cache-max-bytes`.
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest error body cached; larger errors stream through uncached.
+pub const MAX_ENTRY_BODY: usize = 64 * 1024;
+/// Bytes charged per entry on top of its key, headers and body (moka and map overhead).
+pub const ENTRY_OVERHEAD: u32 = 256;
+/// How long a key counts as "recently an error", which makes its misses coalesce.
+pub const RECENT_ERROR_WINDOW: Duration = Duration::from_secs(120);
+/// How often the maintenance task looks for a new table and refreshes the gauges.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(200);
+
+// === Clock ===
+
+/// Time source of the cache, injectable so tests advance time instead of sleeping.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Monotonic now.
+    fn now(&self) -> Instant;
+    /// Wall-clock now (for `Expires`).
+    fn system_now(&self) -> SystemTime;
+}
+
+/// The real clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+    fn system_now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// A clock that moves only when told to (tests).
+#[derive(Debug)]
+pub struct ManualClock {
+    base: Instant,
+    system_base: SystemTime,
+    offset: Mutex<Duration>,
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self { base: Instant::now(), system_base: SystemTime::now(), offset: Mutex::new(Duration::ZERO) }
+    }
+}
+
+impl ManualClock {
+    /// Moves time forward.
+    pub fn advance(&self, by: Duration) {
+        *self.offset.lock().unwrap_or_else(|e| e.into_inner()) += by;
+    }
+    fn offset(&self) -> Duration {
+        *self.offset.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        self.base + self.offset()
+    }
+    fn system_now(&self) -> SystemTime {
+        self.system_base + self.offset()
+    }
+}
+
+// === Keys and entries ===
+
+/// Everything that can change a cached error response. Nothing else is read to serve a hit,
+/// so nothing unkeyed (X-Forwarded-Host, another Host, another policy) can poison it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    /// Fingerprint of every policy that applies (uid + generation): an edit invalidates.
+    pub policies: u64,
+    /// Normalised host.
+    pub host: String,
+    /// Path and query as requested.
+    pub path_and_query: String,
+    /// The negotiated format class (0 HTML/default, 1 JSON).
+    pub format: u8,
+}
+
+impl CacheKey {
+    fn weight(&self) -> usize {
+        self.host.len() + self.path_and_query.len() + 24
+    }
+}
+
+/// A cached origin error.
+#[derive(Debug)]
+pub struct CachedError {
+    /// Origin status.
+    pub status: StatusCode,
+    /// Origin headers (end-to-end ones, without `Set-Cookie` and `Date`).
+    pub headers: HeaderMap,
+    /// Origin body.
+    pub body: Bytes,
+    /// For an erratum-made 502/504 (rule 41), the error to answer again.
+    pub proxy_error: Option<ProxyError>,
+    /// The policy that owns the entry (purge and metrics).
+    pub owner: ObjectKey,
+    /// The Service that answered (readiness flush).
+    pub service: Option<ObjectKey>,
+    /// When it was stored.
+    pub stored_at: Instant,
+    /// When it stops being served.
+    pub expires_at: Instant,
+    /// Its TTL.
+    pub ttl: Duration,
+    /// Identity of this entry, so concurrent misses on the same stale entry coalesce together.
+    pub id: u64,
+}
+
+impl CachedError {
+    fn weight(&self, key: &CacheKey) -> u32 {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
+        u32::try_from(key.weight() + headers + self.body.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(ENTRY_OVERHEAD)
+    }
+}
+
+/// The leader's upstream answer was not a cacheable error; followers send their own requests.
+#[derive(Debug)]
+pub struct NotCacheable;
+
+/// Result of a lookup.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A fresh entry.
+    Hit(Arc<CachedError>),
+    /// No fresh entry. `coalesce` is set when the key was an error recently: concurrent misses
+    /// should share one upstream request ([`ErrorCache::flight`]).
+    Miss {
+        /// Flight marker: the stale entry's id, or 0.
+        coalesce: Option<u64>,
+    },
+}
+
+/// What `GET /cache` shows.
+#[derive(Debug, serde::Serialize)]
+pub struct CacheStats {
+    /// Entries.
+    pub entries: u64,
+    /// Bytes charged.
+    pub bytes: u64,
+    /// The bound.
+    pub max_bytes: u64,
+    /// Hits since start.
+    pub hits: u64,
+    /// Misses since start.
+    pub misses: u64,
+    /// hits / (hits + misses).
+    pub hit_ratio: f64,
+}
+
+/// A purge filter (`DELETE /cache?…`).
+#[derive(Debug, Clone, Default)]
+pub struct Purge {
+    /// Entries owned by this policy.
+    pub policy: Option<ObjectKey>,
+    /// Entries for this host.
+    pub host: Option<String>,
+    /// Entries whose path starts with this prefix.
+    pub prefix: Option<String>,
+}
+
+impl Purge {
+    fn matches(&self, key: &CacheKey, entry: &CachedError) -> bool {
+        self.policy.as_ref().is_none_or(|p| &entry.owner == p)
+            && self.host.as_ref().is_none_or(|h| key.host.eq_ignore_ascii_case(h))
+            && self.prefix.as_ref().is_none_or(|p| key.path_and_query.starts_with(p.as_str()))
+    }
+}
+
+/// Per-entry expiry for moka's own bookkeeping (memory reclamation). Freshness is decided by
+/// [`Clock`] in [`ErrorCache::lookup`], so tests can move time.
+struct EntryExpiry;
+
+impl moka::Expiry<CacheKey, Arc<CachedError>> for EntryExpiry {
+    fn expire_after_create(
+        &self,
+        _: &CacheKey,
+        v: &Arc<CachedError>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(v.ttl + Duration::from_secs(1))
+    }
+}
+
+/// The bounded error cache.
+#[derive(Clone)]
+pub struct ErrorCache {
+    entries: moka::future::Cache<CacheKey, Arc<CachedError>>,
+    flights: moka::future::Cache<(CacheKey, u64), Arc<CachedError>>,
+    recent: moka::sync::Cache<CacheKey, ()>,
+    clock: Arc<dyn Clock>,
+    metrics: CacheMetrics,
+    max_bytes: u64,
+    hits: Arc<AtomicU64>,
+    misses: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for ErrorCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ErrorCache").field("max_bytes", &self.max_bytes).finish_non_exhaustive()
+    }
+}
+
+impl ErrorCache {
+    /// A cache bounded by `max_bytes`.
+    pub fn new(max_bytes: u64, clock: Arc<dyn Clock>, metrics: CacheMetrics) -> Self {
+        let evictions = metrics.evictions.clone();
+        let entries = moka::future::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|k: &CacheKey, v: &Arc<CachedError>| v.weight(k))
+            .expire_after(EntryExpiry)
+            .eviction_listener(move |_k, v: Arc<CachedError>, cause| {
+                if cause == RemovalCause::Size {
+                    evictions.with_label_values(&[v.owner.namespace.as_str(), v.owner.name.as_str()]).inc();
+                }
+            })
+            .build();
+        let flights =
+            moka::future::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(5)).build();
+        let recent =
+            moka::sync::Cache::builder().max_capacity(100_000).time_to_live(RECENT_ERROR_WINDOW).build();
+        Self {
+            entries,
+            flights,
+            recent,
+            clock,
+            metrics,
+            max_bytes,
+            hits: Arc::new(AtomicU64::new(0)),
+            misses: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The cache's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Looks a key up. `owner` labels the metrics.
+    pub async fn lookup(&self, key: &CacheKey, owner: &ObjectKey) -> Lookup {
+        let labels = [owner.namespace.as_str(), owner.name.as_str()];
+        match self.entries.get(key).await {
+            Some(e) if self.clock.now() < e.expires_at => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.metrics.hits.with_label_values(&labels).inc();
+                Lookup::Hit(e)
+            }
+            stale => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                self.metrics.misses.with_label_values(&labels).inc();
+                // Coalesce only keys that were errors recently: a miss on a key that has
+                // always answered 200 must not wait behind another request (design §6).
+                let coalesce = match stale {
+                    Some(e) => Some(e.id),
+                    None if self.recent.contains_key(key) => Some(0),
+                    None => None,
+                };
+                Lookup::Miss { coalesce }
+            }
+        }
+    }
+
+    /// Stores an entry.
+    pub async fn insert(&self, key: CacheKey, entry: Arc<CachedError>) {
+        self.recent.insert(key.clone(), ());
+        self.entries.insert(key, entry).await;
+    }
+
+    /// Runs `init` (one upstream request) once for every concurrent caller with the same key
+    /// and marker; the others wait and share its cacheable result. `Err` means the result
+    /// was not a cacheable error (or this caller did not lead): the caller sends its own request.
+    pub async fn flight<F>(
+        &self,
+        key: &CacheKey,
+        marker: u64,
+        owner: &ObjectKey,
+        init: F,
+    ) -> Result<Arc<CachedError>, Arc<NotCacheable>>
+    where
+        F: Future<Output = Result<Arc<CachedError>, NotCacheable>>,
+    {
+        let led = std::sync::atomic::AtomicBool::new(false);
+        let result = self
+            .flights
+            .try_get_with((key.clone(), marker), async {
+                led.store(true, Ordering::Relaxed);
+                init.await
+            })
+            .await;
+        if !led.load(Ordering::Relaxed) && result.is_ok() {
+            self.metrics.coalesced.with_label_values(&[owner.namespace.as_str(), owner.name.as_str()]).inc();
+        }
+        result
+    }
+
+    /// Builds an entry for an origin error that is to be cached.
+    #[allow(clippy::too_many_arguments)]
+    pub fn entry(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: Bytes,
+        proxy_error: Option<ProxyError>,
+        owner: ObjectKey,
+        service: Option<ObjectKey>,
+        ttl: Duration,
+    ) -> Arc<CachedError> {
+        let mut kept = HeaderMap::with_capacity(headers.len());
+        for (name, value) in headers {
+            if !matches!(
+                name.as_str(),
+                "set-cookie"
+                    | "date"
+                    | "age"
+                    | "connection"
+                    | "keep-alive"
+                    | "transfer-encoding"
+                    | "te"
+                    | "trailer"
+                    | "upgrade"
+            ) {
+                kept.append(name.clone(), value.clone());
+            }
+        }
+        let now = self.clock.now();
+        Arc::new(CachedError {
+            status,
+            headers: kept,
+            body,
+            proxy_error,
+            owner,
+            service,
+            stored_at: now,
+            expires_at: now + ttl,
+            ttl,
+            id: fastrand::u64(1..),
+        })
+    }
+
+    /// Removes matching entries; returns how many.
+    pub async fn purge(&self, filter: &Purge) -> usize {
+        let doomed: Vec<(Arc<CacheKey>, Arc<CachedError>)> =
+            self.entries.iter().filter(|(k, v)| filter.matches(k, v)).collect();
+        for (k, v) in &doomed {
+            self.entries.invalidate(&**k).await;
+            self.metrics.purged.with_label_values(&[v.owner.namespace.as_str(), v.owner.name.as_str()]).inc();
+        }
+        doomed.len()
+    }
+
+    /// Drops the cached 502/503/504 of Services that just regained ready endpoints.
+    pub async fn flush_services(&self, services: &HashSet<ObjectKey>) -> usize {
+        let doomed: Vec<Arc<CacheKey>> = self
+            .entries
+            .iter()
+            .filter(|(_, v)| {
+                matches!(v.status.as_u16(), 502..=504)
+                    && v.service.as_ref().is_some_and(|s| services.contains(s))
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in &doomed {
+            self.entries.invalidate(&**k).await;
+        }
+        doomed.len()
+    }
+
+    /// Entry count, bytes and hit ratio.
+    pub async fn stats(&self) -> CacheStats {
+        self.entries.run_pending_tasks().await;
+        let (hits, misses) = (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed));
+        CacheStats {
+            entries: self.entries.entry_count(),
+            bytes: self.entries.weighted_size(),
+            max_bytes: self.max_bytes,
+            hits,
+            misses,
+            hit_ratio: if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
+        }
+    }
+
+    /// Starts the maintenance task: readiness flushes on new tables, gauges, moka housekeeping.
+    pub fn spawn_maintenance(&self, table: TableReader, shutdown: CancellationToken) {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let mut generation = 0;
+            let mut ready: HashMap<ObjectKey, bool> = HashMap::new();
+            let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let t = table.load();
+                if t.generation() != generation {
+                    generation = t.generation();
+                    let now_ready = t.service_readiness();
+                    let recovered: HashSet<ObjectKey> = now_ready
+                        .iter()
+                        .filter(|(svc, r)| **r && ready.get(*svc) == Some(&false))
+                        .map(|(svc, _)| svc.clone())
+                        .collect();
+                    if !recovered.is_empty() {
+                        let n = cache.flush_services(&recovered).await;
+                        tracing::info!(services = ?recovered, entries = n, "endpoints ready again; cached 502/503/504 dropped");
+                    }
+                    ready = now_ready.clone();
+                }
+                cache.entries.run_pending_tasks().await;
+                cache.metrics.entries.set(i64::try_from(cache.entries.entry_count()).unwrap_or(i64::MAX));
+                cache.metrics.bytes.set(i64::try_from(cache.entries.weighted_size()).unwrap_or(i64::MAX));
+            }
+        });
+    }
+}
