@@ -12,7 +12,8 @@
 //! - an `Upgrade` request: 101, then echoes raw bytes
 //!
 //! Query parameters on any path: `delay_ms=N` waits first; `set-header=Name:Value` (repeatable)
-//! adds a response header; `pad=N` appends N bytes to the body.
+//! adds a response header; `pad=N` appends N bytes to the body; `status=N` sets the status of
+//! any answer (e.g. `/echo?status=404`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -129,6 +130,7 @@ async fn answer(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Res
     let query = req.uri().query().unwrap_or("").to_string();
     let mut extra_headers = Vec::new();
     let mut pad = 0usize;
+    let mut status_override = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
@@ -138,6 +140,9 @@ async fn answer(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Res
                 }
             }
             "pad" => pad = value.parse::<usize>().unwrap_or(0).min(64 << 20),
+            "status" => {
+                status_override = value.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok())
+            }
             "set-header" => {
                 if let Some((name, value)) = value.split_once(':')
                     && let (Ok(n), Ok(v)) =
@@ -206,6 +211,9 @@ async fn answer(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Res
     };
     for (name, value) in extra_headers {
         resp.headers_mut().append(name, value);
+    }
+    if let Some(status) = status_override {
+        *resp.status_mut() = status;
     }
     if pad > 0 {
         let mut body = http_body_util::BodyExt::collect(std::mem::take(resp.body_mut()))
