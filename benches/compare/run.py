@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""Side-by-side load comparison: erratum vs nginx vs HAProxy on one origin, on loopback.
+
+Installs nothing itself: run `benches/compare/setup.sh` once (Debian packages nginx-light,
+haproxy, wrk). Every proxy runs one worker pinned to core 0; the origin (nginx) and wrk share
+core 1. Proxies run alternately (A B C, A B C, ...) and the median of the rounds is reported,
+with CPU time per request read from /proc/PID/stat (user+sys of every process of the proxy).
+
+Usage: benches/compare/run.py [--rounds N] [--seconds S] [--connections C] [--erratum PATH]
+Traffic goes to 127.0.0.1 only; everything started is stopped at the end.
+"""
+import argparse, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
+
+ORIGIN, ERRATUM, NGINX, HAPROXY, ADMIN = 18090, 18081, 18082, 18083, 18091
+PAGE = "<!DOCTYPE html><html><head><title>Sorry</title></head><body><h1>We are having trouble</h1></body></html>\n"
+SCENARIOS = [
+    ("pass-through 200 (1 KiB)", "/ok"),
+    ("upstream 503 -> custom page", "/boom"),
+    ("cached 404", "/missing/page"),
+    ("upstream refused -> 502 page", "/refused/x"),
+]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def configs(d):
+    os.makedirs(f"{d}/pages", exist_ok=True)
+    os.makedirs(f"{d}/manifests", exist_ok=True)
+    write(f"{d}/pages/503.html", PAGE)
+    write(f"{d}/pages/502.html", PAGE)
+    write(f"{d}/pages/503.http",
+          f"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/html\r\ncontent-length: {len(PAGE)}\r\n\r\n" + PAGE)
+    body = "x" * 1024
+    write(f"{d}/origin.conf", f"""
+worker_processes 1; daemon off; pid {d}/origin.pid; error_log {d}/origin.err crit;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000;
+  server {{ listen 127.0.0.1:{ORIGIN};
+    location = /ok {{ return 200 "{body}"; }}
+    location /missing/ {{ return 404 "origin: not found"; }}
+    location = /boom {{ return 503 "origin: unavailable"; }}
+    location / {{ return 200 "ok"; }}
+  }} }}
+""")
+    write(f"{d}/nginx.conf", f"""
+worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/nginx.err crit;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000;
+  proxy_cache_path {d}/nginx-cache keys_zone=errors:10m;
+  upstream origin {{ server 127.0.0.1:{ORIGIN}; keepalive 64; }}
+  upstream dead {{ server 127.0.0.1:1; }}
+  server {{ listen 127.0.0.1:{NGINX};
+    proxy_http_version 1.1; proxy_set_header Connection "";
+    proxy_intercept_errors on;
+    error_page 502 /502.html; error_page 503 /503.html;
+    location = /502.html {{ internal; root {d}/pages; }}
+    location = /503.html {{ internal; root {d}/pages; }}
+    location /refused/ {{ proxy_pass http://dead; }}
+    location / {{ proxy_pass http://origin; proxy_cache errors; proxy_cache_valid 404 10s; }}
+  }} }}
+""")
+    write(f"{d}/haproxy.cfg", f"""
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:{HAPROXY}
+  use_backend dead if {{ path_beg /refused/ }}
+  default_backend origin
+backend origin
+  http-reuse always
+  server o 127.0.0.1:{ORIGIN}
+  http-response return status 503 content-type text/html file {d}/pages/503.html if {{ status 503 }}
+backend dead
+  retries 0
+  server d 127.0.0.1:1
+  errorfile 503 {d}/pages/503.http
+""")
+    write(f"{d}/manifests/bench.yaml", f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: origin, namespace: bench}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: origin-1, namespace: bench, labels: {{kubernetes.io/service-name: origin}}}}
+addressType: IPv4
+ports: [{{name: http, port: {ORIGIN}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: dead, namespace: bench}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: dead-1, namespace: bench, labels: {{kubernetes.io/service-name: dead}}}}
+addressType: IPv4
+ports: [{{name: http, port: 1}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: bench, namespace: bench}}
+spec:
+  ingressClassName: erratum
+  rules:
+  - http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
+      - {{path: /refused, pathType: Prefix, backend: {{service: {{name: dead, port: {{number: 80}}}}}}}}
+---
+apiVersion: erratum.dev/v1alpha1
+kind: ErrorPagePolicy
+metadata: {{name: bench, namespace: bench}}
+spec:
+  errorResponses:
+  - codes: ["502", "503"]
+    errorCachingMinTTLSeconds: 0
+    page: {{inline: {PAGE.strip()!r}, contentType: text/html}}
+  - codes: ["404"]
+    errorCachingMinTTLSeconds: 10
+""")
+
+
+def pids_of(proc):
+    """The process and its children (nginx master + worker)."""
+    out = {proc.pid}
+    try:
+        for line in subprocess.check_output(["ps", "-o", "pid=", "--ppid", str(proc.pid)], text=True).split():
+            out.add(int(line))
+    except subprocess.CalledProcessError:
+        pass
+    return out
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def wait_port(port, path="/", timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return
+        except Exception:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing answers on port {port}")
+
+
+def wrk(port, path, seconds, connections):
+    out = subprocess.check_output(
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}{path}"],
+        text=True)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    def lat(p):
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        v, unit = float(m.group(1)), m.group(2)
+        return v * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "total": total, "p50": lat(50), "p99": lat(99),
+            "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": socket_errors.group(1) if socket_errors else ""}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--erratum", default="target/release/erratum")
+    a = ap.parse_args()
+    for tool in ["nginx", "haproxy", "wrk", "taskset"]:
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing: run benches/compare/setup.sh")
+    d = tempfile.mkdtemp(prefix="erratum-bench-")
+    os.chmod(d, 0o755)  # nginx workers run as nobody and need the cache and page folders
+    configs(d)
+    procs = {}
+    try:
+        procs["origin"] = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", f"{d}/origin.conf", "-p", d])
+        procs["erratum"] = subprocess.Popen(["taskset", "-c", "0", a.erratum, "--log-level", "error", "run",
+            "--manifests", f"{d}/manifests", "--workers", "1", "--http-addr", f"127.0.0.1:{ERRATUM}",
+            "--https-addr", "off", "--admin-addr", f"127.0.0.1:{ADMIN}"])
+        procs["nginx"] = subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", f"{d}/nginx.conf", "-p", d])
+        procs["haproxy"] = subprocess.Popen(["taskset", "-c", "0", "haproxy", "-f", f"{d}/haproxy.cfg"])
+        for port in [ORIGIN, ERRATUM, NGINX, HAPROXY]:
+            wait_port(port)
+        proxies = [("erratum", ERRATUM), ("nginx", NGINX), ("haproxy", HAPROXY)]
+        results = {}
+        for name, path in SCENARIOS:
+            for proxy, port in proxies:
+                wrk(port, path, 1, a.connections)  # warm-up (fills caches and pools)
+            for r in range(a.rounds):
+                for proxy, port in proxies:
+                    pids = pids_of(procs[proxy])
+                    before = cpu_ticks(pids)
+                    res = wrk(port, path, a.seconds, a.connections)
+                    ticks = cpu_ticks(pids) - before
+                    res["cpu_us"] = ticks / CLK_TCK * 1e6 / max(res["total"], 1)
+                    results.setdefault((name, proxy), []).append(res)
+        print(f"\nrounds={a.rounds} seconds={a.seconds} connections={a.connections} nproc={os.cpu_count()}\n")
+        print("| scenario | proxy | req/s | p50 ms | p99 ms | CPU µs/req | non-2xx | erratum/x req/s | erratum/x CPU |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for name, _ in SCENARIOS:
+            med = {p: {k: statistics.median(r[k] for r in results[(name, p)]) for k in ["rps", "p50", "p99", "cpu_us", "non2xx"]}
+                   for p, _ in proxies}
+            for p, _ in proxies:
+                m = med[p]
+                ratio = "" if p == "erratum" or not m["rps"] else f"{med['erratum']['rps'] / m['rps']:.2f}"
+                cpu_ratio = "" if p == "erratum" or not m["cpu_us"] else f"{med['erratum']['cpu_us'] / m['cpu_us']:.2f}"
+                print(f"| {name} | {p} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['cpu_us']:.1f} | {m['non2xx']:.0f} | {ratio} | {cpu_ratio} |")
+    finally:
+        for p in procs.values():
+            p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

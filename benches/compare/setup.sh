@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Installs what the side-by-side benchmark needs (Debian packages) and builds erratum.
+set -euo pipefail
+apt-get update -qq
+apt-get install -y -qq nginx-light haproxy wrk nghttp2-client util-linux procps
+cargo build --release --locked
