@@ -24,9 +24,6 @@ pub enum Error {
     /// The manifests folder is missing or unreadable.
     #[error(transparent)]
     Manifests(#[from] crate::source::files::Error),
-    /// Kubernetes mode is not available in this build.
-    #[error("--manifests DIR is required: watching a Kubernetes API server is not implemented yet")]
-    NoSource,
     /// A value is out of range.
     #[error("{0}")]
     Invalid(String),
@@ -60,7 +57,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the ingress controller.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a local demo: a built-in origin plus erratum on examples/quickstart.
     Demo(DemoArgs),
     /// Print the ErrorPagePolicy CustomResourceDefinition (YAML), as committed in crds/.
@@ -155,8 +152,23 @@ impl std::str::FromStr for OptionalAddr {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// Folder of Kubernetes manifests to serve (file mode, no cluster needed). Watched for changes.
+    /// Without it erratum watches the Kubernetes API (kubeconfig or in-cluster config).
     #[arg(long, env = "ERRATUM_MANIFESTS")]
     pub manifests: Option<PathBuf>,
+    /// Kubernetes mode: watch only this namespace (default: all).
+    #[arg(long, env = "ERRATUM_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Kubernetes mode: the Service (NAMESPACE/NAME) whose address goes into Ingress status.
+    #[arg(long, env = "ERRATUM_PUBLISH_SERVICE", value_parser = parse_object_key)]
+    pub publish_service: Option<ObjectKey>,
+    /// Kubernetes mode: namespace of the `erratum-leader` Lease (default: $POD_NAMESPACE, else
+    /// `default`).
+    #[arg(long, env = "ERRATUM_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Kubernetes mode: this replica's identity in the Lease (default: $POD_NAME, else
+    /// $HOSTNAME, else a random id).
+    #[arg(long, env = "ERRATUM_IDENTITY")]
+    pub identity: Option<String>,
     /// Plain HTTP listener (HTTP/1.1 and h2c).
     #[arg(long, env = "ERRATUM_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -188,13 +200,29 @@ impl RunArgs {
     /// Validates everything that can be checked without binding a port.
     pub fn into_config(self) -> Result<RunConfig, Error> {
         let proxy = self.tuning.proxy_config()?;
-        let dir = self.manifests.ok_or(Error::NoSource)?;
-        Folder::open(&dir)?;
+        if let Some(dir) = &self.manifests {
+            Folder::open(dir)?;
+        }
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let kube = crate::runtime::KubeSettings {
+            namespace: self.namespace,
+            publish_service: self.publish_service,
+            lease_namespace: self
+                .lease_namespace
+                .or_else(|| env("POD_NAMESPACE"))
+                .unwrap_or_else(|| "default".into()),
+            identity: self
+                .identity
+                .or_else(|| env("POD_NAME"))
+                .or_else(|| env("HOSTNAME"))
+                .unwrap_or_else(|| format!("erratum-{:016x}", fastrand::u64(..))),
+        };
         if self.ingress_class.is_empty() {
             return Err(Error::Invalid("--ingress-class must not be empty".into()));
         }
         Ok(RunConfig {
-            manifests: dir,
+            manifests: self.manifests,
+            kube,
             http_addr: self.http_addr,
             https_addr: self.https_addr.0,
             admin_addr: self.admin_addr,
@@ -234,6 +262,10 @@ impl DemoArgs {
     pub fn into_config(self, manifests: PathBuf) -> Result<RunConfig, Error> {
         RunArgs {
             manifests: Some(manifests),
+            namespace: None,
+            publish_service: None,
+            lease_namespace: None,
+            identity: None,
             http_addr: self.http_addr,
             https_addr: self.https_addr,
             admin_addr: self.admin_addr,

@@ -171,6 +171,23 @@ impl Index {
         }
     }
 
+    /// Replaces every object of `kind` (a relist): objects missing from `objects` are gone.
+    pub fn replace_kind(&mut self, kind: &str, objects: Vec<Object>) {
+        match kind {
+            "IngressClass" => self.ingress_classes.clear(),
+            "Ingress" => self.ingresses.clear(),
+            "Service" => self.services.clear(),
+            "EndpointSlice" => self.endpoint_slices.clear(),
+            "Secret" => self.secrets.clear(),
+            "ConfigMap" => self.config_maps.clear(),
+            "ErrorPagePolicy" => self.policies.clear(),
+            _ => {}
+        }
+        for o in objects.into_iter().filter(|o| o.kind() == kind) {
+            self.apply(o);
+        }
+    }
+
     /// Number of objects of every kind.
     pub fn len(&self) -> usize {
         self.ingress_classes.len()

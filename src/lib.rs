@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod args;
+pub mod controller;
 pub mod crd;
 pub mod demo;
 #[doc(hidden)]

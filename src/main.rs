@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         Command::Run(run) => {
             let workers = run.tuning.workers;
             match run.into_config() {
-                Ok(config) => (workers, Task::Run(config)),
+                Ok(config) => (workers, Task::Run(Box::new(config))),
                 Err(e) => {
                     eprintln!("erratum: {e}");
                     return ExitCode::from(EXIT_USAGE);
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
 }
 
 enum Task {
-    Run(erratum::runtime::RunConfig),
+    Run(Box<erratum::runtime::RunConfig>),
     Demo(erratum::args::DemoArgs),
 }
 
@@ -61,7 +61,7 @@ fn run(workers: Option<usize>, task: Task) -> anyhow::Result<()> {
     rt.block_on(async {
         match task {
             Task::Run(config) => {
-                let running = erratum::runtime::start(config).await?;
+                let running = erratum::runtime::start(*config).await?;
                 running.run_until_signal().await;
             }
             Task::Demo(args) => erratum::demo::run(args).await?,

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub table: TableMetrics,
     /// Error-cache metrics.
     pub cache: CacheMetrics,
+    /// Kubernetes controller metrics.
+    pub controller: ControllerMetrics,
 }
 
 impl Metrics {
@@ -32,6 +34,7 @@ impl Metrics {
             proxy: ProxyMetrics::register(&registry)?,
             table: TableMetrics::register(&registry)?,
             cache: CacheMetrics::register(&registry)?,
+            controller: ControllerMetrics::register(&registry)?,
             registry,
         })
     }
@@ -298,6 +301,46 @@ impl CacheMetrics {
             entries: register(
                 r,
                 IntGauge::new("erratum_error_cache_entries", "Entries in the error cache")?,
+            )?,
+        })
+    }
+}
+
+/// Kubernetes controller metrics.
+#[derive(Clone, Debug)]
+pub struct ControllerMetrics {
+    /// `erratum_leader`: 1 while this replica holds the Lease.
+    pub leader: IntGauge,
+    /// `erratum_watch_errors_total{kind}`.
+    pub watch_errors: IntCounterVec,
+    /// `erratum_status_writes_total{kind,result}`.
+    pub status_writes: IntCounterVec,
+}
+
+impl ControllerMetrics {
+    /// Registers the group.
+    pub fn register(r: &Registry) -> Result<Self, Error> {
+        Ok(Self {
+            leader: register(
+                r,
+                IntGauge::new("erratum_leader", "1 while this replica holds the erratum-leader Lease")?,
+            )?,
+            watch_errors: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("erratum_watch_errors_total", "Kubernetes watch errors, by kind"),
+                    &["kind"],
+                )?,
+            )?,
+            status_writes: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "erratum_status_writes_total",
+                        "Status writes to the API server, by kind and result",
+                    ),
+                    &["kind", "result"],
+                )?,
             )?,
         })
     }

@@ -27,8 +27,10 @@ use crate::table::{self, BuildConfig, TableReader};
 /// Everything `erratum run` needs, validated.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
-    /// Manifests folder.
-    pub manifests: PathBuf,
+    /// Manifests folder (file mode); `None` watches the Kubernetes API.
+    pub manifests: Option<PathBuf>,
+    /// Kubernetes mode settings (used when `manifests` is `None`).
+    pub kube: KubeSettings,
     /// HTTP listener.
     pub http_addr: SocketAddr,
     /// HTTPS listener, if any.
@@ -52,7 +54,8 @@ impl RunConfig {
     pub fn local(manifests: impl Into<PathBuf>) -> Self {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
         Self {
-            manifests: manifests.into(),
+            manifests: Some(manifests.into()),
+            kube: KubeSettings::default(),
             http_addr: any,
             https_addr: Some(any),
             admin_addr: any,
@@ -63,6 +66,19 @@ impl RunConfig {
             clock: Arc::new(SystemClock),
         }
     }
+}
+
+/// Settings of the Kubernetes source.
+#[derive(Clone, Debug, Default)]
+pub struct KubeSettings {
+    /// Watch one namespace, or all.
+    pub namespace: Option<String>,
+    /// `--publish-service`.
+    pub publish_service: Option<crate::index::ObjectKey>,
+    /// Namespace of the Lease.
+    pub lease_namespace: String,
+    /// Identity in the Lease.
+    pub identity: String,
 }
 
 /// Errors that stop erratum from starting.
@@ -87,6 +103,9 @@ pub enum Error {
     /// TLS setup failed.
     #[error(transparent)]
     Tls(#[from] proxy::tls::Error),
+    /// The Kubernetes source failed to start.
+    #[error(transparent)]
+    Controller(#[from] crate::controller::Error),
 }
 
 /// A running erratum.
@@ -107,6 +126,7 @@ pub struct Running {
     proxy_tasks: Vec<JoinHandle<()>>,
     admin_task: JoinHandle<()>,
     watcher: Option<files::Watcher>,
+    leadership: Option<crate::controller::leader::Leadership>,
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -117,16 +137,44 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error
 /// Starts erratum in file mode and returns once it serves.
 pub async fn start(config: RunConfig) -> Result<Running, Error> {
     let metrics = Metrics::new()?;
-    let mut folder = Folder::open(&config.manifests)?;
     let (writer, reader) = table::channel();
     let mut publisher = Publisher::new(writer, config.build.clone(), metrics.table.clone());
-    // The first table is published before any port is bound: file mode is ready at once.
-    if !files::reload(&mut folder, &mut publisher, &metrics.table) {
-        // An unreadable folder after validation (it vanished): serve an empty table rather
-        // than 503 forever; the watcher publishes as soon as it is readable again.
-        publisher.publish(&crate::index::Index::default());
+    let stop_proxy = CancellationToken::new();
+    let stop_admin = CancellationToken::new();
+    let mut watcher = None;
+    let mut leadership = None;
+    match &config.manifests {
+        Some(dir) => {
+            let mut folder = Folder::open(dir)?;
+            // The first table is published before any port is bound: file mode is ready at once.
+            if !files::reload(&mut folder, &mut publisher, &metrics.table) {
+                // An unreadable folder after validation (it vanished): serve an empty table
+                // rather than 503 forever; the watcher publishes once it is readable again.
+                publisher.publish(&crate::index::Index::default());
+            }
+            watcher = Some(files::watch(folder, publisher, metrics.table.clone())?);
+        }
+        None => {
+            let client = kube::Client::try_default().await.map_err(crate::controller::Error::from)?;
+            let controller = crate::controller::ControllerConfig {
+                namespace: config.kube.namespace.clone(),
+                build: config.build.clone(),
+                publish_service: config.kube.publish_service.clone(),
+                lease_namespace: config.kube.lease_namespace.clone(),
+                identity: config.kube.identity.clone(),
+            };
+            leadership = Some(
+                crate::controller::start(
+                    client,
+                    controller,
+                    publisher,
+                    metrics.controller.clone(),
+                    stop_admin.clone(),
+                )
+                .await?,
+            );
+        }
     }
-    let watcher = files::watch(folder, publisher, metrics.table.clone())?;
 
     let http = bind("http", config.http_addr).await?;
     let https = match config.https_addr {
@@ -139,8 +187,6 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
     let https_addr = https.as_ref().map(|l| running_addr(l, config.https_addr.unwrap_or(config.http_addr)));
     let admin_addr = running_addr(&admin_listener, config.admin_addr);
 
-    let stop_proxy = CancellationToken::new();
-    let stop_admin = CancellationToken::new();
     let cache = (config.error_cache_max_bytes > 0)
         .then(|| ErrorCache::new(config.error_cache_max_bytes, config.clock.clone(), metrics.cache.clone()));
     if let Some(cache) = &cache {
@@ -185,7 +231,11 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
         },
         stop_admin.clone(),
     ));
-    tracing::info!(%http_addr, https_addr = ?https_addr, %admin_addr, manifests = %config.manifests.display(), "erratum serving");
+    let source = match &config.manifests {
+        Some(dir) => format!("manifests {}", dir.display()),
+        None => "kubernetes".to_string(),
+    };
+    tracing::info!(%http_addr, https_addr = ?https_addr, %admin_addr, %source, "erratum serving");
 
     Ok(Running {
         http_addr,
@@ -198,11 +248,17 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
         stop_admin,
         proxy_tasks,
         admin_task,
-        watcher: Some(watcher),
+        watcher,
+        leadership,
     })
 }
 
 impl Running {
+    /// Whether this replica holds the Lease (Kubernetes mode; `None` in file mode).
+    pub fn is_leader(&self) -> Option<bool> {
+        self.leadership.as_ref().map(|l| l.is_leader())
+    }
+
     /// The published routing table.
     pub fn table(&self) -> &TableReader {
         &self.table
@@ -217,6 +273,10 @@ impl Running {
         }
         self.stop_admin.cancel();
         let _ = (&mut self.admin_task).await;
+        if self.leadership.as_ref().is_some_and(|l| l.is_leader()) {
+            // Give the election task a moment to release the Lease (hand-over).
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         if let Some(watcher) = self.watcher.take() {
             // Joining a std thread: do it off the async workers.
             let _ = tokio::task::spawn_blocking(move || watcher.stop()).await;

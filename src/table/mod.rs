@@ -155,6 +155,8 @@ pub struct RoutingTable {
     page_prefetch: Vec<(String, String)>,
     /// Services routed to, and whether each has a ready endpoint (for readiness-aware caching).
     service_ready: HashMap<ObjectKey, bool>,
+    /// Our Ingresses (for status).
+    ingress_keys: Vec<ObjectKey>,
 }
 
 /// Sort key that makes conflict resolution deterministic: the oldest Ingress wins, then the
@@ -207,6 +209,7 @@ impl RoutingTable {
         let mut ours: Vec<&Ingress> = index.ingresses.values().filter(|ing| class.accepts(ing)).collect();
         ours.sort_by_key(|ing| age_key(ing));
         b.table.ingresses = ours.len();
+        b.table.ingress_keys = ours.iter().map(|ing| ObjectKey::of(&ing.metadata)).collect();
 
         b.resolve_policies(config, previous, &ours);
         b.table.fallback_policies = b.policies.fallback();
@@ -321,6 +324,11 @@ impl RoutingTable {
     /// Problems found while building.
     pub fn diagnostics(&self) -> &[Diagnostic] {
         &self.diagnostics
+    }
+
+    /// The Ingresses of our class, oldest first.
+    pub fn ingress_keys(&self) -> &[ObjectKey] {
+        &self.ingress_keys
     }
 
     /// Number of Ingresses of our class that contributed.

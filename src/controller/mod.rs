@@ -1,0 +1,343 @@
+//! The Kubernetes source: kube-runtime watchers feed the single-writer Index, a debounced
+//! publisher rebuilds the routing table, and the Lease holder writes status.
+//!
+//! Data flow: API server ──watch──> one task per kind ──mpsc──> index writer (single writer,
+//! relists swapped in whole) ──debounce──> `Publisher` (the same pure build as file mode) ──>
+//! status writer (leader only: ErrorPagePolicy status and Ingress `status.loadBalancer` by
+//! server-side apply, Events). The only module that imports `kube::runtime`.
+
+pub mod leader;
+pub mod status;
+
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::crd::ErrorPagePolicy;
+use crate::index::{Index, Object, ObjectKey};
+use crate::metrics::ControllerMetrics;
+use crate::source::publish::Publisher;
+use crate::table::{BuildConfig, TableReader};
+
+/// Quiet time after the last change before a rebuild: a rollout changes many EndpointSlices.
+pub const REBUILD_DEBOUNCE: Duration = Duration::from_millis(100);
+/// How often a missing ErrorPagePolicy CRD is looked for again.
+pub const CRD_RECHECK: Duration = Duration::from_secs(30);
+
+/// Kinds the controller watches; the first table is published when all have synced.
+pub const KINDS: [&str; 7] =
+    ["IngressClass", "Ingress", "Service", "EndpointSlice", "Secret", "ConfigMap", "ErrorPagePolicy"];
+
+/// Controller settings.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Watch one namespace, or all.
+    pub namespace: Option<String>,
+    /// Table identity and fallbacks.
+    pub build: BuildConfig,
+    /// The Service whose address goes into Ingress `status.loadBalancer`.
+    pub publish_service: Option<ObjectKey>,
+    /// Namespace of the `erratum-leader` Lease.
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease.
+    pub identity: String,
+}
+
+/// Controller errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No usable kubeconfig or in-cluster configuration.
+    #[error("cannot configure a Kubernetes client (kubeconfig or in-cluster): {0}")]
+    Client(#[from] kube::Error),
+}
+
+enum Msg {
+    Apply(Object),
+    Delete(&'static str, ObjectKey),
+    /// A full (re)list: replaces every object of the kind.
+    Relist(&'static str, Vec<Object>),
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Starts watching; returns once the tasks are spawned. The first table is published when
+/// every kind has synced; `/readyz` and the proxy's 503 follow the table's readiness.
+pub async fn start(
+    client: Client,
+    config: ControllerConfig,
+    publisher: Publisher,
+    metrics: ControllerMetrics,
+    shutdown: CancellationToken,
+) -> Result<leader::Leadership, Error> {
+    let (tx, rx) = mpsc::channel(1024);
+    let ns = config.namespace.as_deref();
+    let wc = watcher::Config::default();
+    spawn_watch::<IngressClass>(
+        Api::all(client.clone()),
+        wc.clone(),
+        "IngressClass",
+        |o| Object::IngressClass(Box::new(o)),
+        &tx,
+        &metrics,
+        &shutdown,
+    );
+    spawn_watch::<Ingress>(
+        api(&client, ns),
+        wc.clone(),
+        "Ingress",
+        |o| Object::Ingress(Box::new(o)),
+        &tx,
+        &metrics,
+        &shutdown,
+    );
+    spawn_watch::<Service>(
+        api(&client, ns),
+        wc.clone(),
+        "Service",
+        |o| Object::Service(Box::new(o)),
+        &tx,
+        &metrics,
+        &shutdown,
+    );
+    spawn_watch::<EndpointSlice>(
+        api(&client, ns),
+        wc.clone(),
+        "EndpointSlice",
+        |o| Object::EndpointSlice(Box::new(o)),
+        &tx,
+        &metrics,
+        &shutdown,
+    );
+    // Only TLS Secrets: never hold every Secret of the cluster in memory.
+    spawn_watch::<Secret>(
+        api(&client, ns),
+        wc.clone().fields("type=kubernetes.io/tls"),
+        "Secret",
+        |o| Object::Secret(Box::new(o)),
+        &tx,
+        &metrics,
+        &shutdown,
+    );
+    spawn_watch::<ConfigMap>(
+        api(&client, ns),
+        wc.clone(),
+        "ConfigMap",
+        |o| Object::ConfigMap(Box::new(o)),
+        &tx,
+        &metrics,
+        &shutdown,
+    );
+    spawn_policy_watch(client.clone(), ns.map(str::to_string), tx.clone(), metrics.clone(), shutdown.clone());
+
+    let reader = publisher.reader();
+    let (published_tx, published_rx) = watch::channel(0u64);
+    tokio::spawn(index_writer(rx, publisher, published_tx, shutdown.clone()));
+
+    let leadership = leader::Leadership::default();
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &config.lease_namespace);
+    let gauge = metrics.leader.clone();
+    let wake_on_lead = wake.clone();
+    tokio::spawn(leader::run(
+        leases,
+        config.identity.clone(),
+        leadership.clone(),
+        move |leading| {
+            gauge.set(i64::from(leading));
+            if leading {
+                wake_on_lead.notify_one();
+            }
+        },
+        shutdown.clone(),
+    ));
+    tokio::spawn(status::writer(
+        client,
+        config,
+        reader,
+        published_rx,
+        leadership.clone(),
+        wake,
+        metrics,
+        shutdown,
+    ));
+    Ok(leadership)
+}
+
+fn spawn_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    kind: &'static str,
+    to_object: fn(K) -> Object,
+    tx: &mpsc::Sender<Msg>,
+    metrics: &ControllerMetrics,
+    shutdown: &CancellationToken,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let (tx, metrics, shutdown) = (tx.clone(), metrics.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+        let mut relist: Vec<Object> = Vec::new();
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                e = stream.next() => e,
+            };
+            let msg = match event {
+                None => return,
+                Some(Ok(Event::Init)) => {
+                    relist.clear();
+                    continue;
+                }
+                Some(Ok(Event::InitApply(o))) => {
+                    relist.push(to_object(o));
+                    continue;
+                }
+                Some(Ok(Event::InitDone)) => Msg::Relist(kind, std::mem::take(&mut relist)),
+                Some(Ok(Event::Apply(o))) => Msg::Apply(to_object(o)),
+                Some(Ok(Event::Delete(o))) => Msg::Delete(kind, to_object(o).key()),
+                Some(Err(e)) => {
+                    // The watcher relists with backoff; the proxy keeps serving the last table.
+                    metrics.watch_errors.with_label_values(&[kind]).inc();
+                    tracing::warn!(kind, "watch error (retrying with backoff): {e}");
+                    continue;
+                }
+            };
+            if tx.send(msg).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// ErrorPagePolicies, if the CRD is installed: without it erratum logs it once and keeps
+/// routing Ingresses (policies simply do not apply), checking again from time to time.
+fn spawn_policy_watch(
+    client: Client,
+    namespace: Option<String>,
+    tx: mpsc::Sender<Msg>,
+    metrics: ControllerMetrics,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let api: Api<ErrorPagePolicy> = match &namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let mut warned = false;
+        loop {
+            match api.list(&kube::api::ListParams::default().limit(1)).await {
+                Ok(_) => break,
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    if !warned {
+                        tracing::error!(
+                            "the ErrorPagePolicy CRD is not installed (kubectl apply -f crds/errorpagepolicy.yaml); \
+                             routing Ingresses without error policies"
+                        );
+                        warned = true;
+                        // Count the kind as synced (empty) so readiness does not wait for it.
+                        if tx.send(Msg::Relist("ErrorPagePolicy", Vec::new())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    metrics.watch_errors.with_label_values(&["ErrorPagePolicy"]).inc();
+                    tracing::warn!("checking for the ErrorPagePolicy CRD: {e}");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(if warned { CRD_RECHECK } else { Duration::from_secs(2) }) => {}
+            }
+        }
+        if warned {
+            tracing::info!("the ErrorPagePolicy CRD is installed now; watching policies");
+        }
+        spawn_watch::<ErrorPagePolicy>(
+            api,
+            watcher::Config::default(),
+            "ErrorPagePolicy",
+            |o| Object::ErrorPagePolicy(Box::new(o)),
+            &tx,
+            &metrics,
+            &shutdown,
+        );
+    });
+}
+
+/// The single writer of the Index: applies events, debounces, publishes once every kind has
+/// synced, and after every change from then on.
+async fn index_writer(
+    mut rx: mpsc::Receiver<Msg>,
+    mut publisher: Publisher,
+    published: watch::Sender<u64>,
+    shutdown: CancellationToken,
+) {
+    let mut index = Index::default();
+    let mut synced: HashSet<&'static str> = HashSet::new();
+    let mut dirty = false;
+    loop {
+        let msg = if dirty {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = tokio::time::timeout(REBUILD_DEBOUNCE, rx.recv()) => match m {
+                    Ok(m) => m,
+                    Err(_) => {
+                        if KINDS.iter().all(|k| synced.contains(k)) {
+                            let generation = tokio::task::block_in_place(|| publisher.publish(&index));
+                            let _ = published.send(generation);
+                            dirty = false;
+                        }
+                        continue;
+                    }
+                },
+            }
+        } else {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = rx.recv() => m,
+            }
+        };
+        match msg {
+            None => return,
+            Some(Msg::Apply(o)) => {
+                index.apply(o);
+            }
+            Some(Msg::Delete(kind, key)) => {
+                index.delete(kind, &key);
+            }
+            Some(Msg::Relist(kind, objects)) => {
+                index.replace_kind(kind, objects);
+                if synced.insert(kind) {
+                    tracing::info!(kind, "initial list synced");
+                }
+            }
+        }
+        dirty = true;
+    }
+}
+
+/// Reader type re-exported for the runtime.
+pub type Reader = TableReader;
