@@ -8,6 +8,8 @@ use clap::Parser;
 use erratum::args::{Args, Command, EXIT_USAGE};
 
 fn main() -> ExitCode {
+    // One TLS provider for the whole process (the Kubernetes client and the HTTPS listener).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => {

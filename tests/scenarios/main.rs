@@ -4,10 +4,12 @@
 mod support;
 
 mod admin;
+mod apiserver;
 mod cache;
 mod cli;
 mod crd;
 mod errors;
+mod kube;
 mod policies;
 mod protocols;
 mod reload;

@@ -1,0 +1,254 @@
+//! Kubernetes mode through the real binary, against the stand-in API server: routing from
+//! watched objects, policy status and Ingress status written back, watch breaks and 410 Gone,
+//! leader election with hand-over, and a cluster without the CRD.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::apiserver::ApiServer;
+use crate::support::*;
+
+/// A running `erratum run` (Kubernetes mode).
+struct Erratum {
+    child: Child,
+    http: SocketAddr,
+    admin: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Erratum {
+    fn spawn(api: &ApiServer, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_erratum"))
+            .args(["run", "--http-addr", "127.0.0.1:0", "--https-addr", "off", "--admin-addr", "127.0.0.1:0"])
+            .args(["--log-format", "json", "--workers", "1", "--lease-namespace", "erratum-system"])
+            .args(extra)
+            .env("KUBECONFIG", api.kubeconfig())
+            .env_remove("ERRATUM_MANIFESTS")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("erratum serving") {
+                    let _ = tx.send(line.clone());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+            let log = log.lock().unwrap();
+            panic!("erratum did not start: {:?}", &log[..log.len().min(8)])
+        });
+        let v: Value = serde_json::from_str(&line).unwrap();
+        let field = |k: &str| v[k].as_str().or(v["fields"][k].as_str()).unwrap().parse().unwrap();
+        Self { http: field("http_addr"), admin: field("admin_addr"), child, log }
+    }
+
+    fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    fn logs(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Erratum {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap()
+}
+
+async fn status_of(url: String, host: &str) -> u16 {
+    match client().get(url).header("host", host).send().await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+fn apply_yaml(api: &ApiServer, yaml: &str) {
+    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+        if !v.is_null() {
+            api.apply(v);
+        }
+    }
+}
+
+fn publish_service(api: &ApiServer) {
+    api.apply(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "erratum", "namespace": "erratum-system"},
+        "spec": {"clusterIP": "10.96.0.9", "ports": [{"name": "http", "port": 80}]}
+    }));
+}
+
+async fn ready(e: &Erratum) {
+    let url = format!("http://{}/readyz", e.admin);
+    eventually("readyz", || {
+        let url = url.clone();
+        async move { client().get(url).send().await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_pages_and_status_through_the_api_server() {
+    let api = ApiServer::start().await;
+    let o = origin().await;
+    apply_yaml(&api, &storefront(o.addr));
+    publish_service(&api);
+    let mut e = Erratum::spawn(&api, &["--publish-service", "erratum-system/erratum", "--identity", "replica-a"]);
+    ready(&e).await;
+    assert_eq!(status_of(format!("http://{}/", e.http), "shop.example").await, 200, "{}", e.logs());
+    assert_eq!(o.hits(), 1);
+
+    // A policy arrives: the page is served and the leader writes its status.
+    apply_yaml(&api, &policy("shop", "p", "errorResponses:\n- codes: ['503']\n  page: {inline: 'sorry', contentType: text/plain}\n"));
+    let url = format!("http://{}/unavailable", e.http);
+    eventually("the page is served", || {
+        let url = url.clone();
+        async move {
+            match client().get(url).header("host", "shop.example").send().await {
+                Ok(r) => r.text().await.is_ok_and(|t| t == "sorry"),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    eventually("policy status written", || async {
+        api.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "shop", "p").is_some_and(|p| {
+            p["status"]["attachedIngresses"] == 1
+                && p["status"]["observedGeneration"] == 1
+                && p["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Accepted" && c["status"] == "True"))
+        })
+    })
+    .await;
+    let p = api.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "shop", "p").unwrap();
+    assert_eq!(p["metadata"]["generation"], 1, "a status write does not bump the generation");
+    eventually("Ingress status written", || async {
+        api.get("networking.k8s.io/v1", "Ingress", "shop", "storefront")
+            .is_some_and(|i| i["status"]["loadBalancer"]["ingress"][0]["ip"] == "10.96.0.9")
+    })
+    .await;
+    let lease = api.get("coordination.k8s.io/v1", "Lease", "erratum-system", "erratum-leader").expect("lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+
+    // An invalid edit: reported in status and as an Event; the last good version serves on.
+    apply_yaml(&api, &policy("shop", "p", "errorResponses:\n- codes: ['503']\n  page: {inline: '{{nope}}'}\n"));
+    eventually("invalid status written", || async {
+        api.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "shop", "p").is_some_and(|p| {
+            p["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["reason"] == "LastGoodServing"))
+        })
+    })
+    .await;
+    assert!(!api.requests_matching("POST /apis/events.k8s.io/v1/namespaces/shop/events").is_empty(), "an Event was published");
+    let r = client().get(format!("http://{}/unavailable", e.http)).header("host", "shop.example").send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "sorry");
+    assert_eq!(e.terminate(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_breaks_and_410_gone_keep_serving_and_resync() {
+    let api = ApiServer::start().await;
+    let o = origin().await;
+    apply_yaml(&api, &storefront(o.addr));
+    let e = Erratum::spawn(&api, &[]);
+    ready(&e).await;
+    let base = format!("http://{}/", e.http);
+    assert_eq!(status_of(base.clone(), "shop.example").await, 200);
+
+    // Every watch is cut and history is compacted: resuming gets 410 Gone, the controller
+    // relists; meanwhile the proxy serves the last table.
+    let lists_before = api.requests_matching("GET /apis/networking.k8s.io/v1/ingresses?").len();
+    api.compact();
+    api.drop_watches();
+    for _ in 0..20 {
+        assert_eq!(status_of(base.clone(), "shop.example").await, 200, "served throughout");
+    }
+    apply_yaml(&api, &ingress("shop", "storefront", &[("shop.example", "/", "Prefix", "web"), ("new.example", "/", "Prefix", "web")]));
+    eventually("the change after the 410 is routed", || status_of(base.clone(), "new.example").map_eq(200)).await;
+    let lists_after = api.requests_matching("GET /apis/networking.k8s.io/v1/ingresses?").len();
+    assert!(lists_after > lists_before, "the controller relisted");
+    drop(e);
+}
+
+trait MapEq {
+    fn map_eq(self, v: u16) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>>;
+}
+
+impl<F: Future<Output = u16> + Send + 'static> MapEq for F {
+    fn map_eq(self, v: u16) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> {
+        Box::pin(async move { self.await == v })
+    }
+}
+
+async fn leader_gauge(e: &Erratum) -> Option<u8> {
+    let text = client().get(format!("http://{}/metrics", e.admin)).send().await.ok()?.text().await.ok()?;
+    text.lines().find(|l| l.starts_with("erratum_leader "))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_one_replica_leads_and_hands_over_on_shutdown() {
+    let api = ApiServer::start().await;
+    let o = origin().await;
+    apply_yaml(&api, &storefront(o.addr));
+    let mut a = Erratum::spawn(&api, &["--identity", "replica-a"]);
+    let mut b = Erratum::spawn(&api, &["--identity", "replica-b"]);
+    ready(&a).await;
+    ready(&b).await;
+    eventually("one leader", || async { leader_gauge(&a).await.unwrap_or(0) + leader_gauge(&b).await.unwrap_or(0) == 1 }).await;
+    // Both serve traffic.
+    assert_eq!(status_of(format!("http://{}/", a.http), "shop.example").await, 200);
+    assert_eq!(status_of(format!("http://{}/", b.http), "shop.example").await, 200);
+    let holder = api.get("coordination.k8s.io/v1", "Lease", "erratum-system", "erratum-leader").unwrap()["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (leader, follower, follower_name) =
+        if holder == "replica-a" { (&mut a, &b, "replica-b") } else { (&mut b, &a, "replica-a") };
+    assert_eq!(leader_gauge(follower).await, Some(0));
+    assert_eq!(leader.terminate(), Some(0));
+    eventually("the follower takes over", || async { leader_gauge(follower).await == Some(1) }).await;
+    let lease = api.get("coordination.k8s.io/v1", "Lease", "erratum-system", "erratum-leader").unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], follower_name);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_crd_ingresses_still_route() {
+    let api = ApiServer::start().await;
+    api.uninstall_crd();
+    let o = origin().await;
+    apply_yaml(&api, &storefront(o.addr));
+    let e = Erratum::spawn(&api, &[]);
+    ready(&e).await;
+    assert_eq!(status_of(format!("http://{}/", e.http), "shop.example").await, 200);
+    assert!(e.logs().contains("ErrorPagePolicy CRD is not installed"), "{}", e.logs());
+}
