@@ -13,7 +13,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,7 +71,6 @@ struct State {
 
 /// The running stand-in.
 pub struct ApiServer {
-    pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
     events: broadcast::Sender<WatchEvent>,
     watches: Arc<Mutex<CancellationToken>>,
@@ -94,7 +92,6 @@ impl ApiServer {
         let addr = listener.local_addr().unwrap();
         let (events, _) = broadcast::channel(4096);
         let server = Self {
-            addr,
             state: Arc::new(Mutex::new(State::default())),
             events,
             watches: Arc::new(Mutex::new(CancellationToken::new())),
@@ -216,8 +213,15 @@ fn api_version_of(r: &(&str, &str, &str, &str, bool)) -> String {
 fn locate(obj: &Value) -> (usize, String, String) {
     let av = obj["apiVersion"].as_str().unwrap_or_default();
     let kind = obj["kind"].as_str().unwrap_or_default();
-    let res = RESOURCES.iter().position(|r| api_version_of(r) == av && r.3 == kind).unwrap_or_else(|| panic!("unknown {av} {kind}"));
-    let ns = if RESOURCES[res].4 { obj["metadata"]["namespace"].as_str().unwrap_or("default").to_string() } else { String::new() };
+    let res = RESOURCES
+        .iter()
+        .position(|r| api_version_of(r) == av && r.3 == kind)
+        .unwrap_or_else(|| panic!("unknown {av} {kind}"));
+    let ns = if RESOURCES[res].4 {
+        obj["metadata"]["namespace"].as_str().unwrap_or("default").to_string()
+    } else {
+        String::new()
+    };
     (res, ns, obj["metadata"]["name"].as_str().unwrap().to_string())
 }
 
@@ -261,7 +265,8 @@ fn updated(old: &Value, new: Value, status_only: bool) -> Value {
         o
     };
     let spec_changed = out.get("spec") != old.get("spec");
-    let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + i64::from(!status_only && spec_changed);
+    let generation =
+        old["metadata"]["generation"].as_i64().unwrap_or(1) + i64::from(!status_only && spec_changed);
     out["metadata"]["generation"] = json!(generation);
     out
 }
@@ -328,7 +333,13 @@ impl Shared {
         }
         let existed = st.objects.insert((res, ns.to_string(), name.to_string()), obj.clone()).is_some();
         let rv = st.rv;
-        st.history.push(WatchEvent { rv, res, namespace: ns.to_string(), kind: if existed { "MODIFIED" } else { "ADDED" }, object: obj.clone() });
+        st.history.push(WatchEvent {
+            rv,
+            res,
+            namespace: ns.to_string(),
+            kind: if existed { "MODIFIED" } else { "ADDED" },
+            object: obj.clone(),
+        });
         let _ = self.events.send(st.history.last().unwrap().clone());
         obj
     }
@@ -361,7 +372,11 @@ impl Shared {
         // "namespaces/foo" itself is the Namespace object.
         let res = RESOURCES.iter().position(|r| r.0 == group && r.1 == version && r.2 == plural)?;
         if group == "erratum.dev" && !self.crd_installed.load(std::sync::atomic::Ordering::SeqCst) {
-            return Some(Err(status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource")));
+            return Some(Err(status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource",
+            )));
         }
         Some(Ok(Target { res, namespace, name, subresource: sub }))
     }
@@ -374,32 +389,57 @@ impl Shared {
             .unwrap_or("")
             .split('&')
             .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| (k.to_string(), percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned()))
+            .map(|(k, v)| {
+                (k.to_string(), percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+            })
             .collect();
         self.state.lock().unwrap().log.push(format!("{} {}", req.method(), req.uri()));
         if let Some(resp) = self.discovery(&path) {
             return resp;
         }
         let target = match self.parse(&path) {
-            None => return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource"),
+            None => {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                );
+            }
             Some(Err(resp)) => return resp,
             Some(Ok(t)) => t,
         };
         let method = req.method().clone();
-        let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let content_type =
+            req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-        let ns = if RESOURCES[target.res].4 { target.namespace.clone().unwrap_or_default() } else { String::new() };
+        let ns = if RESOURCES[target.res].4 {
+            target.namespace.clone().unwrap_or_default()
+        } else {
+            String::new()
+        };
         match (&method, &target.name) {
-            (&Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => self.watch(&target, &query),
+            (&Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+                self.watch(&target, &query)
+            }
             (&Method::GET, None) => self.list(&target, &query),
-            (&Method::GET, Some(name)) => match self.state.lock().unwrap().objects.get(&(target.res, ns, name.clone())) {
-                Some(o) => respond(StatusCode::OK, o.clone()),
-                None => status(StatusCode::NOT_FOUND, "NotFound", &format!("{} {name} not found", RESOURCES[target.res].2)),
-            },
+            (&Method::GET, Some(name)) => {
+                match self.state.lock().unwrap().objects.get(&(target.res, ns, name.clone())) {
+                    Some(o) => respond(StatusCode::OK, o.clone()),
+                    None => status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        &format!("{} {name} not found", RESOURCES[target.res].2),
+                    ),
+                }
+            }
             (&Method::POST, None) => {
-                let Ok(obj) = serde_json::from_slice::<Value>(&body) else { return status(StatusCode::BAD_REQUEST, "BadRequest", "body is not JSON") };
+                let Ok(obj) = serde_json::from_slice::<Value>(&body) else {
+                    return status(StatusCode::BAD_REQUEST, "BadRequest", "body is not JSON");
+                };
                 let Some(name) = obj["metadata"]["name"].as_str().map(str::to_string).or_else(|| {
-                    obj["metadata"]["generateName"].as_str().map(|g| format!("{g}{:05}", fastrand::u32(..100000)))
+                    obj["metadata"]["generateName"]
+                        .as_str()
+                        .map(|g| format!("{g}{:05}", fastrand::u32(..100000)))
                 }) else {
                     return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "metadata.name is required");
                 };
@@ -413,7 +453,9 @@ impl Shared {
                 respond(StatusCode::CREATED, stored)
             }
             (&Method::PUT, Some(name)) => {
-                let Ok(obj) = serde_json::from_slice::<Value>(&body) else { return status(StatusCode::BAD_REQUEST, "BadRequest", "body is not JSON") };
+                let Ok(obj) = serde_json::from_slice::<Value>(&body) else {
+                    return status(StatusCode::BAD_REQUEST, "BadRequest", "body is not JSON");
+                };
                 let mut st = self.state.lock().unwrap();
                 let Some(old) = st.objects.get(&(target.res, ns.clone(), name.clone())).cloned() else {
                     return status(StatusCode::NOT_FOUND, "NotFound", &format!("{name} not found"));
@@ -421,7 +463,11 @@ impl Shared {
                 if let Some(rv) = obj["metadata"]["resourceVersion"].as_str()
                     && Some(rv) != old["metadata"]["resourceVersion"].as_str()
                 {
-                    return status(StatusCode::CONFLICT, "Conflict", "the object has been modified; please apply your changes to the latest version and try again");
+                    return status(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    );
                 }
                 let new = updated(&old, obj, target.subresource.as_deref() == Some("status"));
                 let stored = self.store(&mut st, target.res, &ns, name, new);
@@ -429,12 +475,24 @@ impl Shared {
             }
             (&Method::PATCH, Some(name)) => {
                 let patch: Value = if content_type.contains("yaml") {
-                    match serde_yaml_ng::from_slice(&body) { Ok(v) => v, Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()) }
+                    match serde_yaml_ng::from_slice(&body) {
+                        Ok(v) => v,
+                        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+                    }
                 } else {
-                    match serde_json::from_slice(&body) { Ok(v) => v, Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()) }
+                    match serde_json::from_slice(&body) {
+                        Ok(v) => v,
+                        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+                    }
                 };
-                if !(content_type.starts_with("application/merge-patch+json") || content_type.starts_with("application/apply-patch")) {
-                    return status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", "only merge and apply patches are modelled");
+                if !(content_type.starts_with("application/merge-patch+json")
+                    || content_type.starts_with("application/apply-patch"))
+                {
+                    return status(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "UnsupportedMediaType",
+                        "only merge and apply patches are modelled",
+                    );
                 }
                 let status_only = target.subresource.as_deref() == Some("status");
                 let mut st = self.state.lock().unwrap();
@@ -456,7 +514,10 @@ impl Shared {
                     m.remove("resourceVersion");
                 }
                 if status_only {
-                    merge(&mut merged, &json!({"status": patch.get("status").cloned().unwrap_or(Value::Null)}));
+                    merge(
+                        &mut merged,
+                        &json!({"status": patch.get("status").cloned().unwrap_or(Value::Null)}),
+                    );
                 } else {
                     if let Some(p) = patch.as_object_mut() {
                         p.remove("status");
@@ -501,7 +562,9 @@ impl Shared {
             "metadata.name" => obj["metadata"]["name"].as_str().map(str::to_string),
             "metadata.namespace" => obj["metadata"]["namespace"].as_str().map(str::to_string),
             _ => None,
-        }) && selector_ok(query.get("labelSelector"), &|k| obj["metadata"]["labels"][k].as_str().map(str::to_string))
+        }) && selector_ok(query.get("labelSelector"), &|k| {
+            obj["metadata"]["labels"][k].as_str().map(str::to_string)
+        })
     }
 
     fn list(&self, target: &Target, query: &BTreeMap<String, String>) -> Response<Body> {
@@ -537,7 +600,9 @@ impl Shared {
             let backlog: Vec<WatchEvent> = st
                 .history
                 .iter()
-                .filter(|e| e.rv > from && e.res == res && me.matches(&target_copy, &field, &e.namespace, &e.object))
+                .filter(|e| {
+                    e.rv > from && e.res == res && me.matches(&target_copy, &field, &e.namespace, &e.object)
+                })
                 .cloned()
                 .collect();
             (backlog, gone, st.rv)
@@ -612,7 +677,8 @@ impl Shared {
         let v = match path.trim_end_matches('/') {
             "/api" => json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
             "/apis" => {
-                let mut groups: Vec<&str> = RESOURCES.iter().filter(visible).map(|r| r.0).filter(|g| !g.is_empty()).collect();
+                let mut groups: Vec<&str> =
+                    RESOURCES.iter().filter(visible).map(|r| r.0).filter(|g| !g.is_empty()).collect();
                 groups.dedup();
                 let groups: Vec<Value> = groups
                     .iter()

@@ -125,13 +125,21 @@ async fn routes_pages_and_status_through_the_api_server() {
     let o = origin().await;
     apply_yaml(&api, &storefront(o.addr));
     publish_service(&api);
-    let mut e = Erratum::spawn(&api, &["--publish-service", "erratum-system/erratum", "--identity", "replica-a"]);
+    let mut e =
+        Erratum::spawn(&api, &["--publish-service", "erratum-system/erratum", "--identity", "replica-a"]);
     ready(&e).await;
     assert_eq!(status_of(format!("http://{}/", e.http), "shop.example").await, 200, "{}", e.logs());
     assert_eq!(o.hits(), 1);
 
     // A policy arrives: the page is served and the leader writes its status.
-    apply_yaml(&api, &policy("shop", "p", "errorResponses:\n- codes: ['503']\n  page: {inline: 'sorry', contentType: text/plain}\n"));
+    apply_yaml(
+        &api,
+        &policy(
+            "shop",
+            "p",
+            "errorResponses:\n- codes: ['503']\n  page: {inline: 'sorry', contentType: text/plain}\n",
+        ),
+    );
     let url = format!("http://{}/unavailable", e.http);
     eventually("the page is served", || {
         let url = url.clone();
@@ -147,7 +155,9 @@ async fn routes_pages_and_status_through_the_api_server() {
         api.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "shop", "p").is_some_and(|p| {
             p["status"]["attachedIngresses"] == 1
                 && p["status"]["observedGeneration"] == 1
-                && p["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Accepted" && c["status"] == "True"))
+                && p["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Accepted" && c["status"] == "True"))
         })
     })
     .await;
@@ -158,21 +168,95 @@ async fn routes_pages_and_status_through_the_api_server() {
             .is_some_and(|i| i["status"]["loadBalancer"]["ingress"][0]["ip"] == "10.96.0.9")
     })
     .await;
-    let lease = api.get("coordination.k8s.io/v1", "Lease", "erratum-system", "erratum-leader").expect("lease");
+    let lease =
+        api.get("coordination.k8s.io/v1", "Lease", "erratum-system", "erratum-leader").expect("lease");
     assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
 
     // An invalid edit: reported in status and as an Event; the last good version serves on.
-    apply_yaml(&api, &policy("shop", "p", "errorResponses:\n- codes: ['503']\n  page: {inline: '{{nope}}'}\n"));
+    apply_yaml(
+        &api,
+        &policy("shop", "p", "errorResponses:\n- codes: ['503']\n  page: {inline: '{{nope}}'}\n"),
+    );
     eventually("invalid status written", || async {
         api.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "shop", "p").is_some_and(|p| {
-            p["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["reason"] == "LastGoodServing"))
+            p["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["reason"] == "LastGoodServing"))
         })
     })
     .await;
-    assert!(!api.requests_matching("POST /apis/events.k8s.io/v1/namespaces/shop/events").is_empty(), "an Event was published");
-    let r = client().get(format!("http://{}/unavailable", e.http)).header("host", "shop.example").send().await.unwrap();
+    assert!(
+        !api.requests_matching("POST /apis/events.k8s.io/v1/namespaces/shop/events").is_empty(),
+        "an Event was published"
+    );
+    let r = client()
+        .get(format!("http://{}/unavailable", e.http))
+        .header("host", "shop.example")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.text().await.unwrap(), "sorry");
     assert_eq!(e.terminate(), Some(0));
+    every_call_is_allowed_by_the_committed_rbac(&api);
+}
+
+/// (apiGroup, resource[/subresource], verb) of an API request line ("METHOD /path?query").
+fn rbac_request(line: &str) -> Option<(String, String, String)> {
+    let (method, uri) = line.split_once(' ')?;
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _, rest @ ..] => ("", rest),
+        ["apis", g, _, rest @ ..] => (*g, rest),
+        _ => return None, // discovery
+    };
+    let rest = match rest {
+        ["namespaces", _, rest @ ..] if !rest.is_empty() => rest,
+        r => r,
+    };
+    let (resource, named) = match rest {
+        [r] => (r.to_string(), false),
+        [r, _] => (r.to_string(), true),
+        [r, _, sub] => (format!("{r}/{sub}"), true),
+        _ => return None,
+    };
+    let verb = match (method, named) {
+        ("GET", true) => "get",
+        ("GET", false) if query.contains("watch=true") || query.contains("watch=1") => "watch",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", _) => "delete",
+        _ => return None,
+    };
+    Some((group.to_string(), resource, verb.to_string()))
+}
+
+fn every_call_is_allowed_by_the_committed_rbac(api: &ApiServer) {
+    let text =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac.yaml"))
+            .unwrap();
+    let mut rules: Vec<(Vec<String>, Vec<String>, Vec<String>)> = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+        if v["kind"] == "ClusterRole" || v["kind"] == "Role" {
+            for r in v["rules"].as_array().unwrap() {
+                let list = |k: &str| {
+                    r[k].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect()
+                };
+                rules.push((list("apiGroups"), list("resources"), list("verbs")));
+            }
+        }
+    }
+    let calls: std::collections::BTreeSet<(String, String, String)> =
+        api.requests_matching("/").iter().filter_map(|l| rbac_request(l)).collect();
+    assert!(calls.iter().any(|c| c.1 == "errorpagepolicies/status" && c.2 == "patch"), "{calls:?}");
+    for (group, resource, verb) in &calls {
+        let allowed =
+            rules.iter().any(|(g, r, v)| g.contains(group) && r.contains(resource) && v.contains(verb));
+        assert!(allowed, "deploy/rbac.yaml does not allow {verb} {group}/{resource}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,10 +277,22 @@ async fn watch_breaks_and_410_gone_keep_serving_and_resync() {
     for _ in 0..20 {
         assert_eq!(status_of(base.clone(), "shop.example").await, 200, "served throughout");
     }
-    apply_yaml(&api, &ingress("shop", "storefront", &[("shop.example", "/", "Prefix", "web"), ("new.example", "/", "Prefix", "web")]));
-    eventually("the change after the 410 is routed", || status_of(base.clone(), "new.example").map_eq(200)).await;
+    apply_yaml(
+        &api,
+        &ingress(
+            "shop",
+            "storefront",
+            &[("shop.example", "/", "Prefix", "web"), ("new.example", "/", "Prefix", "web")],
+        ),
+    );
+    eventually("the change after the 410 is routed", || status_of(base.clone(), "new.example").map_eq(200))
+        .await;
     let lists_after = api.requests_matching("GET /apis/networking.k8s.io/v1/ingresses?").len();
     assert!(lists_after > lists_before, "the controller relisted");
+    // Deletion is watched too.
+    api.delete("networking.k8s.io/v1", "Ingress", "shop", "storefront");
+    eventually("the deleted Ingress stops routing", || status_of(base.clone(), "shop.example").map_eq(404))
+        .await;
     drop(e);
 }
 
@@ -224,7 +320,10 @@ async fn exactly_one_replica_leads_and_hands_over_on_shutdown() {
     let mut b = Erratum::spawn(&api, &["--identity", "replica-b"]);
     ready(&a).await;
     ready(&b).await;
-    eventually("one leader", || async { leader_gauge(&a).await.unwrap_or(0) + leader_gauge(&b).await.unwrap_or(0) == 1 }).await;
+    eventually("one leader", || async {
+        leader_gauge(&a).await.unwrap_or(0) + leader_gauge(&b).await.unwrap_or(0) == 1
+    })
+    .await;
     // Both serve traffic.
     assert_eq!(status_of(format!("http://{}/", a.http), "shop.example").await, 200);
     assert_eq!(status_of(format!("http://{}/", b.http), "shop.example").await, 200);
@@ -251,4 +350,62 @@ async fn without_the_crd_ingresses_still_route() {
     ready(&e).await;
     assert_eq!(status_of(format!("http://{}/", e.http), "shop.example").await, 200);
     assert!(e.logs().contains("ErrorPagePolicy CRD is not installed"), "{}", e.logs());
+}
+
+/// `kubectl` against the stand-in: apply the examples, read them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_the_examples() {
+    let Some(kubectl) =
+        ["/usr/bin/kubectl", "/usr/local/bin/kubectl"].into_iter().find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("skipped: kubectl is not installed");
+        return;
+    };
+    let api = ApiServer::start().await;
+    let kubeconfig = api.kubeconfig();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = |args: Vec<String>| {
+        let kubeconfig = kubeconfig.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                Command::new(kubectl)
+                    .arg("--kubeconfig")
+                    .arg(kubeconfig)
+                    .args(args)
+                    .output()
+                    .expect("kubectl runs")
+            })
+            .await
+            .unwrap()
+        }
+    };
+    for file in [
+        "examples/quickstart/quickstart.yaml",
+        "examples/policies/branded-5xx.yaml",
+        "examples/policies/spa-fallback.yaml",
+    ] {
+        let out = run(vec![
+            "apply".into(),
+            "--validate=false".into(),
+            "-f".into(),
+            root.join(file).display().to_string(),
+        ])
+        .await;
+        assert!(
+            out.status.success(),
+            "kubectl apply {file}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(api.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "shop", "branded-5xx").is_some());
+    assert!(api.get("networking.k8s.io/v1", "Ingress", "demo", "quickstart").is_some());
+    let out =
+        run(vec!["get".into(), "errorpagepolicies".into(), "-A".into(), "-o".into(), "name".into()]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("branded-5xx") && text.contains("quickstart-errors"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
