@@ -49,7 +49,7 @@ fn dockerfile_ships_the_cargo_binary_as_non_root() {
     let user = dockerfile.lines().rev().find(|l| l.starts_with("USER ")).expect("a USER line");
     let name = user.trim_start_matches("USER ").split(':').next().unwrap().trim();
     assert!(name != "root" && name != "0", "the image runs as non-root: {user}");
-    let from = dockerfile.lines().filter(|l| l.starts_with("FROM ")).last().unwrap();
+    let from = dockerfile.lines().rev().find(|l| l.starts_with("FROM ")).unwrap();
     assert!(from.contains("distroless") && from.contains("nonroot"), "{from}");
     let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l.trim() == "target/"), "the build context leaves target/ out");
