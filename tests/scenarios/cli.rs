@@ -168,3 +168,20 @@ fn the_demo_serves_the_quickstart() {
         ]
     );
 }
+
+#[test]
+fn the_readme_documents_every_flag() {
+    let help = String::from_utf8(erratum(&["run", "--help"]).stdout).unwrap();
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let flags: Vec<&str> = help
+        .split_whitespace()
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-'))
+        .filter(|w| !matches!(*w, "--help" | "--version"))
+        .collect();
+    assert!(flags.len() > 15, "{flags:?}");
+    for flag in flags {
+        assert!(readme.contains(&format!("`{flag}")), "README's configuration reference misses {flag}");
+    }
+}
