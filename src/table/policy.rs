@@ -55,21 +55,7 @@ impl MethodSet {
     }
 
     fn from_crd(methods: &[HttpMethod]) -> Self {
-        let mut bits = 0;
-        for m in methods {
-            bits |= match m {
-                HttpMethod::GET => 1,
-                HttpMethod::HEAD => 1 << 1,
-                HttpMethod::POST => 1 << 2,
-                HttpMethod::PUT => 1 << 3,
-                HttpMethod::PATCH => 1 << 4,
-                HttpMethod::DELETE => 1 << 5,
-                HttpMethod::OPTIONS => 1 << 6,
-                HttpMethod::CONNECT => 1 << 7,
-                HttpMethod::TRACE => 1 << 8,
-            };
-        }
-        MethodSet(bits)
+        MethodSet(methods.iter().map(|m| Self::bit(&to_http(*m))).fold(0, |a, b| a | b))
     }
 
     /// Whether `m` is in the set.
@@ -82,10 +68,22 @@ impl MethodSet {
         use HttpMethod::*;
         [GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT, TRACE]
             .into_iter()
-            .enumerate()
-            .filter(|(i, _)| self.0 & (1 << i) != 0)
-            .map(|(_, m)| m)
+            .filter(|m| self.contains(&to_http(*m)))
             .collect()
+    }
+}
+
+fn to_http(m: HttpMethod) -> Method {
+    match m {
+        HttpMethod::GET => Method::GET,
+        HttpMethod::HEAD => Method::HEAD,
+        HttpMethod::POST => Method::POST,
+        HttpMethod::PUT => Method::PUT,
+        HttpMethod::PATCH => Method::PATCH,
+        HttpMethod::DELETE => Method::DELETE,
+        HttpMethod::OPTIONS => Method::OPTIONS,
+        HttpMethod::CONNECT => Method::CONNECT,
+        HttpMethod::TRACE => Method::TRACE,
     }
 }
 
