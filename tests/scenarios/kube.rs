@@ -23,11 +23,19 @@ struct Erratum {
 
 impl Erratum {
     fn spawn(api: &ApiServer, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_erratum"))
+        Self::spawn_with(Some(api.kubeconfig()), extra)
+    }
+
+    /// `kubeconfig: None` keeps the caller's KUBECONFIG (a real cluster).
+    fn spawn_with(kubeconfig: Option<std::path::PathBuf>, extra: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_erratum"));
+        if let Some(k) = kubeconfig {
+            command.env("KUBECONFIG", k);
+        }
+        let mut child = command
             .args(["run", "--http-addr", "127.0.0.1:0", "--https-addr", "off", "--admin-addr", "127.0.0.1:0"])
             .args(["--log-format", "json", "--workers", "1", "--lease-namespace", "erratum-system"])
             .args(extra)
-            .env("KUBECONFIG", api.kubeconfig())
             .env_remove("ERRATUM_MANIFESTS")
             .stderr(Stdio::piped())
             .spawn()
@@ -408,4 +416,61 @@ async fn kubectl_applies_the_examples() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The same scenario on a real cluster (kind, k3d, …) for users and future CI that have one:
+/// `KUBECONFIG=... cargo test --test scenarios e2e_cluster -- --ignored`. erratum runs as a
+/// local process against the cluster, so this checks the control loop (watch, status by
+/// server-side apply, Lease), not traffic into the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: KUBECONFIG pointing at kind/k3d"]
+async fn e2e_cluster_status_and_leader() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::CustomResourceExt;
+    use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+    let client = kube::Client::try_default().await.expect("KUBECONFIG points at a cluster");
+    let apply = PatchParams::apply("erratum-e2e").force();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = erratum::crd::ErrorPagePolicy::crd();
+    crds.patch("errorpagepolicies.erratum.dev", &apply, &Patch::Apply(&crd)).await.expect("install the CRD");
+    tokio::time::sleep(Duration::from_secs(3)).await; // let it become Established
+    let ns = "erratum-e2e";
+    let docs = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {ns}}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\n{}{}",
+        ingress(ns, "storefront", &[("shop.example", "/", "Prefix", "web")]),
+        policy(
+            ns,
+            "p",
+            "errorResponses:\n- codes: ['503']\n  page: {inline: sorry, contentType: text/plain}\n"
+        ),
+    );
+    let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
+    for doc in serde_yaml_ng::Deserializer::from_str(&docs) {
+        let obj: DynamicObject = serde::Deserialize::deserialize(doc).unwrap();
+        let gvk = kube::api::GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
+        let (ar, caps) = discovery.resolve_gvk(&gvk).expect("known kind");
+        let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
+            Api::namespaced_with(client.clone(), ns, &ar)
+        } else {
+            Api::all_with(client.clone(), &ar)
+        };
+        api.patch(&obj.metadata.name.clone().unwrap(), &apply, &Patch::Apply(&obj)).await.expect("apply");
+    }
+    let mut e = Erratum::spawn_with(None, &["--namespace", ns, "--lease-namespace", ns, "--identity", "e2e"]);
+    ready(&e).await;
+    let policies: Api<erratum::crd::ErrorPagePolicy> = Api::namespaced(client.clone(), ns);
+    eventually("status written on the cluster", || async {
+        policies.get("p").await.ok().and_then(|p| p.status).is_some_and(|s| {
+            s.attached_ingresses == 1
+                && s.conditions.iter().any(|c| c.type_ == "Accepted" && c.status == "True")
+        })
+    })
+    .await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), ns);
+    let lease = leases.get("erratum-leader").await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("e2e"));
+    assert_eq!(e.terminate(), Some(0));
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
+    let _ = namespaces.delete(ns, &DeleteParams::default()).await;
 }
