@@ -50,6 +50,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
     let origin_addr: SocketAddr = ORIGIN_ADDR.parse().expect("literal address");
     let dir = quickstart_dir()?;
     let config = args.into_config(dir.clone())?;
+    let signal = runtime::shutdown_signal();
     let origin = Origin::start(origin_addr).await.map_err(Error::Origin)?;
     let running = runtime::start(config).await?;
     let http = running.http_addr;
@@ -81,7 +82,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             ))
             .unwrap_or_default(),
     );
-    running.run_until_signal().await;
+    running.run_until(signal).await;
     origin.stop();
     Ok(())
 }

@@ -54,17 +54,23 @@ enum Task {
 }
 
 fn run(workers: Option<usize>, task: Task) -> anyhow::Result<()> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a current-thread runtime, like one nginx worker process: no work-stealing
+    // queues or cross-thread wake-ups on the request path. More: the multi-thread scheduler.
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all().thread_name("erratum-worker");
-    if let Some(n) = workers {
+    if let Some(n) = workers.filter(|n| *n > 1) {
         builder.worker_threads(n);
     }
     let rt = builder.build().context("starting the async runtime")?;
     rt.block_on(async {
         match task {
             Task::Run(config) => {
+                let signal = erratum::runtime::shutdown_signal();
                 let running = erratum::runtime::start(*config).await?;
-                running.run_until_signal().await;
+                running.run_until(signal).await;
             }
             Task::Demo(args) => erratum::demo::run(args).await?,
         }

@@ -284,32 +284,40 @@ impl Running {
         tracing::info!("erratum stopped");
     }
 
-    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
-    pub async fn run_until_signal(self) {
-        wait_for_signal().await;
+    /// Serves until `signal` resolves (see [`shutdown_signal`]), then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) {
+        signal.await;
         tracing::info!("shutdown signal received; draining");
         self.shutdown().await;
     }
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+/// Resolves on SIGTERM or SIGINT. The handlers are registered when this is called, not when
+/// the future is first polled: call it before binding ports so a signal that arrives during
+/// start-up is not lost (nor kills the process with the default action).
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    async move {
+        let term = async {
+            match term {
+                Some(mut t) => {
+                    t.recv().await;
                 }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+        };
+        let interrupt = async {
+            match interrupt {
+                Some(mut i) => {
+                    i.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
+        };
+        tokio::select! {
+            _ = term => {}
+            _ = interrupt => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -306,7 +306,14 @@ async fn index_writer(
                     Ok(m) => m,
                     Err(_) => {
                         if KINDS.iter().all(|k| synced.contains(k)) {
-                            let generation = tokio::task::block_in_place(|| publisher.publish(&index));
+                            // The build is synchronous CPU work: keep it off the other workers' way
+                            // where the runtime allows it.
+                            let generation = match tokio::runtime::Handle::current().runtime_flavor() {
+                                tokio::runtime::RuntimeFlavor::MultiThread => {
+                                    tokio::task::block_in_place(|| publisher.publish(&index))
+                                }
+                                _ => publisher.publish(&index),
+                            };
                             let _ = published.send(generation);
                             dirty = false;
                         }
