@@ -7,6 +7,11 @@ use anyhow::Context;
 use clap::Parser;
 use erratum::args::{Args, Command, EXIT_USAGE};
 
+// mimalloc instead of glibc malloc: the request path allocates many small, short-lived
+// buffers, and glibc's malloc/free showed up as ~8% of CPU per proxied request.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // One TLS provider for the whole process (the Kubernetes client and the HTTPS listener).
     let _ = rustls::crypto::ring::default_provider().install_default();
