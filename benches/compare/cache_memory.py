@@ -60,9 +60,6 @@ request = function()
   counter = counter + 1
   return wrk.format("GET", "/missing/" .. counter)
 end
-response = function()
-  if counter >= {a.urls} then wrk.thread:stop() end
-end
 """)
     origin = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", f"{d}/origin.conf", "-p", d])
     try:
@@ -73,13 +70,22 @@ end
         harness.wrk(PORT, "/missing/warm", 1, 32)
         before = rss_kib(e.pid)
         started = time.time()
-        subprocess.check_output(["taskset", "-c", "1", "wrk", "-t1", "-c32", "-d600s", "-s", lua, f"http://127.0.0.1:{PORT}/"], text=True)
+        sent = 0
+        # Each request asks for a new URL; keep going until enough distinct URLs were sent.
+        while sent < a.urls:
+            seconds = max(2, int((a.urls - sent) / 40000) + 2)
+            out = subprocess.check_output(["taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{seconds}s", "-s", lua,
+                                           f"http://127.0.0.1:{PORT}/"], text=True)
+            sent += int(harness.re.search(r"(\d+) requests in", out).group(1))
+            lua_text = open(lua).read()
+            open(lua, "w").write(lua_text.replace("counter = 0", f"counter = {sent}", 1) if "counter = 0" in lua_text
+                                 else harness.re.sub(r"counter = \d+", f"counter = {sent}", lua_text, count=1))
         elapsed = time.time() - started
         time.sleep(1)
         stats = json.load(urllib.request.urlopen(f"http://127.0.0.1:{ADMIN}/cache"))
         after = rss_kib(e.pid)
         stop(e)
-        print(f"distinct 404 URLs: {a.urls} in {elapsed:.1f} s")
+        print(f"distinct 404 URLs: {sent} in {elapsed:.1f} s")
         print(f"cache: entries {stats['entries']}, bytes {stats['bytes']} of {stats['max_bytes']} bound")
         print(f"RSS: {before / 1024:.1f} MiB before, {after / 1024:.1f} MiB after; growth {(after - before) / 1024:.1f} MiB "
               f"= bound {a.max_bytes / 1048576:.0f} MiB + {((after - before) * 1024 - a.max_bytes) / 1048576:.1f} MiB overhead")

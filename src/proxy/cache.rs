@@ -29,8 +29,12 @@ use crate::table::TableReader;
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Largest error body cached; larger errors stream through uncached.
 pub const MAX_ENTRY_BODY: usize = 64 * 1024;
-/// Bytes charged per entry on top of its key, headers and body (moka and map overhead).
-pub const ENTRY_OVERHEAD: u32 = 256;
+/// Bytes charged per entry on top of its key, headers and body: moka's entry bookkeeping, the
+/// `Arc`, the struct, and allocator rounding. Measured (see BENCHMARKS.md), so that the
+/// `--error-cache-max-bytes` bound holds for real memory, not just payload bytes.
+pub const ENTRY_OVERHEAD: u32 = 640;
+/// Bytes a header costs in a `HeaderMap` besides its name and value (bucket, index, links).
+const HEADER_OVERHEAD: usize = 128;
 /// How long a key counts as "recently an error", which makes its misses coalesce.
 pub const RECENT_ERROR_WINDOW: Duration = Duration::from_secs(120);
 /// How often the maintenance task looks for a new table and refreshes the gauges.
@@ -110,7 +114,16 @@ pub struct CacheKey {
 
 impl CacheKey {
     fn weight(&self) -> usize {
-        self.host.len() + self.path_and_query.len() + 24
+        // Two heap strings (with allocator rounding) and the key's own fields.
+        self.host.len() + self.path_and_query.len() + 96
+    }
+
+    /// A compact stand-in for the key in the "recently an error" set.
+    fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
     }
 }
 
@@ -141,7 +154,7 @@ pub struct CachedError {
 
 impl CachedError {
     fn weight(&self, key: &CacheKey) -> u32 {
-        let headers: usize = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
+        let headers: usize = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + HEADER_OVERHEAD).sum();
         u32::try_from(key.weight() + headers + self.body.len())
             .unwrap_or(u32::MAX)
             .saturating_add(ENTRY_OVERHEAD)
@@ -221,7 +234,8 @@ impl moka::Expiry<CacheKey, Arc<CachedError>> for EntryExpiry {
 pub struct ErrorCache {
     entries: moka::future::Cache<CacheKey, Arc<CachedError>>,
     flights: moka::future::Cache<(CacheKey, u64), Arc<CachedError>>,
-    recent: moka::sync::Cache<CacheKey, ()>,
+    /// Fingerprints of keys that were errors recently (8 bytes each, not the whole key).
+    recent: moka::sync::Cache<u64, ()>,
     clock: Arc<dyn Clock>,
     metrics: CacheMetrics,
     max_bytes: u64,
@@ -286,7 +300,7 @@ impl ErrorCache {
                 // always answered 200 must not wait behind another request (design §6).
                 let coalesce = match stale {
                     Some(e) => Some(e.id),
-                    None if self.recent.contains_key(key) => Some(0),
+                    None if self.recent.contains_key(&key.fingerprint()) => Some(0),
                     None => None,
                 };
                 Lookup::Miss { coalesce }
@@ -296,7 +310,7 @@ impl ErrorCache {
 
     /// Stores an entry.
     pub async fn insert(&self, key: CacheKey, entry: Arc<CachedError>) {
-        self.recent.insert(key.clone(), ());
+        self.recent.insert(key.fingerprint(), ());
         self.entries.insert(key, entry).await;
     }
 
@@ -339,7 +353,7 @@ impl ErrorCache {
         service: Option<ObjectKey>,
         ttl: Duration,
     ) -> Arc<CachedError> {
-        let mut kept = HeaderMap::with_capacity(headers.len());
+        let mut kept = HeaderMap::new();
         for (name, value) in headers {
             if !matches!(
                 name.as_str(),
@@ -353,14 +367,19 @@ impl ErrorCache {
                     | "trailer"
                     | "upgrade"
             ) {
-                kept.append(name.clone(), value.clone());
+                // Copy: a parsed header value is a slice of the connection's whole read buffer,
+                // and keeping it would pin that buffer (kilobytes) for the entry's lifetime.
+                if let Ok(v) = http::HeaderValue::from_bytes(value.as_bytes()) {
+                    kept.append(name.clone(), v);
+                }
             }
         }
         let now = self.clock.now();
         Arc::new(CachedError {
             status,
             headers: kept,
-            body,
+            // Same for the body: store exactly its bytes.
+            body: Bytes::copy_from_slice(&body),
             proxy_error,
             owner,
             service,
