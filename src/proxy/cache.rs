@@ -154,7 +154,8 @@ pub struct CachedError {
 
 impl CachedError {
     fn weight(&self, key: &CacheKey) -> u32 {
-        let headers: usize = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + HEADER_OVERHEAD).sum();
+        let headers: usize =
+            self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + HEADER_OVERHEAD).sum();
         u32::try_from(key.weight() + headers + self.body.len())
             .unwrap_or(u32::MAX)
             .saturating_add(ENTRY_OVERHEAD)
