@@ -12,6 +12,7 @@ Traffic goes to 127.0.0.1 only; everything started is stopped at the end.
 import argparse, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
 
 ORIGIN, ERRATUM, NGINX, HAPROXY, ADMIN = 18090, 18081, 18082, 18083, 18091
+NGINX_H2, HAPROXY_H2, ERRATUM_10K, ADMIN_10K = 18084, 18085, 18086, 18096
 PAGE = "<!DOCTYPE html><html><head><title>Sorry</title></head><body><h1>We are having trouble</h1></body></html>\n"
 SCENARIOS = [
     ("pass-through 200 (1 KiB)", "/ok"),
@@ -53,7 +54,7 @@ http {{ access_log off; keepalive_requests 1000000;
   proxy_cache_path {d}/nginx-cache keys_zone=errors:10m;
   upstream origin {{ server 127.0.0.1:{ORIGIN}; keepalive 64; }}
   upstream dead {{ server 127.0.0.1:1; }}
-  server {{ listen 127.0.0.1:{NGINX};
+  server {{ listen 127.0.0.1:{NGINX}; listen 127.0.0.1:{NGINX_H2} http2;
     proxy_http_version 1.1; proxy_set_header Connection "";
     proxy_intercept_errors on;
     error_page 502 /502.html; error_page 503 /503.html;
@@ -75,6 +76,7 @@ defaults
   option http-keep-alive
 frontend fe
   bind 127.0.0.1:{HAPROXY}
+  bind 127.0.0.1:{HAPROXY_H2} proto h2
   use_backend dead if {{ path_beg /refused/ }}
   default_backend origin
 backend origin
@@ -171,9 +173,11 @@ def wait_port(port, path="/", timeout=10):
     raise SystemExit(f"nothing answers on port {port}")
 
 
-def wrk(port, path, seconds, connections):
+def wrk(port, path, seconds, connections, headers=()):
+    extra = [a for h in headers for a in ("-H", h)]
     out = subprocess.check_output(
-        ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}{path}"],
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *extra,
+         f"http://127.0.0.1:{port}{path}"],
         text=True)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -187,14 +191,126 @@ def wrk(port, path, seconds, connections):
             "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": socket_errors.group(1) if socket_errors else ""}
 
 
+def h2load(port, path, seconds, connections):
+    """HTTP/2 cleartext with prior knowledge (h2c), 10 streams per connection."""
+    out = subprocess.check_output(
+        ["taskset", "-c", "1", "h2load", "-D", str(seconds), "-c", str(connections), "-m", "10",
+         f"http://127.0.0.1:{port}{path}"], text=True)
+    rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))
+    m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
+    return {"rps": rps, "total": int(m.group(3)), "failed": int(m.group(4))}
+
+
+def measured(proc, fn):
+    pids = pids_of(proc)
+    before = cpu_ticks(pids)
+    res = fn()
+    res["cpu_us"] = (cpu_ticks(pids) - before) / CLK_TCK * 1e6 / max(res["total"], 1)
+    return res
+
+
+def ten_thousand_ingresses(d):
+    """The bench manifests plus 10,000 host-specific Ingresses, in a second folder."""
+    os.makedirs(f"{d}/manifests-10k", exist_ok=True)
+    shutil.copy(f"{d}/manifests/bench.yaml", f"{d}/manifests-10k/bench.yaml")
+    with open(f"{d}/manifests-10k/ingresses.yaml", "w") as f:
+        for i in range(10_000):
+            f.write(f"""---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: host-{i}, namespace: bench}}
+spec:
+  ingressClassName: erratum
+  rules:
+  - host: host-{i}.example
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
+      - {{path: /api, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
+""")
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
+
+
+def extra_scenarios(d, a, procs):
+    """(5) HTTP/2 pass-through, (6) config churn, (7) 10,000 Ingresses. Fewer, shorter rounds."""
+    rounds, seconds = 3, 3
+    print("\n(5) HTTP/2 (h2c, h2load -c 32 -m 10) pass-through /ok")
+    print("| proxy | req/s | CPU µs/req | failed |")
+    print("|---|---|---|---|")
+    h2 = [("erratum", ERRATUM), ("nginx", NGINX_H2), ("haproxy", HAPROXY_H2)]
+    res = {}
+    for _ in range(rounds):
+        for proxy, port in h2:
+            res.setdefault(proxy, []).append(measured(procs[proxy], lambda: h2load(port, "/ok", seconds, a.connections)))
+    for proxy, _ in h2:
+        med = {k: statistics.median(r[k] for r in res[proxy]) for k in ["rps", "cpu_us", "failed"]}
+        print(f"| {proxy} | {med['rps']:.0f} | {med['cpu_us']:.1f} | {med['failed']:.0f} |")
+
+    print("\n(6) config churn: configuration rewritten 10 times a second during pass-through /ok")
+    print("| proxy | req/s | non-2xx | socket errors | reloads |")
+    print("|---|---|---|---|---|")
+    manifest = f"{d}/manifests/bench.yaml"
+    original = open(manifest).read()
+    for proxy, port in [("erratum", ERRATUM), ("nginx", NGINX)]:
+        rows = []
+        for _ in range(rounds):
+            stop = {"flag": False, "count": 0}
+            def churn():
+                while not stop["flag"]:
+                    if proxy == "erratum":
+                        # A new path on the Ingress each time: a real table rebuild, not a no-op.
+                        n = stop["count"]
+                        write(manifest, original.replace("- {path: /refused,", f"- {{path: /churn-{n}, pathType: Exact, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}\n      - {{path: /refused,"))
+                    else:
+                        os.kill(procs["nginx"].pid, signal.SIGHUP)
+                    stop["count"] += 1
+                    time.sleep(0.1)
+            import threading
+            t = threading.Thread(target=churn)
+            t.start()
+            r = wrk(port, "/ok", seconds, a.connections)
+            stop["flag"] = True
+            t.join()
+            r["reloads"] = stop["count"]
+            rows.append(r)
+        write(manifest, original)
+        print(f"| {proxy} | {statistics.median(r['rps'] for r in rows):.0f} | {sum(r['non2xx'] for r in rows)} | "
+              f"{'; '.join(r['socket_errors'] for r in rows if r['socket_errors']) or 0} | {sum(r['reloads'] for r in rows)} |")
+    print("(HAProxy: reloading needs master-worker mode with socket handover; not measured.)")
+
+    print("\n(7) 10,000 Ingresses (20,000 routes) vs the bench table: /ok for host-5000.example")
+    ten_thousand_ingresses(d)
+    big = subprocess.Popen(["taskset", "-c", "0", a.erratum, "--log-level", "error", "run", "--manifests",
+                            f"{d}/manifests-10k", "--workers", "1", "--http-addr", f"127.0.0.1:{ERRATUM_10K}",
+                            "--https-addr", "off", "--admin-addr", f"127.0.0.1:{ADMIN_10K}"])
+    procs["erratum-10k"] = big
+    wait_port(ERRATUM_10K)
+    print("| table | req/s | CPU µs/req | RSS MiB |")
+    print("|---|---|---|---|")
+    rows = {}
+    for _ in range(rounds):
+        for name, proc, port, hdr in [("bench (3 routes)", procs["erratum"], ERRATUM, ()),
+                                      ("10,000 Ingresses", big, ERRATUM_10K, ("Host: host-5000.example",))]:
+            rows.setdefault(name, []).append(measured(proc, lambda: wrk(port, "/ok", seconds, a.connections, hdr)))
+            rows[name][-1]["rss"] = rss_mib(proc.pid)
+    for name, rs in rows.items():
+        print(f"| {name} | {statistics.median(r['rps'] for r in rs):.0f} | {statistics.median(r['cpu_us'] for r in rs):.1f} | "
+              f"{max(r['rss'] for r in rs):.1f} |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--erratum", default="target/release/erratum")
+    ap.add_argument("--only-extra", action="store_true", help="run scenarios 5-7 only")
     a = ap.parse_args()
-    for tool in ["nginx", "haproxy", "wrk", "taskset"]:
+    for tool in ["nginx", "haproxy", "wrk", "h2load", "taskset"]:
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: run benches/compare/setup.sh")
     d = tempfile.mkdtemp(prefix="erratum-bench-")
@@ -212,6 +328,9 @@ def main():
             wait_port(port)
         proxies = [("erratum", ERRATUM), ("nginx", NGINX), ("haproxy", HAPROXY)]
         results = {}
+        if a.only_extra:
+            extra_scenarios(d, a, procs)
+            return
         for name, path in SCENARIOS:
             for proxy, port in proxies:
                 wrk(port, path, 1, a.connections)  # warm-up (fills caches and pools)
@@ -234,6 +353,7 @@ def main():
                 ratio = "" if p == "erratum" or not m["rps"] else f"{med['erratum']['rps'] / m['rps']:.2f}"
                 cpu_ratio = "" if p == "erratum" or not m["cpu_us"] else f"{med['erratum']['cpu_us'] / m['cpu_us']:.2f}"
                 print(f"| {name} | {p} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['cpu_us']:.1f} | {m['non2xx']:.0f} | {ratio} | {cpu_ratio} |")
+        extra_scenarios(d, a, procs)
     finally:
         for p in procs.values():
             p.send_signal(signal.SIGTERM)
