@@ -88,9 +88,10 @@ pub async fn serve(
         let gauge = metrics.connections.with_label_values(&[name]);
         tokio::spawn(async move {
             gauge.inc();
-            let conn = ConnInfo { peer, tls: tls.is_some() };
+            let conn = ConnInfo::new(peer, tls.is_some());
             let service = service_fn(move |req| {
                 let proxy = proxy.clone();
+                let conn = conn.clone();
                 async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, conn).await) }
             });
             let result = match tls {

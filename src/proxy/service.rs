@@ -25,7 +25,7 @@ use super::{Body, BoxError};
 use crate::crd::Mode;
 use crate::metrics::{ProxyMetrics, status_class};
 use crate::table::accept;
-use crate::table::{Pick, ResolvedPolicy, Route, TableReader, route};
+use crate::table::{ResolvedPolicy, Route, TableReader, route};
 
 /// `X-Request-ID`: kept when the client sends a sane one, generated otherwise.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -65,12 +65,23 @@ impl Default for ProxyConfig {
 }
 
 /// What the proxy knows about the client connection.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     /// Client address.
     pub peer: SocketAddr,
     /// Whether the connection is TLS (for `X-Forwarded-Proto`).
     pub tls: bool,
+    /// The client IP as a header value, made once per connection (`X-Forwarded-For`).
+    pub client_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    /// Connection facts for a client.
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        let client_ip =
+            HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value");
+        Self { peer, tls, client_ip }
+    }
 }
 
 /// The request handler shared by every connection.
@@ -244,10 +255,9 @@ impl Proxy {
     ) -> (Response<Body>, Option<Arc<CachedError>>) {
         let route = ctx.route;
         let info = ctx.info;
-        let authority = match route.backend.pick() {
-            Pick::Addr(addr) => addr.to_string(),
-            Pick::Name(name, port) => format!("{name}:{port}"),
-            Pick::Unavailable(reason) => {
+        let authority = match route.backend.pick_authority() {
+            Ok(a) => a,
+            Err(reason) => {
                 let err = ProxyError::NoEndpoints {
                     service: route.backend.service.to_string(),
                     reason: reason.to_string(),
@@ -255,11 +265,19 @@ impl Proxy {
                 return (self.fail(&route.policies, Some(route), info, &err, ctx.request_id), None);
             }
         };
-        let path_and_query = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/").to_string();
-        let uri = match upstream::upstream_uri(&authority, &path_and_query) {
+        // Reuse the request's parsed path and query and the precomputed authority: no string
+        // formatting or URI parsing per request.
+        let mut uri_parts = http::uri::Parts::default();
+        uri_parts.scheme = Some(http::uri::Scheme::HTTP);
+        uri_parts.authority = Some(authority.clone());
+        uri_parts.path_and_query = Some(
+            req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        let uri = match http::Uri::from_parts(uri_parts) {
             Ok(uri) => uri,
             Err(e) => {
-                let err = ProxyError::UpstreamConnect { upstream: authority.clone(), reason: e.to_string() };
+                let err =
+                    ProxyError::UpstreamConnect { upstream: authority.to_string(), reason: e.to_string() };
                 return (self.fail(&route.policies, Some(route), info, &err, ctx.request_id), None);
             }
         };
@@ -281,12 +299,14 @@ impl Proxy {
 
         let mut resp = match result {
             Err(_) => {
-                let err =
-                    ProxyError::UpstreamTimeout { upstream: authority, after: self.config.response_timeout };
+                let err = ProxyError::UpstreamTimeout {
+                    upstream: authority.to_string(),
+                    after: self.config.response_timeout,
+                };
                 return self.proxy_error(err, ctx, cacheable, credentials).await;
             }
             Ok(Err(e)) => {
-                let err = upstream::classify(&e, &authority, self.config.connect_timeout);
+                let err = upstream::classify(&e, authority.as_str(), self.config.connect_timeout);
                 return self.proxy_error(err, ctx, cacheable, credentials).await;
             }
             Ok(Ok(resp)) => resp,
@@ -339,7 +359,7 @@ impl Proxy {
                     Bounded::TooLarge(rest) => body = rest,
                     Bounded::Failed(reason) => {
                         // Rule 15: an incomplete response is never cached.
-                        let err = ProxyError::UpstreamReset { upstream: authority, reason };
+                        let err = ProxyError::UpstreamReset { upstream: authority.to_string(), reason };
                         return (self.fail(&route.policies, Some(route), info, &err, ctx.request_id), None);
                     }
                 }
@@ -636,8 +656,13 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
             return id.clone();
         }
     }
-    let id = format!("{:032x}", fastrand::u128(..));
-    HeaderValue::from_str(&id).expect("hex is a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = fastrand::u128(..);
+    let mut id = [0u8; 32];
+    for (i, c) in id.iter_mut().enumerate() {
+        *c = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).expect("hex is a valid header value")
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -709,10 +734,8 @@ fn prepare_request_headers(
     }
     // Forwarded headers are set, not appended: without a configured list of trusted proxies
     // a client-sent X-Forwarded-For is a spoofing vector.
-    let ip =
-        HeaderValue::from_str(&conn.peer.ip().to_string()).expect("an IP address is a valid header value");
-    headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
-    headers.insert(X_REAL_IP.clone(), ip);
+    headers.insert(X_FORWARDED_FOR.clone(), conn.client_ip.clone());
+    headers.insert(X_REAL_IP.clone(), conn.client_ip.clone());
     headers
         .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
     if let Ok(v) = HeaderValue::from_str(host) {
@@ -772,7 +795,7 @@ mod tests {
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
         h.append(header::COOKIE, HeaderValue::from_static("a=1"));
         h.append(header::COOKIE, HeaderValue::from_static("b=2"));
-        let conn = ConnInfo { peer: "192.0.2.7:5000".parse().unwrap(), tls: true };
+        let conn = ConnInfo::new("192.0.2.7:5000".parse().unwrap(), true);
         prepare_request_headers(&mut h, "shop.example.com", &conn, &HeaderValue::from_static("id"), false);
         assert_eq!(h[&X_FORWARDED_FOR], "192.0.2.7");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");

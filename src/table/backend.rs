@@ -60,6 +60,9 @@ pub struct Backend {
     /// Round-robin cursor. Lives in the snapshot: a new table starts a new rotation, which is
     /// harmless and keeps the proxy free of shared mutable maps.
     cursor: AtomicUsize,
+    /// `ip:port` of each endpoint as an HTTP authority, built once per table instead of per
+    /// request.
+    authorities: Vec<http::uri::Authority>,
 }
 
 /// The upstream address the proxy should use for one request.
@@ -76,7 +79,32 @@ pub enum Pick<'a> {
 impl Backend {
     /// Builds a backend with a fresh rotation.
     pub fn new(service: ObjectKey, port: PortRef, target: Target) -> Self {
-        Self { service, port, target, cursor: AtomicUsize::new(0) }
+        let authorities = match &target {
+            Target::Endpoints(addrs) => addrs.iter().filter_map(|a| a.to_string().parse().ok()).collect(),
+            _ => Vec::new(),
+        };
+        Self { service, port, target, cursor: AtomicUsize::new(0), authorities }
+    }
+
+    /// Like [`Backend::pick`], as the HTTP authority to send to (precomputed for addresses).
+    pub fn pick_authority(&self) -> Result<http::uri::Authority, &str> {
+        match &self.target {
+            Target::Endpoints(addrs) if addrs.is_empty() || self.authorities.len() != addrs.len() => {
+                Err("no ready endpoints")
+            }
+            Target::Endpoints(addrs) => {
+                let i = if addrs.len() == 1 {
+                    0
+                } else {
+                    self.cursor.fetch_add(1, Ordering::Relaxed) % addrs.len()
+                };
+                Ok(self.authorities[i].clone())
+            }
+            Target::ExternalName { host, port } => {
+                format!("{host}:{port}").parse().map_err(|_| "the ExternalName is not a valid host")
+            }
+            Target::Unresolved(reason) => Err(reason),
+        }
     }
 
     /// Picks the next endpoint, round robin.
