@@ -249,12 +249,16 @@ fn spawn_policy_watch(
         loop {
             match api.list(&kube::api::ListParams::default().limit(1)).await {
                 Ok(_) => break,
-                Err(kube::Error::Api(e)) if e.code == 404 => {
+                // 404: the CRD is not installed; 403: RBAC does not allow reading policies. Either
+                // way, route Ingresses without policies rather than never becoming ready.
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => {
                     if !warned {
-                        tracing::error!(
-                            "the ErrorPagePolicy CRD is not installed (kubectl apply -f crds/errorpagepolicy.yaml); \
-                             routing Ingresses without error policies"
-                        );
+                        let why = if e.code == 404 {
+                            "the ErrorPagePolicy CRD is not installed (kubectl apply -f crds/errorpagepolicy.yaml)"
+                        } else {
+                            "listing ErrorPagePolicies is forbidden (check the ClusterRole)"
+                        };
+                        tracing::error!("{why}; routing Ingresses without error policies");
                         warned = true;
                         // Count the kind as synced (empty) so readiness does not wait for it.
                         if tx.send(Msg::Relist("ErrorPagePolicy", Vec::new())).await.is_err() {
