@@ -143,20 +143,6 @@ impl Index {
         }
     }
 
-    /// Whether an object of this kind and key is present.
-    pub fn contains(&self, kind: &str, key: &ObjectKey) -> bool {
-        match kind {
-            "IngressClass" => self.ingress_classes.contains_key(key),
-            "Ingress" => self.ingresses.contains_key(key),
-            "Service" => self.services.contains_key(key),
-            "EndpointSlice" => self.endpoint_slices.contains_key(key),
-            "Secret" => self.secrets.contains_key(key),
-            "ConfigMap" => self.config_maps.contains_key(key),
-            "ErrorPagePolicy" => self.policies.contains_key(key),
-            _ => false,
-        }
-    }
-
     /// Removes an object by kind and key; returns whether it was present.
     pub fn delete(&mut self, kind: &str, key: &ObjectKey) -> bool {
         match kind {

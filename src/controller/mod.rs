@@ -28,7 +28,7 @@ use crate::crd::ErrorPagePolicy;
 use crate::index::{Index, Object, ObjectKey};
 use crate::metrics::ControllerMetrics;
 use crate::source::publish::Publisher;
-use crate::table::{BuildConfig, TableReader};
+use crate::table::BuildConfig;
 
 /// Quiet time after the last change before a rebuild: a rollout changes many EndpointSlices.
 pub const REBUILD_DEBOUNCE: Duration = Duration::from_millis(100);
@@ -349,6 +349,3 @@ async fn index_writer(
         dirty = true;
     }
 }
-
-/// Reader type re-exported for the runtime.
-pub type Reader = TableReader;

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, StatusCode, header};
+use http::{HeaderValue, Method, Request, header};
 use http_body_util::{BodyExt, Empty, Limited};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -221,7 +221,7 @@ impl Fetcher {
             .await
             .map_err(|_| format!("timed out after {PAGE_FETCH_TIMEOUT:?}"))?
             .map_err(|e| e.to_string())?;
-        if resp.status() != StatusCode::OK && !resp.status().is_success() {
+        if !resp.status().is_success() {
             return Err(format!("page origin answered {}", resp.status()));
         }
         let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();

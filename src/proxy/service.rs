@@ -232,16 +232,14 @@ impl Proxy {
     ) -> Option<Duration> {
         let cache = self.cache.as_ref()?;
         let code = status.as_u16();
-        let rule = intercept::select(&ctx.route.policies, ctx.info, code, from_proxy)
-            .filter(|(p, _)| p.mode == Mode::Enforce)
-            .map(|(_, r)| r);
+        let deciding = intercept::select(&ctx.route.policies, ctx.info, code, from_proxy)
+            .filter(|(p, _)| p.mode == Mode::Enforce);
+        let rule = deciding.map(|(_, r)| r);
         if credentials && !rule.is_some_and(|r| r.cache_with_credentials) {
             return None;
         }
-        let default = rule.and_then(|_| {
-            intercept::select(&ctx.route.policies, ctx.info, code, from_proxy).map(|(p, _)| p.default_min_ttl)
-        });
-        let ttl_rule = ttl::TtlRule::new(code, rule, default.unwrap_or(owner.default_min_ttl));
+        let default = deciding.map_or(owner.default_min_ttl, |(p, _)| p.default_min_ttl);
+        let ttl_rule = ttl::TtlRule::new(code, rule, default);
         ttl::error_ttl(ctx.info.method, code, headers, ttl_rule, cache.clock().system_now())
     }
 
@@ -386,8 +384,7 @@ impl Proxy {
             && let Some(ttl) = self.error_ttl(ctx, owner, err.status(), &HeaderMap::new(), true, credentials)
         {
             let cache = self.cache.as_ref().expect("a cache key implies a cache");
-            tracing::warn!(request_id = ctx.info.request_id, "{err}");
-            self.metrics.proxy_errors.with_label_values(&[err.reason()]).inc();
+            self.note(&err, ctx.info);
             let service = Some(ctx.route.backend.service.clone());
             let entry = cache.entry(
                 err.status(),
@@ -498,11 +495,7 @@ impl Proxy {
         err: &ProxyError,
         request_id: &HeaderValue,
     ) -> Response<Body> {
-        match err {
-            ProxyError::NotReady | ProxyError::NoRoute { .. } => tracing::debug!("{err}"),
-            _ => tracing::warn!(request_id = info.request_id, "{err}"),
-        }
-        self.metrics.proxy_errors.with_label_values(&[err.reason()]).inc();
+        self.note(err, info);
         let reply = match intercept::decide(policies, info, Outcome::Proxy(err), &self.pages) {
             Decision::Replace { reply, applied } => {
                 if let Some(applied) = &applied {
@@ -517,6 +510,14 @@ impl Proxy {
         };
         self.count(route, reply.status, None);
         into_response(reply, request_id)
+    }
+
+    /// Counts an error erratum made and logs it at debug level: under an outage every request
+    /// fails, and a log line each would cost more than the request; the
+    /// `erratum_proxy_errors_total{reason}` counter is the signal to alert on.
+    fn note(&self, err: &ProxyError, info: &RequestInfo<'_>) {
+        tracing::debug!(request_id = info.request_id, "{err}");
+        self.metrics.proxy_errors.with_label_values(&[err.reason()]).inc();
     }
 
     fn record(&self, applied: &Applied, report_only: bool) {
@@ -742,11 +743,6 @@ fn prepare_request_headers(
         headers.insert(X_FORWARDED_HOST.clone(), v);
     }
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-}
-
-/// A response body with nothing in it (for tests and the admin server).
-pub fn empty() -> Body {
-    Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 use super::accept;
@@ -718,14 +717,4 @@ pub fn effective_rules(policy: &ResolvedPolicy) -> Vec<crd::EffectiveRule> {
         }
     }
     rows.into_values().collect()
-}
-
-/// A page body erratum falls back to (bytes), for tests and status.
-pub fn page_bytes(format: &Format) -> Option<Bytes> {
-    match &format.body {
-        Body::Static(t) if t.is_fixed() => {
-            Some(t.render(&super::template::Values { status: 0, request_id: "", host: "", path: "" }))
-        }
-        _ => None,
-    }
 }
