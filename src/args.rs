@@ -59,7 +59,7 @@ pub enum Command {
     /// Run the ingress controller.
     Run(Box<RunArgs>),
     /// Run a local demo: a built-in origin plus erratum on examples/quickstart.
-    Demo(DemoArgs),
+    Demo(Box<DemoArgs>),
     /// Print the ErrorPagePolicy CustomResourceDefinition (YAML), as committed in crds/.
     Crd,
 }
@@ -73,15 +73,23 @@ pub struct TuningArgs {
     /// Time allowed for an upstream's response headers (a timeout answers 504).
     #[arg(long, env = "ERRATUM_UPSTREAM_RESPONSE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub upstream_response_timeout: Duration,
-    /// Time a client has to send its request headers.
+    /// Time a client has to send its request headers; also how long an idle keep-alive
+    /// connection stays open.
     #[arg(long, env = "ERRATUM_CLIENT_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub client_header_timeout: Duration,
+    /// Longest pause between two pieces of a request body before the request is aborted.
+    #[arg(long, env = "ERRATUM_CLIENT_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub client_body_timeout: Duration,
     /// Largest request head (request line and headers) accepted, in bytes.
     #[arg(long, env = "ERRATUM_MAX_HEADER_BYTES", default_value_t = 65536)]
     pub max_header_bytes: usize,
     /// Most request headers accepted.
     #[arg(long, env = "ERRATUM_MAX_HEADERS", default_value_t = 100)]
     pub max_headers: usize,
+    /// Most open client connections, HTTP and HTTPS together. At the limit the oldest idle
+    /// connections are closed; when none is idle, new clients wait to be accepted.
+    #[arg(long, env = "ERRATUM_MAX_CONNECTIONS", default_value_t = crate::proxy::conns::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// How long in-flight requests may finish after SIGTERM.
     #[arg(long, env = "ERRATUM_SHUTDOWN_DRAIN", default_value = "25s", value_parser = humantime::parse_duration)]
     pub shutdown_drain: Duration,
@@ -111,12 +119,17 @@ impl TuningArgs {
         if !(1..=1000).contains(&self.max_headers) {
             return Err(Error::Invalid("--max-headers must be between 1 and 1000".into()));
         }
+        if self.max_connections == 0 {
+            return Err(Error::Invalid("--max-connections must be at least 1".into()));
+        }
         Ok(ProxyConfig {
             connect_timeout: positive("upstream-connect-timeout", self.upstream_connect_timeout)?,
             response_timeout: positive("upstream-response-timeout", self.upstream_response_timeout)?,
             header_read_timeout: positive("client-header-timeout", self.client_header_timeout)?,
+            client_body_timeout: positive("client-body-timeout", self.client_body_timeout)?,
             max_header_bytes: self.max_header_bytes,
             max_headers: self.max_headers,
+            max_connections: self.max_connections,
         })
     }
 }

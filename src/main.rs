@@ -55,7 +55,7 @@ fn main() -> ExitCode {
 
 enum Task {
     Run(Box<erratum::runtime::RunConfig>),
-    Demo(erratum::args::DemoArgs),
+    Demo(Box<erratum::args::DemoArgs>),
 }
 
 fn run(workers: Option<usize>, task: Task) -> anyhow::Result<()> {
@@ -77,7 +77,7 @@ fn run(workers: Option<usize>, task: Task) -> anyhow::Result<()> {
                 let running = erratum::runtime::start(*config).await?;
                 running.run_until(signal).await;
             }
-            Task::Demo(args) => erratum::demo::run(args).await?,
+            Task::Demo(args) => erratum::demo::run(*args).await?,
         }
         anyhow::Ok(())
     })

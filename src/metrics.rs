@@ -83,6 +83,9 @@ pub struct ProxyMetrics {
     pub proxy_errors: IntCounterVec,
     /// `erratum_connections_open{listener}`.
     pub connections: IntGaugeVec,
+    /// `erratum_connections_shed_total`: idle connections closed because the connection limit
+    /// was reached.
+    pub connections_shed: IntCounter,
     /// `erratum_error_pages_served_total{namespace,policy,code,source}`: responses a policy
     /// changed; `code` is the original status.
     pub error_pages: IntCounterVec,
@@ -139,6 +142,13 @@ impl ProxyMetrics {
                 IntGaugeVec::new(
                     Opts::new("erratum_connections_open", "Open client connections"),
                     &["listener"],
+                )?,
+            )?,
+            connections_shed: register(
+                r,
+                IntCounter::new(
+                    "erratum_connections_shed_total",
+                    "Idle client connections closed because --max-connections was reached",
                 )?,
             )?,
             error_pages: register(

@@ -9,6 +9,7 @@
 //! - `/reset`: drops the connection without answering
 //! - `/bytes/N`: 200 with N bytes
 //! - `/echo`: 200, the request's method, URI and headers as JSON
+//! - `/upload`: reads the whole request body, then 200 with its length (or 400 if it failed)
 //! - an `Upgrade` request: 101, then echoes raw bytes
 //!
 //! Query parameters on any path: `delay_ms=N` waits first; `set-header=Name:Value` (repeatable)
@@ -187,6 +188,10 @@ async fn answer(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Res
         }
         ["reset", ..] => return Err(Reset),
         ["bytes", n, ..] => reply(StatusCode::OK, vec![b'x'; n.parse::<usize>().unwrap_or(0).min(64 << 20)]),
+        ["upload", ..] => match http_body_util::BodyExt::collect(req.into_body()).await {
+            Ok(body) => reply(StatusCode::OK, format!("received {} bytes\n", body.to_bytes().len())),
+            Err(e) => reply(StatusCode::BAD_REQUEST, format!("body failed: {e}\n")),
+        },
         ["echo", ..] => {
             let headers: serde_json::Map<String, serde_json::Value> = req
                 .headers()

@@ -201,11 +201,17 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
     ));
     let draining = Arc::new(AtomicBool::new(false));
 
+    let conns = proxy::Connections::new(
+        config.proxy.max_connections,
+        stop_proxy.clone(),
+        metrics.proxy.connections_shed.clone(),
+    );
     let mut proxy_tasks = vec![tokio::spawn(proxy::serve(
         http,
         None,
         proxy.clone(),
         metrics.proxy.clone(),
+        conns.clone(),
         stop_proxy.clone(),
         config.drain_timeout,
     ))];
@@ -216,6 +222,7 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
             Some(acceptor),
             proxy.clone(),
             metrics.proxy.clone(),
+            conns.clone(),
             stop_proxy.clone(),
             config.drain_timeout,
         )));

@@ -5,6 +5,7 @@
 //! The proxy sees only a [`TableReader`](crate::table::TableReader); it never imports kube.
 
 pub mod cache;
+pub mod conns;
 pub mod intercept;
 pub mod pages;
 pub mod service;
@@ -13,6 +14,7 @@ pub mod ttl;
 pub mod upstream;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,12 +22,13 @@ use http_body_util::combinators::BoxBody;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ProxyMetrics;
+pub use conns::Connections;
 pub use service::{ConnInfo, Proxy, ProxyConfig};
 
 /// Error type carried by bodies.
@@ -56,19 +59,29 @@ fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves one listener until `shutdown` fires, then drains in-flight requests for at most
-/// `drain`. `tls` turns the listener into HTTPS.
+/// `drain`. `tls` turns the listener into HTTPS. `conns` is shared by all listeners: one
+/// connection limit for the process.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     proxy: Arc<Proxy>,
     metrics: ProxyMetrics,
+    conns: Arc<Connections>,
     shutdown: CancellationToken,
     drain: Duration,
 ) {
     let name = if tls.is_some() { "https" } else { "http" };
     let builder = Arc::new(builder(proxy.config()));
-    let graceful = GracefulShutdown::new();
     loop {
+        // The slot comes first: at the limit the loop stops accepting (new clients wait in
+        // the kernel backlog) instead of accepting sockets it cannot serve.
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = conns.acquire() => match slot {
+                Some(slot) => slot,
+                None => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -81,39 +94,43 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let watcher = graceful.watcher();
         let proxy = proxy.clone();
         let builder = builder.clone();
         let tls = tls.clone();
         let gauge = metrics.connections.with_label_values(&[name]);
-        tokio::spawn(async move {
+        conns.tracker().spawn(async move {
             gauge.inc();
             let conn = ConnInfo::new(peer, tls.is_some());
+            let in_flight = slot.in_flight.clone();
             let service = service_fn(move |req| {
                 let proxy = proxy.clone();
                 let conn = conn.clone();
-                async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, conn).await) }
+                let guard = InFlight::enter(&in_flight);
+                async move {
+                    let resp = proxy.handle(req, conn).await;
+                    drop(guard);
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
             });
             let result = match tls {
                 None => {
-                    watcher
-                        .watch(
-                            builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                                .into_owned(),
-                        )
-                        .await
+                    let io = TokioIo::new(stream);
+                    drive(builder.serve_connection_with_upgrades(io, service).into_owned(), &slot.close).await
                 }
                 Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let handshake = tokio::select! {
+                        _ = slot.close.cancelled() => return gauge.dec(),
+                        h = handshake => h,
+                    };
+                    match handshake {
                         Ok(Ok(tls_stream)) => {
-                            watcher
-                                .watch(
-                                    builder
-                                        .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
-                                        .into_owned(),
-                                )
-                                .await
+                            let io = TokioIo::new(tls_stream);
+                            drive(
+                                builder.serve_connection_with_upgrades(io, service).into_owned(),
+                                &slot.close,
+                            )
+                            .await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, "TLS handshake failed: {e}");
@@ -130,10 +147,44 @@ pub async fn serve(
                 tracing::debug!(%peer, "connection ended with error: {e}");
             }
             gauge.dec();
+            drop(slot);
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    // Every connection's close token is a child of `shutdown`: idle ones close now, busy
+    // ones after their current response.
+    conns.tracker().close();
+    if tokio::time::timeout(drain, conns.tracker().wait()).await.is_err() {
         tracing::warn!(listener = name, "drain time of {drain:?} elapsed; closing remaining connections");
+    }
+}
+
+/// Serves a connection until it ends; when `close` fires, finishes the request in progress
+/// and closes (HTTP/1.1: no keep-alive; HTTP/2: GOAWAY).
+async fn drive<C>(conn: C, close: &CancellationToken) -> Result<(), BoxError>
+where
+    C: GracefulConnection<Error = BoxError>,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => return result,
+        _ = close.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    conn.await
+}
+
+/// Counts a request as in the handler until dropped (idle connections are shed first).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

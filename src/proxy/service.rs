@@ -44,12 +44,18 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// Time from sending a request to the upstream's response headers (-> 504).
     pub response_timeout: Duration,
-    /// Time a client has to send its request headers (slowloris guard).
+    /// Time a client has to send its request headers (slowloris guard); also the idle
+    /// keep-alive timeout of HTTP/1.1 connections.
     pub header_read_timeout: Duration,
+    /// Longest pause between two pieces of a request body from the client (-> the upstream
+    /// request is aborted). The upstream response body gets `response_timeout` likewise.
+    pub client_body_timeout: Duration,
     /// Largest request head (request line + headers) accepted, in bytes (-> 431).
     pub max_header_bytes: usize,
     /// Most request headers accepted (-> 431).
     pub max_headers: usize,
+    /// Most open client connections, all listeners together (idle ones are shed at the limit).
+    pub max_connections: usize,
 }
 
 impl Default for ProxyConfig {
@@ -58,8 +64,10 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
+            client_body_timeout: Duration::from_secs(60),
             max_header_bytes: 64 * 1024,
             max_headers: 100,
+            max_connections: super::conns::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -287,7 +295,8 @@ impl Proxy {
         prepare_request_headers(&mut parts.headers, ctx.raw_host, &ctx.conn, ctx.request_id, upgrade);
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        let upstream_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
+        let body = upstream::IdleTimeout::new(body, self.config.client_body_timeout);
+        let upstream_req = Request::from_parts(parts, body.boxed());
 
         let started = Instant::now();
         let result =
@@ -328,7 +337,8 @@ impl Proxy {
         }
 
         let (parts, body) = resp.into_parts();
-        let mut body: Body = body.map_err(BoxError::from).boxed();
+        // Between two pieces of the body the upstream gets the same time as for its head.
+        let mut body: Body = upstream::IdleTimeout::new(body, self.config.response_timeout).boxed();
         if let Some((key, owner)) = cacheable
             && upstream_status.as_u16() >= 400
         {
@@ -356,7 +366,16 @@ impl Proxy {
                     }
                     Bounded::TooLarge(rest) => body = rest,
                     Bounded::Failed(reason) => {
-                        // Rule 15: an incomplete response is never cached.
+                        // Rule 15: an incomplete response is never cached. When a policy
+                        // replaces this status anyway, the broken body does not matter: the
+                        // client gets the replacement (uncached); otherwise a 502.
+                        let outcome = Outcome::Upstream { status: upstream_status, headers: &parts.headers };
+                        if let Decision::Replace { .. } =
+                            intercept::decide(&route.policies, info, outcome, &self.pages)
+                        {
+                            let empty = Full::new(Bytes::new()).map_err(|never| match never {}).boxed();
+                            return (self.respond(parts, empty, ctx), None);
+                        }
                         let err = ProxyError::UpstreamReset { upstream: authority.to_string(), reason };
                         return (self.fail(&route.policies, Some(route), info, &err, ctx.request_id), None);
                     }

@@ -9,6 +9,7 @@ mod cache;
 mod cli;
 mod crd;
 mod errors;
+mod faults;
 mod kube;
 mod policies;
 mod protocols;
