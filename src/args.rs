@@ -86,6 +86,9 @@ pub struct TuningArgs {
     /// Most request headers accepted.
     #[arg(long, env = "ERRATUM_MAX_HEADERS", default_value_t = 100)]
     pub max_headers: usize,
+    /// Longest request target (path and query) accepted, in bytes; longer ones get 414.
+    #[arg(long, env = "ERRATUM_MAX_URI_BYTES", default_value_t = 8192)]
+    pub max_uri_bytes: usize,
     /// Most open client connections, HTTP and HTTPS together. At the limit the oldest idle
     /// connections are closed; when none is idle, new clients wait to be accepted.
     #[arg(long, env = "ERRATUM_MAX_CONNECTIONS", default_value_t = crate::proxy::conns::DEFAULT_MAX_CONNECTIONS)]
@@ -119,6 +122,9 @@ impl TuningArgs {
         if !(1..=1000).contains(&self.max_headers) {
             return Err(Error::Invalid("--max-headers must be between 1 and 1000".into()));
         }
+        if !(256..=65_534).contains(&self.max_uri_bytes) {
+            return Err(Error::Invalid("--max-uri-bytes must be between 256 and 65534".into()));
+        }
         if self.max_connections == 0 {
             return Err(Error::Invalid("--max-connections must be at least 1".into()));
         }
@@ -129,6 +135,7 @@ impl TuningArgs {
             client_body_timeout: positive("client-body-timeout", self.client_body_timeout)?,
             max_header_bytes: self.max_header_bytes,
             max_headers: self.max_headers,
+            max_uri_bytes: self.max_uri_bytes,
             max_connections: self.max_connections,
         })
     }

@@ -63,6 +63,18 @@ pub enum ProxyError {
         /// Cause.
         reason: String,
     },
+    /// The request target is longer than `--max-uri-bytes`.
+    #[error("request target longer than {limit} bytes")]
+    UriTooLong {
+        /// The limit.
+        limit: usize,
+    },
+    /// The request is malformed or ambiguous (or its body broke off); never forwarded whole.
+    #[error("bad request: {reason}")]
+    BadRequest {
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 impl ProxyError {
@@ -74,6 +86,8 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamReset { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
         }
     }
 
@@ -86,6 +100,8 @@ impl ProxyError {
             ProxyError::UpstreamConnect { .. } => "upstream_connect",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::UpstreamReset { .. } => "upstream_reset",
+            ProxyError::BadRequest { .. } => "bad_request",
+            ProxyError::UriTooLong { .. } => "uri_too_long",
         }
     }
 }

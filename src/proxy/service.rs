@@ -54,6 +54,8 @@ pub struct ProxyConfig {
     pub max_header_bytes: usize,
     /// Most request headers accepted (-> 431).
     pub max_headers: usize,
+    /// Longest request target (path and query) accepted, in bytes (-> 414).
+    pub max_uri_bytes: usize,
     /// Most open client connections, all listeners together (idle ones are shed at the limit).
     pub max_connections: usize,
 }
@@ -67,6 +69,7 @@ impl Default for ProxyConfig {
             client_body_timeout: Duration::from_secs(60),
             max_header_bytes: 64 * 1024,
             max_headers: 100,
+            max_uri_bytes: 8192,
             max_connections: super::conns::DEFAULT_MAX_CONNECTIONS,
         }
     }
@@ -140,6 +143,18 @@ impl Proxy {
 
     /// Handles one request end to end. Never fails: every error becomes a response.
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+        // A chunked HTTP/1 request may have carried a Content-Length that hyper dropped
+        // (RFC 9112 §6.3: chunked wins); whatever follows its body on the connection is
+        // suspect, so the connection closes after this response instead of reading on.
+        let close = req.version() != Version::HTTP_2 && req.headers().contains_key(header::TRANSFER_ENCODING);
+        let mut resp = self.serve(req, conn).await;
+        if close {
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+
+    async fn serve(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let request_id = request_id(req.headers());
         let table = self.table.load();
         let raw_host = request_host(&req);
@@ -147,13 +162,24 @@ impl Proxy {
         let method = req.method().clone();
         let accept = req.headers().get(header::ACCEPT).cloned();
         let request_uri = req.uri().clone();
+        let path = route::normalize_path(request_uri.path());
         let info = RequestInfo {
             method: &method,
             host: &host,
-            path: request_uri.path(),
+            path: &path,
             accept: accept.as_ref().and_then(|a| a.to_str().ok()),
             request_id: request_id.to_str().unwrap_or(""),
         };
+        if request_uri.path_and_query().map_or(0, |pq| pq.as_str().len()) > self.config.max_uri_bytes {
+            let err = ProxyError::UriTooLong { limit: self.config.max_uri_bytes };
+            return self.fail(&[], None, &info, &err, &request_id);
+        }
+        if let Some(reason) = ambiguous(&req) {
+            // Never forwarded: a request two parsers could read two ways is how smuggling starts.
+            let mut resp = self.fail(&[], None, &info, &ProxyError::BadRequest { reason }, &request_id);
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
         if !table.is_ready() {
             return self.fail(&[], None, &info, &ProxyError::NotReady, &request_id);
         }
@@ -162,9 +188,29 @@ impl Proxy {
             let err = ProxyError::NoRoute { host: raw_host, path: info.path.to_string() };
             return self.fail(lookup.policies, None, &info, &err, &request_id);
         };
-        let ctx = Ctx { route, info: &info, request_id: &request_id, raw_host: &raw_host, conn };
+        let path_and_query = match (&path, request_uri.path_and_query()) {
+            (std::borrow::Cow::Borrowed(_), Some(pq)) => pq.clone(),
+            _ => {
+                let query = request_uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+                match http::uri::PathAndQuery::try_from(format!("{path}{query}")) {
+                    Ok(pq) => pq,
+                    Err(e) => {
+                        let err = ProxyError::BadRequest { reason: format!("path: {e}") };
+                        return self.fail(&[], None, &info, &err, &request_id);
+                    }
+                }
+            }
+        };
+        let ctx = Ctx {
+            route,
+            info: &info,
+            request_id: &request_id,
+            raw_host: &raw_host,
+            path_and_query: &path_and_query,
+            conn,
+        };
 
-        let cacheable = self.cacheable(route, &info, req.headers(), &request_uri);
+        let cacheable = self.cacheable(route, &info, req.headers(), &path_and_query);
         let Some((key, owner)) = &cacheable else {
             return self.forward(req, &ctx, None).await.0;
         };
@@ -210,7 +256,7 @@ impl Proxy {
         route: &Route,
         info: &RequestInfo<'_>,
         headers: &HeaderMap,
-        uri: &http::Uri,
+        path_and_query: &http::uri::PathAndQuery,
     ) -> Option<Cacheable> {
         self.cache.as_ref()?;
         if info.method != Method::GET && info.method != Method::HEAD {
@@ -224,7 +270,7 @@ impl Proxy {
         let policies = route.policies.iter().fold(0u64, |acc, p| acc.rotate_left(7) ^ p.fingerprint);
         let format =
             u8::try_from(accept::choose(info.accept, ["text/html", "application/json"])).unwrap_or(0);
-        let path_and_query = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/").to_string();
+        let path_and_query = path_and_query.as_str().to_string();
         Some((CacheKey { policies, host: info.host.to_string(), path_and_query, format }, owner.clone()))
     }
 
@@ -276,9 +322,7 @@ impl Proxy {
         let mut uri_parts = http::uri::Parts::default();
         uri_parts.scheme = Some(http::uri::Scheme::HTTP);
         uri_parts.authority = Some(authority.clone());
-        uri_parts.path_and_query = Some(
-            req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-        );
+        uri_parts.path_and_query = Some(ctx.path_and_query.clone());
         let uri = match http::Uri::from_parts(uri_parts) {
             Ok(uri) => uri,
             Err(e) => {
@@ -295,7 +339,8 @@ impl Proxy {
         prepare_request_headers(&mut parts.headers, ctx.raw_host, &ctx.conn, ctx.request_id, upgrade);
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        let body = upstream::IdleTimeout::new(body, self.config.client_body_timeout);
+        let body = upstream::IdleTimeout::new(body, self.config.client_body_timeout)
+            .map_err(|e| BoxError::from(upstream::ClientBody(e)));
         let upstream_req = Request::from_parts(parts, body.boxed());
 
         let started = Instant::now();
@@ -570,7 +615,28 @@ struct Ctx<'a> {
     info: &'a RequestInfo<'a>,
     request_id: &'a HeaderValue,
     raw_host: &'a str,
+    /// The normalised path and the query: what the route matched is what the backend gets.
+    path_and_query: &'a http::uri::PathAndQuery,
     conn: ConnInfo,
+}
+
+/// Why a request is ambiguous, if it is: hosts two parsers could disagree on (RFC 9112
+/// §3.2). Framing is hyper's: it rejects conflicting `Content-Length`s, a `Transfer-Encoding`
+/// without final `chunked`, obsolete line folding and malformed chunks with 400, and for
+/// `Transfer-Encoding` + `Content-Length` it drops the length, reads chunked and closes the
+/// connection after the response (RFC 9112 §6.3), so nothing behind the body is ever read.
+fn ambiguous<B>(req: &Request<B>) -> Option<String> {
+    let headers = req.headers();
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Some("more than one Host header".into());
+    }
+    if req.version() == Version::HTTP_11
+        && req.uri().authority().is_none()
+        && !headers.contains_key(header::HOST)
+    {
+        return Some("HTTP/1.1 request without Host".into());
+    }
+    None
 }
 
 fn has_credentials(headers: &HeaderMap) -> bool {

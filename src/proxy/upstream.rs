@@ -49,6 +49,11 @@ pub fn classify(
     connect_timeout: Duration,
 ) -> ProxyError {
     let reason = source_chain(err);
+    if has_source::<ClientBody>(err) {
+        // The request body broke off (malformed chunks, stalled, client gone): the client's
+        // fault, and the upstream connection it was streaming into is closed, not reused.
+        return ProxyError::BadRequest { reason };
+    }
     if err.is_connect() {
         if has_timed_out(err) {
             return ProxyError::UpstreamTimeout { upstream: upstream.to_string(), after: connect_timeout };
@@ -58,12 +63,28 @@ pub fn classify(
     ProxyError::UpstreamReset { upstream: upstream.to_string(), reason }
 }
 
+/// An error of the client's request body on its way upstream.
+#[derive(Debug, thiserror::Error)]
+#[error("request body: {0}")]
+pub struct ClientBody(pub BoxError);
+
 fn has_timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    find_source(err, |e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    })
+}
+
+fn has_source<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    find_source(err, |e| e.is::<E>())
+}
+
+fn find_source(
+    err: &(dyn std::error::Error + 'static),
+    found: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
+        if found(e) {
             return true;
         }
         cur = e.source();

@@ -111,8 +111,107 @@ pub fn wildcard_suffix(host: &str) -> Option<&str> {
     host.split_once('.').map(|(_, rest)| rest).filter(|rest| !rest.is_empty())
 }
 
+/// The request path as erratum routes it and forwards it: RFC 3986 normalisation (§6.2.2.2:
+/// percent-encoded unreserved characters decoded, so `%2e` is a dot; §5.2.4: `.` and `..`
+/// segments removed, never above the root) and runs of `/` merged (nginx's `merge_slashes`).
+///
+/// Matching and forwarding use the same result, so a path cannot match one route and mean
+/// another to the backend (`/public/../admin` is `/admin` for both). An encoded slash (`%2F`)
+/// or backslash (`%5C`) stays encoded: it is part of a segment for both sides. Borrows when the
+/// path is already normal (the common case costs one scan).
+pub fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let b = path.as_bytes();
+    let suspicious =
+        b.first() != Some(&b'/') || b.contains(&b'%') || b.windows(2).any(|w| w == b"//" || w == b"/.");
+    if !suspicious {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    if b.first() != Some(&b'/') {
+        // `*` (OPTIONS) and other non-origin forms are left alone; they match no rule.
+        return std::borrow::Cow::Borrowed(path);
+    }
+    // Decode unreserved characters only; keep every other escape as sent (upper-cased).
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            let c = h << 4 | l;
+            if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+                decoded.push(char::from(c));
+            } else {
+                decoded.push('%');
+                decoded.push(char::from(b[i + 1].to_ascii_uppercase()));
+                decoded.push(char::from(b[i + 2].to_ascii_uppercase()));
+            }
+            i += 3;
+        } else {
+            // Byte-wise copy of a valid UTF-8 (indeed ASCII: http::Uri allows no more) path.
+            let ch = path[i..].chars().next().unwrap_or('/');
+            decoded.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let ends_with_slash = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut normal = String::with_capacity(decoded.len());
+    for s in &out {
+        normal.push('/');
+        normal.push_str(s);
+    }
+    if ends_with_slash || out.is_empty() {
+        normal.push('/');
+    }
+    std::borrow::Cow::Owned(normal)
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
+}
+
 #[cfg(test)]
 mod tests {
+    use super::normalize_path;
+
+    #[test]
+    fn paths_are_normalised_the_same_for_matching_and_forwarding() {
+        for (raw, want) in [
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("/a/../b", "/b"),
+            ("/a/./b/", "/a/b/"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("/a/%2e%2e/b", "/b"),
+            ("/a/%2E%2e/b", "/b"),
+            ("/a/.%2e", "/"),
+            ("//a///b", "/a/b"),
+            ("/a%2Fb/../c", "/c"),
+            ("/a%2fb", "/a%2Fb"),
+            ("/%7Euser/%41", "/~user/A"),
+            ("/a/..", "/"),
+            ("/a/.", "/a/"),
+            ("/public/..%2Fadmin", "/public/..%2Fadmin"),
+            ("/%5c..%5cadmin", "/%5C..%5Cadmin"),
+            ("/100%", "/100%"),
+            ("/a%zz", "/a%zz"),
+            ("*", "*"),
+        ] {
+            assert_eq!(normalize_path(raw), want, "{raw}");
+        }
+        assert!(matches!(normalize_path("/plain/path"), std::borrow::Cow::Borrowed(_)));
+    }
+
     use super::*;
 
     #[test]

@@ -10,6 +10,7 @@ mod cli;
 mod crd;
 mod errors;
 mod faults;
+mod hostile;
 mod kube;
 mod policies;
 mod protocols;
