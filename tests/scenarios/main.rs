@@ -17,4 +17,5 @@ mod protocols;
 mod reload;
 mod routing;
 mod shutdown;
+mod stress;
 mod tls;
