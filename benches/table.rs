@@ -1,5 +1,6 @@
 //! Routing-table benchmarks: build time and lookup cost at 100, 1,000 and 10,000 Ingresses.
 //! Lookup must not grow with the number of hosts. Run: `cargo bench --bench table`.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failed unwrap is a failed test")]
 
 use std::hint::black_box;
 

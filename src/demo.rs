@@ -9,7 +9,8 @@ use crate::origin::Origin;
 use crate::runtime;
 
 /// Where the quickstart's EndpointSlice points.
-pub const ORIGIN_ADDR: &str = "127.0.0.1:18081";
+pub const ORIGIN_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 18081);
 /// The quickstart manifests, compiled in so the binary works outside the source tree.
 const QUICKSTART: &str = include_str!("../examples/quickstart/quickstart.yaml");
 
@@ -47,7 +48,7 @@ fn quickstart_dir() -> Result<PathBuf, Error> {
 
 /// Runs the demo until Ctrl-C.
 pub async fn run(args: DemoArgs) -> Result<(), Error> {
-    let origin_addr: SocketAddr = ORIGIN_ADDR.parse().expect("literal address");
+    let origin_addr = ORIGIN_ADDR;
     let dir = quickstart_dir()?;
     let config = args.into_config(dir.clone())?;
     let signal = runtime::shutdown_signal();

@@ -1,4 +1,5 @@
 //! Builders for Kubernetes objects, for tests and benchmarks (not used by the binary).
+#![allow(clippy::expect_used, reason = "test fixtures: a malformed fixture is a test bug")]
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;

@@ -52,7 +52,7 @@ pub struct RunConfig {
 impl RunConfig {
     /// A configuration for tests and embedding: every listener on 127.0.0.1 with a free port.
     pub fn local(manifests: impl Into<PathBuf>) -> Self {
-        let any: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
         Self {
             manifests: Some(manifests.into()),
             kube: KubeSettings::default(),

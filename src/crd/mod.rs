@@ -10,6 +10,7 @@ mod error_page_policy;
 pub use error_page_policy::*;
 
 /// The CustomResourceDefinition YAML, exactly as committed in `crds/errorpagepolicy.yaml`.
+#[allow(clippy::expect_used, reason = "the `crd` command and tests: serialising a static CRD cannot fail")]
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
     let yaml = serde_yaml_ng::to_string(&ErrorPagePolicy::crd()).expect("a CRD serialises to YAML");

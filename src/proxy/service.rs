@@ -89,8 +89,9 @@ pub struct ConnInfo {
 impl ConnInfo {
     /// Connection facts for a client.
     pub fn new(peer: SocketAddr, tls: bool) -> Self {
-        let client_ip =
-            HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value");
+        // An IP address is always a valid header value; the fallback only keeps this total.
+        let client_ip = HeaderValue::try_from(peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         Self { peer, tls, client_ip }
     }
 }
@@ -162,7 +163,10 @@ impl Proxy {
         let method = req.method().clone();
         let accept = req.headers().get(header::ACCEPT).cloned();
         let request_uri = req.uri().clone();
-        let path = route::normalize_path(request_uri.path());
+        let (path, invalid_path) = match route::normalize_path(request_uri.path()) {
+            Ok(path) => (path, None),
+            Err(e) => (std::borrow::Cow::Borrowed(request_uri.path()), Some(e)),
+        };
         let info = RequestInfo {
             method: &method,
             host: &host,
@@ -173,6 +177,15 @@ impl Proxy {
         if request_uri.path_and_query().map_or(0, |pq| pq.as_str().len()) > self.config.max_uri_bytes {
             let err = ProxyError::UriTooLong { limit: self.config.max_uri_bytes };
             return self.fail(&[], None, &info, &err, &request_id);
+        }
+        if let Some(e) = invalid_path {
+            return self.fail(
+                &[],
+                None,
+                &info,
+                &ProxyError::BadRequest { reason: e.to_string() },
+                &request_id,
+            );
         }
         if let Some(reason) = ambiguous(&req) {
             // Never forwarded: a request two parsers could read two ways is how smuggling starts.
@@ -211,10 +224,9 @@ impl Proxy {
         };
 
         let cacheable = self.cacheable(route, &info, req.headers(), &path_and_query);
-        let Some((key, owner)) = &cacheable else {
+        let (Some((key, owner)), Some(cache)) = (&cacheable, &self.cache) else {
             return self.forward(req, &ctx, None).await.0;
         };
-        let cache = self.cache.as_ref().expect("a cache key implies a cache");
         let mut req = req;
         match cache.lookup(key, &owner.key).await {
             Lookup::Hit(entry) => return self.serve_entry(&entry, true, &ctx),
@@ -225,7 +237,9 @@ impl Proxy {
                 let mut pending = Some(req);
                 let shared = cache
                     .flight(key, marker, &owner.key, async {
-                        let req = pending.take().expect("a flight runs its init once");
+                        // A flight runs its init once; should that ever change, the caller
+                        // forwards its own request below.
+                        let Some(req) = pending.take() else { return Err(NotCacheable) };
                         let (resp, entry) = self.forward(req, &ctx, cacheable.as_ref()).await;
                         leader_response = Some(resp);
                         entry.ok_or(NotCacheable)
@@ -385,6 +399,7 @@ impl Proxy {
         // Between two pieces of the body the upstream gets the same time as for its head.
         let mut body: Body = upstream::IdleTimeout::new(body, self.config.response_timeout).boxed();
         if let Some((key, owner)) = cacheable
+            && let Some(cache) = &self.cache
             && upstream_status.as_u16() >= 400
         {
             let ttl = if parts.headers.contains_key(header::CONTENT_ENCODING) {
@@ -395,7 +410,6 @@ impl Proxy {
             if let Some(ttl) = ttl {
                 match read_bounded(body, MAX_ENTRY_BODY, self.config.response_timeout).await {
                     Bounded::Whole(bytes) => {
-                        let cache = self.cache.as_ref().expect("a cache key implies a cache");
                         let service = Some(route.backend.service.clone());
                         let entry = cache.entry(
                             upstream_status,
@@ -444,10 +458,10 @@ impl Proxy {
         credentials: bool,
     ) -> (Response<Body>, Option<Arc<CachedError>>) {
         if let Some((key, owner)) = cacheable
+            && let Some(cache) = &self.cache
             && matches!(err, ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamTimeout { .. })
             && let Some(ttl) = self.error_ttl(ctx, owner, err.status(), &HeaderMap::new(), true, credentials)
         {
-            let cache = self.cache.as_ref().expect("a cache key implies a cache");
             self.note(&err, ctx.info);
             let service = Some(ctx.route.backend.service.clone());
             let entry = cache.entry(
@@ -748,7 +762,8 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
     for (i, c) in id.iter_mut().enumerate() {
         *c = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&id).expect("hex is a valid header value")
+    // Hex digits are always a valid header value; the fallback only keeps this total.
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {

@@ -25,14 +25,17 @@ pub fn quality(accept: Option<&str>, media: &str) -> u16 {
         let specificity = if r.eq_ignore_ascii_case(media) {
             4
         } else if suffix.is_some_and(|s| {
+            // Byte slices: a header may hold non-ASCII, and a str slice there would panic.
+            let r = r.as_bytes();
             r.len() == mtype.len() + 1 + s.len()
-                && r[..mtype.len()].eq_ignore_ascii_case(mtype)
-                && r[mtype.len() + 1..].eq_ignore_ascii_case(s)
+                && r[..mtype.len()].eq_ignore_ascii_case(mtype.as_bytes())
+                && r[mtype.len()] == b'/'
+                && r[mtype.len() + 1..].eq_ignore_ascii_case(s.as_bytes())
         }) {
             3
         } else if r.len() == mtype.len() + 2
             && r.ends_with("/*")
-            && r[..mtype.len()].eq_ignore_ascii_case(mtype)
+            && r.as_bytes()[..mtype.len()].eq_ignore_ascii_case(mtype.as_bytes())
         {
             2
         } else if r == "*/*" {

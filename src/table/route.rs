@@ -119,25 +119,30 @@ pub fn wildcard_suffix(host: &str) -> Option<&str> {
 /// another to the backend (`/public/../admin` is `/admin` for both). An encoded slash (`%2F`)
 /// or backslash (`%5C`) stays encoded: it is part of a segment for both sides. Borrows when the
 /// path is already normal (the common case costs one scan).
-pub fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
+///
+/// A `%` not followed by two hex digits is an error: left alone it could pair with a decoded
+/// character into a new escape (`%%32e` would become `%2e`), which a backend decoding once
+/// more would read as a dot: a path escape.
+pub fn normalize_path(path: &str) -> Result<std::borrow::Cow<'_, str>, InvalidPath> {
     let b = path.as_bytes();
     let suspicious =
         b.first() != Some(&b'/') || b.contains(&b'%') || b.windows(2).any(|w| w == b"//" || w == b"/.");
     if !suspicious {
-        return std::borrow::Cow::Borrowed(path);
+        return Ok(std::borrow::Cow::Borrowed(path));
     }
     if b.first() != Some(&b'/') {
         // `*` (OPTIONS) and other non-origin forms are left alone; they match no rule.
-        return std::borrow::Cow::Borrowed(path);
+        return Ok(std::borrow::Cow::Borrowed(path));
     }
     // Decode unreserved characters only; keep every other escape as sent (upper-cased).
     let mut decoded = String::with_capacity(path.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
+        if b[i] == b'%' {
+            let (Some(h), Some(l)) = (b.get(i + 1).and_then(|c| hex(*c)), b.get(i + 2).and_then(|c| hex(*c)))
+            else {
+                return Err(InvalidPath);
+            };
             let c = h << 4 | l;
             if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
                 decoded.push(char::from(c));
@@ -173,8 +178,13 @@ pub fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
     if ends_with_slash || out.is_empty() {
         normal.push('/');
     }
-    std::borrow::Cow::Owned(normal)
+    Ok(std::borrow::Cow::Owned(normal))
 }
+
+/// A path with a `%` that does not start a valid escape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid percent-encoding in the path")]
+pub struct InvalidPath;
 
 fn hex(c: u8) -> Option<u8> {
     (c as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
@@ -203,13 +213,15 @@ mod tests {
             ("/a/.", "/a/"),
             ("/public/..%2Fadmin", "/public/..%2Fadmin"),
             ("/%5c..%5cadmin", "/%5C..%5Cadmin"),
-            ("/100%", "/100%"),
-            ("/a%zz", "/a%zz"),
             ("*", "*"),
         ] {
-            assert_eq!(normalize_path(raw), want, "{raw}");
+            assert_eq!(normalize_path(raw).unwrap(), want, "{raw}");
         }
-        assert!(matches!(normalize_path("/plain/path"), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(normalize_path("/plain/path"), Ok(std::borrow::Cow::Borrowed(_))));
+        // A stray % could pair with a decoded character into a new escape: rejected.
+        for raw in ["/100%", "/a%zz", "/a%2", "/%%32e%%32e/admin", "/wild/%e%32e"] {
+            assert_eq!(normalize_path(raw), Err(super::InvalidPath), "{raw}");
+        }
     }
 
     use super::*;

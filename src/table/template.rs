@@ -80,6 +80,10 @@ pub enum TemplateError {
     /// `{{` without `}}`.
     #[error("unclosed {{{{ at byte {0}")]
     Unclosed(usize),
+    /// A request value outside a string literal of a JSON page: escaping cannot keep it from
+    /// adding JSON structure there.
+    #[error("{{{{{0}}}}} must be inside a JSON string (\"...\") in a JSON page")]
+    OutsideJsonString(Var),
 }
 
 /// What a rendered template may insert.
@@ -101,12 +105,30 @@ impl Template {
         let mut parts = Vec::new();
         let mut rest = text;
         let mut offset = 0;
+        // JSON: whether the literal text so far leaves us inside a string literal.
+        let mut in_string = false;
+        let mut escaped = false;
+        let mut scan = |lit: &str| {
+            for c in lit.bytes() {
+                match (escaped, c) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = in_string,
+                    (false, b'"') => in_string = !in_string,
+                    _ => {}
+                }
+            }
+            in_string
+        };
         while let Some(start) = rest.find("{{") {
             let Some(len) = rest[start + 2..].find("}}") else {
                 return Err(TemplateError::Unclosed(offset + start));
             };
             let name = &rest[start + 2..start + 2 + len];
             let var = Var::parse(name).ok_or_else(|| TemplateError::UnknownVar(name.trim().to_string()))?;
+            // The status is a number erratum writes, never request data: allowed anywhere.
+            if escape == Escape::Json && !scan(&rest[..start]) && var != Var::Status {
+                return Err(TemplateError::OutsideJsonString(var));
+            }
             if start > 0 {
                 parts.push(Part::Lit(Bytes::copy_from_slice(&rest.as_bytes()[..start])));
             }
@@ -231,6 +253,20 @@ mod tests {
         assert_eq!(v.as_object().unwrap().len(), 2, "no injected key: {v}");
         assert_eq!(v["path"], "/\"},\"admin\":true,\"x\":\"\n</script>");
         assert!(!std::str::from_utf8(&out).unwrap().contains("</script>"));
+    }
+
+    #[test]
+    fn json_pages_keep_request_values_inside_strings() {
+        assert!(Template::parse(r#"{"s":{{status}},"p":"a\"{{path}}"}"#, Escape::Json).is_ok());
+        assert_eq!(
+            Template::parse(r#"[0,{{path}}]"#, Escape::Json),
+            Err(TemplateError::OutsideJsonString(Var::Path))
+        );
+        assert_eq!(
+            Template::parse(r#"{"a":"\"",{{host}}:1}"#, Escape::Json),
+            Err(TemplateError::OutsideJsonString(Var::Host))
+        );
+        assert!(Template::parse("[0,{{path}}]", Escape::Html).is_ok(), "only JSON pages have the rule");
     }
 
     #[test]

@@ -161,6 +161,15 @@ async fn a_path_cannot_match_one_route_and_mean_another_to_the_backend() {
         };
         assert_eq!(went, backend, "{target}");
     }
+    // A stray % could pair with a decoded character into an escape a backend would decode
+    // again (`%%32e` -> `%2e` -> `.`): such paths are refused, not forwarded.
+    let (p0, a0) = (public.hits(), admin.hits());
+    for target in ["/public/%%32e%%32e/admin/x", "/public/100%", "/public/%zz"] {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: h.example\r\nConnection: close\r\n\r\n");
+        let out = exchange(&h, raw.as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{target}: {out}");
+    }
+    assert_eq!((public.hits(), admin.hits()), (p0, a0));
     h.shutdown().await;
 }
 

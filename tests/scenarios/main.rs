@@ -1,5 +1,6 @@
 //! Scenario tests: the real proxy from a manifests folder, real origins, real clients.
 //! One test binary so the suite links once.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failed unwrap is a failed test")]
 
 mod support;
 
@@ -10,6 +11,7 @@ mod cli;
 mod crd;
 mod errors;
 mod faults;
+mod fuzz;
 mod hostile;
 mod kube;
 mod policies;
