@@ -62,6 +62,13 @@ pub enum Command {
     Demo(Box<DemoArgs>),
     /// Print the ErrorPagePolicy CustomResourceDefinition (YAML), as committed in crds/.
     Crd,
+    /// Run only the demo's misbehaving origin (for benchmarks and the soak script).
+    #[command(hide = true)]
+    Origin {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:18081")]
+        addr: SocketAddr,
+    },
 }
 
 /// Data-plane tuning shared by `run` and `demo`.

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Demo(demo) => (demo.tuning.workers, Task::Demo(demo)),
+        Command::Origin { addr } => (Some(1), Task::Origin(addr)),
         Command::Crd => {
             print!("{}", erratum::crd::crd_yaml());
             return ExitCode::SUCCESS;
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
 enum Task {
     Run(Box<erratum::runtime::RunConfig>),
     Demo(Box<erratum::args::DemoArgs>),
+    Origin(std::net::SocketAddr),
 }
 
 fn run(workers: Option<usize>, task: Task) -> anyhow::Result<()> {
@@ -78,6 +80,12 @@ fn run(workers: Option<usize>, task: Task) -> anyhow::Result<()> {
                 running.run_until(signal).await;
             }
             Task::Demo(args) => erratum::demo::run(*args).await?,
+            Task::Origin(addr) => {
+                let signal = erratum::runtime::shutdown_signal();
+                let origin = erratum::origin::Origin::start(addr).await.context("starting the origin")?;
+                eprintln!("origin listening on {}", origin.addr);
+                signal.await;
+            }
         }
         anyhow::Ok(())
     })

@@ -55,6 +55,45 @@ fn dockerfile_ships_the_cargo_binary_as_non_root() {
     assert!(ignore.lines().any(|l| l.trim() == "target/"), "the build context leaves target/ out");
 }
 
+/// The secure defaults of the install: non-root, read-only root filesystem, no privilege
+/// escalation, no capabilities, and the admin port (metrics, cache purge) only on a
+/// ClusterIP Service, never on the public one.
+#[test]
+fn the_install_runs_locked_down_and_keeps_admin_off_the_public_service() {
+    let install = std::fs::read_to_string(root().join("deploy/install.yaml")).unwrap();
+    let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&install)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &serde_json::Value| !v.is_null())
+        .collect();
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").expect("a Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_ne!(pod["securityContext"]["runAsUser"], 0);
+    for c in pod["containers"].as_array().unwrap() {
+        let sc = &c["securityContext"];
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{}", c["name"]);
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{}", c["name"]);
+        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{}", c["name"]);
+        assert!(sc["privileged"] != true);
+    }
+    let admin_port = pod["containers"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "admin")
+        .expect("an admin container port")["containerPort"]
+        .clone();
+    let services: Vec<_> = docs.iter().filter(|d| d["kind"] == "Service").collect();
+    assert!(!services.is_empty());
+    for svc in services {
+        let public = matches!(svc["spec"]["type"].as_str(), Some("LoadBalancer" | "NodePort"));
+        for port in svc["spec"]["ports"].as_array().unwrap() {
+            let to_admin = port["targetPort"] == "admin" || port["targetPort"] == admin_port;
+            assert!(!(public && to_admin), "admin exposed on {}: {port}", svc["metadata"]["name"]);
+        }
+    }
+}
+
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();

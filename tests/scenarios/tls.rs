@@ -108,3 +108,53 @@ async fn a_broken_secret_is_reported_and_the_rest_serves() {
     assert_eq!(h.status("a.example", "/").await, 200, "plain HTTP keeps serving");
     h.shutdown().await;
 }
+
+/// Secrets never reach the logs, even at trace level and when a Secret is broken (its error
+/// names the field, not the content).
+#[test]
+fn secrets_never_reach_the_logs() {
+    use std::io::Read;
+    let good = cert(&["secure.example"]);
+    let marker = "SECRET-MARKER-7f3a9c";
+    let dir = tempfile::tempdir().unwrap();
+    let o = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let manifests = [
+        backend("ns", "web", &[o]),
+        ingress("ns", "i", &[("secure.example", "/", "Prefix", "web")])
+            .replace(
+                "  rules:\n",
+                "  tls: [{hosts: [secure.example], secretName: good}, {hosts: [other.example], secretName: bad}]\n  rules:\n",
+            ),
+        secret_yaml("good", &good),
+        format!(
+            "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata: {{name: bad, namespace: ns}}\nstringData: {{tls.crt: {marker}, tls.key: {marker}}}\n---\n"
+        ),
+    ]
+    .concat();
+    std::fs::write(dir.path().join("main.yaml"), manifests).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_erratum"))
+        .args(["run", "--manifests", dir.path().to_str().unwrap(), "--http-addr", "127.0.0.1:0"])
+        .args(["--https-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--log-level", "trace"])
+        .args(["--log-format", "json", "--workers", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = stderr.read_to_string(&mut all);
+        all
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    let logs = reader.join().unwrap();
+    assert!(logs.contains("erratum serving"), "it ran: {}", &logs[..logs.len().min(2000)]);
+    assert!(logs.contains("ns/bad"), "the broken Secret is reported by name");
+    assert!(!logs.contains(marker), "a Secret's content was logged");
+    assert!(!logs.contains("PRIVATE KEY"), "key material was logged");
+    let key_body: Vec<&str> = good.key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    for line in key_body {
+        assert!(!logs.contains(line), "a line of the private key was logged");
+    }
+}
