@@ -213,7 +213,7 @@ def run_wrk(port, seconds, script):
 
 def run_h2load(port, seconds):
     out = subprocess.run(
-        ["h2load", "-c2", "-m8", "-D", str(seconds), "-H", "host: soak.example", f"http://127.0.0.1:{port}/ok"],
+        ["h2load", "-c2", "-m8", "-D", str(seconds), "-H", ":authority: soak.example", f"http://127.0.0.1:{port}/ok"],
         capture_output=True, text=True, check=False,
     ).stdout
     m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", out)
@@ -227,6 +227,15 @@ def run_h2load(port, seconds):
         return {"requests": 0, "errors": 1, "max_ms": None}
     done, ok, failed, errored, timeout = map(int, m.groups())
     return {"requests": done, "errors": failed + errored + timeout + (done - ok), "max_ms": p99}
+
+
+def cache_mib(admin_port):
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return None
+    m = re.search(r"^erratum_error_cache_bytes (\S+)", text, re.M)
+    return round(float(m.group(1)) / 2**20, 1) if m else None
 
 
 def main():
@@ -264,8 +273,8 @@ def main():
         upgrades.start()
         rows = []
         print(f"soak: {args.minutes} min, erratum --workers {args.workers}, churn {args.churn_hz}/s; pid {erratum.pid}")
-        print("| minute | HTTP/1.1 req | errors | p99 ms | HTTP/2 req | errors | max ms | upgrades ok/failed | config writes | RSS MiB |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("| minute | HTTP/1.1 req | errors | p99 ms | HTTP/2 req | errors | max ms | upgrades ok/failed | config writes | RSS MiB | error cache MiB |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for minute in range(1, args.minutes + 1):
             result = {}
             h2 = threading.Thread(target=lambda: result.update(h2=run_h2load(http_port, 58)))
@@ -277,15 +286,17 @@ def main():
             row = {
                 "minute": minute, "h1": h1, "h2": result["h2"], "upgrades_ok": upgrades.ok,
                 "upgrades_failed": upgrades.failed, "config_writes": churn.writes, "rss_mib": round(rss, 1),
+                "cache_mib": cache_mib(admin_port),
             }
             rows.append(row)
             print(
                 f"| {minute} | {h1['requests']} | {h1['errors']} | {h1['p99_ms']} | {row['h2']['requests']} | "
-                f"{row['h2']['errors']} | {row['h2']['max_ms']} | {upgrades.ok}/{upgrades.failed} | {churn.writes} | {rss:.1f} |",
+                f"{row['h2']['errors']} | {row['h2']['max_ms']} | {upgrades.ok}/{upgrades.failed} | {churn.writes} | {rss:.1f} | {row['cache_mib']} |",
                 flush=True,
             )
         churn.stop.set()
         upgrades.stop.set()
+        upgrades.join(timeout=10)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).read().decode()
         errors = sum(r["h1"]["errors"] + r["h2"]["errors"] for r in rows) + upgrades.failed
         if erratum.poll() is not None:

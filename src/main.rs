@@ -71,6 +71,14 @@ fn run(workers: Option<usize>, task: Task) -> anyhow::Result<()> {
     if let Some(n) = workers.filter(|n| *n > 1) {
         builder.worker_threads(n);
     }
+    let max_connections = match &task {
+        Task::Run(config) => Some(config.proxy.max_connections),
+        Task::Demo(args) => Some(args.tuning.max_connections),
+        Task::Origin(_) => None,
+    };
+    if let Some(max) = max_connections {
+        raise_open_files(max);
+    }
     let rt = builder.build().context("starting the async runtime")?;
     rt.block_on(async {
         match task {
@@ -89,4 +97,21 @@ fn run(workers: Option<usize>, task: Task) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+/// Raises the soft open-files limit to the hard one, as Go's runtime does and nginx's
+/// `worker_rlimit_nofile` lets you: a soft limit of 1024 is common and would cap the proxy far
+/// below `--max-connections` (each client connection may hold an upstream one too).
+fn raise_open_files(max_connections: usize) {
+    let needed = 2 * max_connections as u64 + 256;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < needed => tracing::warn!(
+            limit,
+            max_connections,
+            "the open-files limit is below what --max-connections needs (two per connection); \
+             raise it (ulimit -n, or the container runtime's nofile) or lower --max-connections"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
+    }
 }
