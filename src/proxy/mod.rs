@@ -73,15 +73,6 @@ pub async fn serve(
     let name = if tls.is_some() { "https" } else { "http" };
     let builder = Arc::new(builder(proxy.config()));
     loop {
-        // The slot comes first: at the limit the loop stops accepting (new clients wait in
-        // the kernel backlog) instead of accepting sockets it cannot serve.
-        let slot = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            slot = conns.acquire() => match slot {
-                Some(slot) => slot,
-                None => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -93,6 +84,16 @@ pub async fn serve(
                 }
             },
         };
+        // A slot for the accepted client. At the limit this sheds idle connections and waits;
+        // meanwhile the loop accepts nothing more (new clients wait in the kernel backlog).
+        // Shedding happens only when a client is actually waiting.
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = conns.acquire() => match slot {
+                Some(slot) => slot,
+                None => break,
+            },
+        };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         let builder = builder.clone();
@@ -100,7 +101,8 @@ pub async fn serve(
         let gauge = metrics.connections.with_label_values(&[name]);
         conns.tracker().spawn(async move {
             gauge.inc();
-            let conn = ConnInfo::new(peer, tls.is_some());
+            let slot = Arc::new(slot);
+            let conn = ConnInfo::new(peer, tls.is_some()).with_slot(slot.clone());
             let in_flight = slot.in_flight.clone();
             let service = service_fn(move |req| {
                 let proxy = proxy.clone();

@@ -84,6 +84,9 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The client IP as a header value, made once per connection (`X-Forwarded-For`).
     pub client_ip: HeaderValue,
+    /// The connection's place under `--max-connections`: an upgraded connection (WebSocket)
+    /// outlives hyper's connection future and keeps it until the tunnel closes.
+    pub slot: Option<Arc<super::conns::Slot>>,
 }
 
 impl ConnInfo {
@@ -92,7 +95,13 @@ impl ConnInfo {
         // An IP address is always a valid header value; the fallback only keeps this total.
         let client_ip = HeaderValue::try_from(peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self { peer, tls, client_ip }
+        Self { peer, tls, client_ip, slot: None }
+    }
+
+    /// The same, holding `slot` for upgrades.
+    pub fn with_slot(mut self, slot: Arc<super::conns::Slot>) -> Self {
+        self.slot = Some(slot);
+        self
     }
 }
 
@@ -383,6 +392,12 @@ impl Proxy {
             && let Some(client_upgrade) = client_upgrade
         {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            // The tunnel counts as a busy connection until it closes: under the limit, never
+            // shed as idle.
+            let hold = ctx.conn.slot.clone();
+            if let Some(slot) = &hold {
+                slot.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             tokio::spawn(async move {
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client, upstream)) => {
@@ -391,6 +406,9 @@ impl Proxy {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                     }
                     Err(e) => tracing::debug!("upgrade failed: {e}"),
+                }
+                if let Some(slot) = hold {
+                    slot.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 }
             });
         }

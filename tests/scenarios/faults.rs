@@ -459,3 +459,42 @@ async fn thousands_of_idle_connections_cannot_lock_out_real_clients() {
     drop(idle);
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_tunnels_count_against_the_connection_limit() {
+    let o = origin().await;
+    let manifests =
+        [backend("ns", "o", &[o.addr]), ingress("ns", "i", &[("c.example", "/", "Prefix", "o")])].concat();
+    let h = Harness::start_with(&manifests, |c| c.proxy.max_connections = 2).await;
+    let mut tunnels = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(h.running().http_addr).await.unwrap();
+        s.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: c.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 101", "{}", String::from_utf8_lossy(&head));
+        assert!(read_head(&mut s).await);
+        s.write_all(b"ping").await.unwrap();
+        let mut echo = [0u8; 4];
+        s.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"ping", "the tunnel is up");
+        tunnels.push(s);
+    }
+    // Both slots are held by busy tunnels: nothing idle to shed, so a third client waits.
+    let client = fresh_client();
+    let third = client.get(h.url("/ok")).header("host", "c.example").send();
+    let mut third = Box::pin(third);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(800), &mut third).await.is_err(),
+        "a third connection was served while two tunnels held the limit of 2"
+    );
+    drop(tunnels.pop());
+    let r = tokio::time::timeout(Duration::from_secs(5), third).await.expect("served once a tunnel closed");
+    assert_eq!(r.unwrap().status(), 200);
+    drop(tunnels);
+    h.shutdown().await;
+}

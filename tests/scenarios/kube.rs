@@ -579,3 +579,28 @@ async fn api_objects_changing_a_hundred_times_a_second_fail_no_request() {
     assert!(rss_after < rss_before + 64 * 1024, "RSS grew from {rss_before} to {rss_after} KiB");
     drop(e);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_ingresses_from_the_api_load_and_route() {
+    let api = ApiServer::start().await;
+    let o = origin().await;
+    apply_yaml(&api, &backend("shop", "web", &[o.addr]));
+    for i in 0..10_000 {
+        apply_yaml(
+            &api,
+            &ingress("shop", &format!("i{i}"), &[(&format!("h{i}.example"), "/", "Prefix", "web")]),
+        );
+    }
+    let started = std::time::Instant::now();
+    let e = Erratum::spawn(&api, &[]);
+    ready(&e).await;
+    let ready_after = started.elapsed();
+    for host in ["h0.example", "h5000.example", "h9999.example"] {
+        assert_eq!(status_of(format!("http://{}/ok", e.http), host).await, 200, "{host}");
+    }
+    eprintln!(
+        "10,000 Ingresses from the API: ready {ready_after:?} after start; RSS {} KiB",
+        rss_kib(e.child.id())
+    );
+    drop(e);
+}
