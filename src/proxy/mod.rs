@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderValue;
+use http::header::CONNECTION;
 use http_body_util::combinators::BoxBody;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -108,8 +110,12 @@ pub async fn serve(
                 let proxy = proxy.clone();
                 let conn = conn.clone();
                 let guard = InFlight::enter(&in_flight);
+                let close = Proxy::must_close_after(&req);
                 async move {
-                    let resp = proxy.handle(req, conn).await;
+                    let mut resp = proxy.handle(req, conn).await;
+                    if close {
+                        resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
                     drop(guard);
                     Ok::<_, std::convert::Infallible>(resp)
                 }
@@ -169,6 +175,8 @@ where
 {
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
+        // The connection first: it is what wakes this task almost every time.
+        biased;
         result = conn.as_mut() => return result,
         _ = close.cancelled() => conn.as_mut().graceful_shutdown(),
     }

@@ -151,20 +151,16 @@ impl Proxy {
         &self.pages
     }
 
-    /// Handles one request end to end. Never fails: every error becomes a response.
-    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
-        // A chunked HTTP/1 request may have carried a Content-Length that hyper dropped
-        // (RFC 9112 §6.3: chunked wins); whatever follows its body on the connection is
-        // suspect, so the connection closes after this response instead of reading on.
-        let close = req.version() != Version::HTTP_2 && req.headers().contains_key(header::TRANSFER_ENCODING);
-        let mut resp = self.serve(req, conn).await;
-        if close {
-            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        resp
+    /// Whether the connection must close after answering `req`: a chunked HTTP/1 request may
+    /// have carried a Content-Length that hyper dropped (RFC 9112 §6.3: chunked wins), so
+    /// whatever follows its body on the connection is suspect. Checked by the connection's
+    /// service before [`Proxy::handle`] (no extra future layer on the request path).
+    pub fn must_close_after<B>(req: &Request<B>) -> bool {
+        req.version() != Version::HTTP_2 && req.headers().contains_key(header::TRANSFER_ENCODING)
     }
 
-    async fn serve(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    /// Handles one request end to end. Never fails: every error becomes a response.
+    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let request_id = request_id(req.headers());
         let table = self.table.load();
         let raw_host = request_host(&req);
