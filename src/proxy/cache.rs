@@ -288,7 +288,9 @@ impl ErrorCache {
     /// Looks a key up. `owner` labels the metrics.
     pub async fn lookup(&self, key: &CacheKey, owner: &ObjectKey) -> Lookup {
         let labels = [owner.namespace.as_str(), owner.name.as_str()];
-        match self.entries.get(key).await {
+        // Boxed: moka's futures are large, and every request future that awaits one inline
+        // grows by their size (hyper moves the whole request future into place per request).
+        match Box::pin(self.entries.get(key)).await {
             Some(e) if self.clock.now() < e.expires_at => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 self.metrics.hits.with_label_values(&labels).inc();
@@ -312,7 +314,7 @@ impl ErrorCache {
     /// Stores an entry.
     pub async fn insert(&self, key: CacheKey, entry: Arc<CachedError>) {
         self.recent.insert(key.fingerprint(), ());
-        self.entries.insert(key, entry).await;
+        Box::pin(self.entries.insert(key, entry)).await;
     }
 
     /// Runs `init` (one upstream request) once for every concurrent caller with the same key

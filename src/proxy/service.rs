@@ -240,16 +240,17 @@ impl Proxy {
                 // request (above all the herd that arrives when a popular entry expires).
                 let mut leader_response = None;
                 let mut pending = Some(req);
-                let shared = cache
-                    .flight(key, marker, &owner.key, async {
-                        // A flight runs its init once; should that ever change, the caller
-                        // forwards its own request below.
-                        let Some(req) = pending.take() else { return Err(NotCacheable) };
-                        let (resp, entry) = self.forward(req, &ctx, cacheable.as_ref()).await;
-                        leader_response = Some(resp);
-                        entry.ok_or(NotCacheable)
-                    })
-                    .await;
+                // Boxed: the flight holds a whole `forward` plus moka's machinery; inline it
+                // would make every request's future that much larger (see `ErrorCache::lookup`).
+                let shared = Box::pin(cache.flight(key, marker, &owner.key, async {
+                    // A flight runs its init once; should that ever change, the caller
+                    // forwards its own request below.
+                    let Some(req) = pending.take() else { return Err(NotCacheable) };
+                    let (resp, entry) = self.forward(req, &ctx, cacheable.as_ref()).await;
+                    leader_response = Some(resp);
+                    entry.ok_or(NotCacheable)
+                }))
+                .await;
                 if let Some(resp) = leader_response {
                     return resp;
                 }
