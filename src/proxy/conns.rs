@@ -51,10 +51,30 @@ pub struct Slot {
     id: u64,
     /// Cancelled when the connection should close gracefully (shutdown or shedding).
     pub close: CancellationToken,
-    /// Incremented while a request of this connection is in the handler.
-    pub in_flight: Arc<AtomicUsize>,
+    /// Requests (and tunnels) of this connection in progress; see [`Slot::busy`].
+    in_flight: Arc<AtomicUsize>,
     owner: Arc<Connections>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// Marks its connection busy (a request in the handler, or an upgraded tunnel) until dropped:
+/// busy connections are never shed as idle. It also holds the slot, so a tunnel that outlives
+/// hyper's connection future keeps its place under the limit.
+#[derive(Debug)]
+pub struct Busy(Arc<Slot>);
+
+impl Slot {
+    /// Marks the connection busy while the guard lives.
+    pub fn busy(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Slot {
@@ -146,8 +166,8 @@ mod tests {
     async fn the_limit_sheds_the_oldest_idle_connection_first() {
         let conns = registry(2);
         let old = conns.acquire().await.expect("slot");
-        let busy = conns.acquire().await.expect("slot");
-        busy.in_flight.fetch_add(1, Ordering::Relaxed);
+        let busy = Arc::new(conns.acquire().await.expect("slot"));
+        let _working = busy.busy();
         // The idle one is `old`; the busy one must be spared.
         let waiter = tokio::spawn({
             let conns = conns.clone();
@@ -167,8 +187,8 @@ mod tests {
     #[tokio::test]
     async fn waiting_for_a_slot_ends_at_shutdown() {
         let conns = registry(1);
-        let _held = conns.acquire().await.expect("slot");
-        _held.in_flight.fetch_add(1, Ordering::Relaxed);
+        let held = Arc::new(conns.acquire().await.expect("slot"));
+        let _working = held.busy();
         conns.shutdown.cancel();
         assert!(conns.acquire().await.is_none());
     }

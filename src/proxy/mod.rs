@@ -14,7 +14,6 @@ pub mod ttl;
 pub mod upstream;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -105,11 +104,11 @@ pub async fn serve(
             gauge.inc();
             let slot = Arc::new(slot);
             let conn = ConnInfo::new(peer, tls.is_some()).with_slot(slot.clone());
-            let in_flight = slot.in_flight.clone();
             let service = service_fn(move |req| {
                 let proxy = proxy.clone();
                 let conn = conn.clone();
-                let guard = InFlight::enter(&in_flight);
+                // Busy while in the handler: at the limit, idle connections are shed first.
+                let guard = conn.slot.as_ref().map(|slot| slot.busy());
                 let close = Proxy::must_close_after(&req);
                 async move {
                     let mut resp = proxy.handle(req, conn).await;
@@ -181,20 +180,4 @@ where
         _ = close.cancelled() => conn.as_mut().graceful_shutdown(),
     }
     conn.await
-}
-
-/// Counts a request as in the handler until dropped (idle connections are shed first).
-struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    fn enter(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }

@@ -391,10 +391,7 @@ impl Proxy {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             // The tunnel counts as a busy connection until it closes: under the limit, never
             // shed as idle.
-            let hold = ctx.conn.slot.clone();
-            if let Some(slot) = &hold {
-                slot.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+            let busy = ctx.conn.slot.as_ref().map(|slot| slot.busy());
             tokio::spawn(async move {
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client, upstream)) => {
@@ -404,9 +401,7 @@ impl Proxy {
                     }
                     Err(e) => tracing::debug!("upgrade failed: {e}"),
                 }
-                if let Some(slot) = hold {
-                    slot.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                }
+                drop(busy);
             });
         }
 
@@ -447,8 +442,7 @@ impl Proxy {
                         if let Decision::Replace { .. } =
                             intercept::decide(&route.policies, info, outcome, &self.pages)
                         {
-                            let empty = Full::new(Bytes::new()).map_err(|never| match never {}).boxed();
-                            return (self.respond(parts, empty, ctx), None);
+                            return (self.respond(parts, whole(Bytes::new()), ctx), None);
                         }
                         let err = ProxyError::UpstreamReset { upstream: authority.to_string(), reason };
                         return (self.fail(&route.policies, Some(route), info, &err, ctx.request_id), None);
@@ -539,8 +533,7 @@ impl Proxy {
             None => Outcome::Upstream { status: entry.status, headers: &entry.headers },
         };
         let from_entry = |status: StatusCode| {
-            let mut resp =
-                Response::new(Full::new(entry.body.clone()).map_err(|never| match never {}).boxed());
+            let mut resp = Response::new(whole(entry.body.clone()));
             *resp.status_mut() = status;
             *resp.headers_mut() = entry.headers.clone();
             resp
@@ -748,8 +741,13 @@ fn labels(route: Option<&Arc<Route>>) -> (&str, &str) {
     }
 }
 
+/// A body erratum holds whole in memory (pages, cache entries).
+fn whole(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
 fn into_response(reply: Reply, request_id: &HeaderValue) -> Response<Body> {
-    let mut resp = Response::new(Full::new(reply.body).map_err(|never| match never {}).boxed());
+    let mut resp = Response::new(whole(reply.body));
     *resp.status_mut() = reply.status;
     *resp.headers_mut() = reply.headers;
     resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());

@@ -130,6 +130,16 @@ async fn play(fault: Fault, s: &mut TcpStream, hits: &AtomicU64) {
     }
 }
 
+/// erratum in front of a well-behaved origin at `c.example/`, for the client-side faults.
+async fn client_side(
+    adjust: impl FnOnce(&mut erratum::runtime::RunConfig),
+) -> (Harness, erratum::origin::Origin) {
+    let o = origin().await;
+    let manifests =
+        [backend("ns", "o", &[o.addr]), ingress("ns", "i", &[("c.example", "/", "Prefix", "o")])].concat();
+    (Harness::start_with(&manifests, adjust).await, o)
+}
+
 /// A client without a pool: every request its own connection, closed when done.
 fn fresh_client() -> reqwest::Client {
     reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(20)).build().unwrap()
@@ -326,10 +336,7 @@ async fn informational_responses_before_an_error_are_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_leave_mid_request_or_mid_response_leave_nothing_behind() {
-    let o = origin().await;
-    let manifests =
-        [backend("ns", "o", &[o.addr]), ingress("ns", "i", &[("c.example", "/", "Prefix", "o")])].concat();
-    let h = Harness::start(&manifests).await;
+    let (h, _origin) = client_side(|_| {}).await;
     assert_eq!(
         fresh_client().get(h.url("/ok")).header("host", "c.example").send().await.unwrap().status(),
         200
@@ -359,11 +366,7 @@ async fn clients_that_leave_mid_request_or_mid_response_leave_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_body_that_stalls_is_cut_after_the_body_timeout() {
-    let o = origin().await;
-    let manifests =
-        [backend("ns", "o", &[o.addr]), ingress("ns", "i", &[("c.example", "/", "Prefix", "o")])].concat();
-    let h =
-        Harness::start_with(&manifests, |c| c.proxy.client_body_timeout = Duration::from_millis(300)).await;
+    let (h, _origin) = client_side(|c| c.proxy.client_body_timeout = Duration::from_millis(300)).await;
     let mut s = TcpStream::connect(h.running().http_addr).await.unwrap();
     s.write_all(b"POST /upload HTTP/1.1\r\nHost: c.example\r\nContent-Length: 1000\r\n\r\n0123456789")
         .await
@@ -380,11 +383,7 @@ async fn a_client_body_that_stalls_is_cut_after_the_body_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_clients_are_closed_by_the_header_timeout() {
-    let o = origin().await;
-    let manifests =
-        [backend("ns", "o", &[o.addr]), ingress("ns", "i", &[("c.example", "/", "Prefix", "o")])].concat();
-    let h =
-        Harness::start_with(&manifests, |c| c.proxy.header_read_timeout = Duration::from_millis(500)).await;
+    let (h, o) = client_side(|c| c.proxy.header_read_timeout = Duration::from_millis(500)).await;
     let mut slow = Vec::new();
     for _ in 0..20 {
         slow.push(TcpStream::connect(h.running().http_addr).await.unwrap());
@@ -421,10 +420,7 @@ async fn slowloris_clients_are_closed_by_the_header_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_idle_connections_cannot_lock_out_real_clients() {
-    let o = origin().await;
-    let manifests =
-        [backend("ns", "o", &[o.addr]), ingress("ns", "i", &[("c.example", "/", "Prefix", "o")])].concat();
-    let h = Harness::start_with(&manifests, |c| c.proxy.max_connections = 200).await;
+    let (h, _origin) = client_side(|c| c.proxy.max_connections = 200).await;
     // 2,000 connections that send nothing (each one also a socket in this process: two
     // descriptors per connection).
     let mut idle = Vec::new();
@@ -462,10 +458,7 @@ async fn thousands_of_idle_connections_cannot_lock_out_real_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgraded_tunnels_count_against_the_connection_limit() {
-    let o = origin().await;
-    let manifests =
-        [backend("ns", "o", &[o.addr]), ingress("ns", "i", &[("c.example", "/", "Prefix", "o")])].concat();
-    let h = Harness::start_with(&manifests, |c| c.proxy.max_connections = 2).await;
+    let (h, _origin) = client_side(|c| c.proxy.max_connections = 2).await;
     let mut tunnels = Vec::new();
     for _ in 0..2 {
         let mut s = TcpStream::connect(h.running().http_addr).await.unwrap();

@@ -1,7 +1,6 @@
 //! Hot reload: file changes take effect without a failed request; bad files lose nothing.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::support::*;
 
@@ -15,20 +14,7 @@ async fn changes_apply_live_without_failing_requests_in_flight() {
     );
 
     // Load on the stable route while the file is rewritten over and over.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (h, stop, ok, failed) = (h.clone(), stop.clone(), ok.clone(), failed.clone());
-        load.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match h.client.get(h.url("/slow/5")).header("host", "h.example").send().await {
-                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
+    let load = Load::start(&h, "h.example", "/slow/5", 200);
     for i in 0..10 {
         let extra = format!("/v{i}");
         let manifests = [
@@ -43,12 +29,9 @@ async fn changes_apply_live_without_failing_requests_in_flight() {
             "new route {extra} is live (its Service is missing)"
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.await.unwrap();
-    }
-    assert!(ok.load(Ordering::Relaxed) > 10, "load ran");
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "no request failed during reloads");
+    let (ok, failed) = load.stop().await;
+    assert!(ok > 10, "load ran");
+    assert_eq!(failed, 0, "no request failed during reloads");
 
     // Removing a route takes effect too.
     h.write_and_wait(

@@ -3,7 +3,6 @@
 //! tables are freed (memory does not grow with the number of changes).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -45,21 +44,8 @@ async fn a_hundred_changes_a_second_fail_no_request_and_free_old_tables() {
     h.wait_for_generation(1).await;
     let first_table = Arc::downgrade(&h.running().table().load());
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (h, stop, ok, failed) = (h.clone(), stop.clone(), ok.clone(), failed.clone());
-        load.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match h.client.get(h.url("/missing/x")).header("host", "h.example").send().await {
-                    // 404 from the origin, replaced or not by whichever policy is current.
-                    Ok(r) if r.status() == 404 => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
+    // 404 from the origin, replaced or not by whichever policy is current.
+    let load = Load::start(&h, "h.example", "/missing/x", 404);
     // 300 writes, one every 10 ms: a policy that changes every time, an Ingress route that
     // changes every time, and every 10th write broken (YAML or schema) — those must be
     // reported and change nothing.
@@ -105,17 +91,12 @@ async fn a_hundred_changes_a_second_fail_no_request_and_free_old_tables() {
     let status = h.policy_status("ns", "p").await;
     assert_eq!(condition(&status, "Accepted")["status"], "False", "and it is reported: {status}");
     assert_eq!(h.status("h.example", "/final").await, 200);
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.await.unwrap();
-    }
+    let (ok, failed) = load.stop().await;
     eprintln!(
-        "300 writes in {churned:?}: {during} tables published meanwhile, {} requests served, {} failed",
-        ok.load(Ordering::Relaxed),
-        failed.load(Ordering::Relaxed)
+        "300 writes in {churned:?}: {during} tables published meanwhile, {ok} requests served, {failed} failed"
     );
-    assert!(ok.load(Ordering::Relaxed) > 100, "load ran");
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "no request failed during the churn");
+    assert!(ok > 100, "load ran");
+    assert_eq!(failed, 0, "no request failed during the churn");
     // The folder is re-read at least once a second however fast it changes.
     assert!(during >= 2, "changes were applied while they happened, not only at the end: {during}");
     // Replaced tables are freed once no request holds them.

@@ -210,3 +210,46 @@ impl Harness {
 pub fn condition(status: &serde_json::Value, type_: &str) -> serde_json::Value {
     status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == type_).cloned().unwrap_or_default()
 }
+
+/// Steady load on one URL from four tasks, counting answers with the expected status and
+/// everything else (other statuses, connection errors) as failures.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts GET `path` for `host` in a loop, expecting `status`.
+    pub fn start(h: &std::sync::Arc<Harness>, host: &'static str, path: &'static str, status: u16) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let tasks = (0..4)
+            .map(|_| {
+                let (h, stop, ok, failed) = (h.clone(), stop.clone(), ok.clone(), failed.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        match h.client.get(h.url(path)).header("host", host).send().await {
+                            Ok(r) if r.status() == status => ok.fetch_add(1, Ordering::Relaxed),
+                            _ => failed.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                })
+            })
+            .collect();
+        Self { stop, ok, failed, tasks }
+    }
+
+    /// Stops the load and returns (answered as expected, failed).
+    pub async fn stop(self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        (self.ok.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+    }
+}
