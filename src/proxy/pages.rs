@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::intercept::{FetchedPage, Pages};
-use super::upstream::{UpstreamClient, upstream_uri};
+use super::upstream::Upstreams;
 use crate::crd::MAX_PAGE_BYTES;
 use crate::metrics::ProxyMetrics;
 use crate::table::{Pick, TableReader, route};
@@ -97,7 +97,7 @@ impl PageStore {
     /// Starts the fetcher. It runs until `shutdown`.
     pub fn spawn(
         table: TableReader,
-        client: UpstreamClient,
+        client: Upstreams,
         metrics: ProxyMetrics,
         shutdown: CancellationToken,
     ) -> Self {
@@ -138,7 +138,7 @@ impl PageStore {
 struct Fetcher {
     store: PageStore,
     table: TableReader,
-    client: UpstreamClient,
+    client: Upstreams,
     metrics: ProxyMetrics,
 }
 
@@ -208,7 +208,7 @@ impl Fetcher {
             Pick::Name(name, port) => format!("{name}:{port}"),
             Pick::Unavailable(reason) => return Err(format!("service {}: {reason}", route.backend.service)),
         };
-        let uri = upstream_uri(&authority, path).map_err(|e| e.to_string())?;
+        let uri = http::Uri::try_from(path).map_err(|e| e.to_string())?;
         let host_header = if route::normalize_host(host).is_empty() { "localhost" } else { host };
         let req = Request::builder()
             .method(Method::GET)
@@ -217,7 +217,7 @@ impl Fetcher {
             .header(header::USER_AGENT, "erratum-page-fetch")
             .body(Empty::<Bytes>::new().map_err(|never| match never {}).boxed())
             .map_err(|e| e.to_string())?;
-        let resp = tokio::time::timeout(PAGE_FETCH_TIMEOUT, self.client.request(req))
+        let resp = tokio::time::timeout(PAGE_FETCH_TIMEOUT, self.client.send(&authority, req))
             .await
             .map_err(|_| format!("timed out after {PAGE_FETCH_TIMEOUT:?}"))?
             .map_err(|e| e.to_string())?;

@@ -20,7 +20,7 @@ use super::cache::{CacheKey, CachedError, ErrorCache, Lookup, MAX_ENTRY_BODY, No
 use super::intercept::{self, Applied, Decision, Outcome, ProxyError, Reply, RequestInfo};
 use super::pages::PageStore;
 use super::ttl;
-use super::upstream::{self, UpstreamClient};
+use super::upstream::{self, Upstreams};
 use super::{Body, BoxError};
 use crate::crd::Mode;
 use crate::metrics::{ProxyMetrics, status_class};
@@ -109,7 +109,7 @@ impl ConnInfo {
 #[derive(Debug)]
 pub struct Proxy {
     table: TableReader,
-    client: UpstreamClient,
+    client: Upstreams,
     metrics: ProxyMetrics,
     config: ProxyConfig,
     pages: PageStore,
@@ -136,7 +136,7 @@ impl Proxy {
         cache: Option<ErrorCache>,
         shutdown: CancellationToken,
     ) -> Self {
-        let client = upstream::client(config.connect_timeout);
+        let client = Upstreams::new(config.connect_timeout);
         let pages = PageStore::spawn(table.clone(), client.clone(), metrics.clone(), shutdown);
         Self { client, table, metrics, config, pages, cache }
     }
@@ -337,20 +337,8 @@ impl Proxy {
                 return (self.fail(&route.policies, Some(route), info, &err, ctx.request_id), None);
             }
         };
-        // Reuse the request's parsed path and query and the precomputed authority: no string
-        // formatting or URI parsing per request.
-        let mut uri_parts = http::uri::Parts::default();
-        uri_parts.scheme = Some(http::uri::Scheme::HTTP);
-        uri_parts.authority = Some(authority.clone());
-        uri_parts.path_and_query = Some(ctx.path_and_query.clone());
-        let uri = match http::Uri::from_parts(uri_parts) {
-            Ok(uri) => uri,
-            Err(e) => {
-                let err =
-                    ProxyError::UpstreamConnect { upstream: authority.to_string(), reason: e.to_string() };
-                return (self.fail(&route.policies, Some(route), info, &err, ctx.request_id), None);
-            }
-        };
+        // Origin-form: the request's normalised path and query, no URI parsing per request.
+        let uri = http::Uri::from(ctx.path_and_query.clone());
         let credentials = has_credentials(req.headers());
         let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -364,8 +352,11 @@ impl Proxy {
         let upstream_req = Request::from_parts(parts, body.boxed());
 
         let started = Instant::now();
-        let result =
-            tokio::time::timeout(self.config.response_timeout, self.client.request(upstream_req)).await;
+        let result = tokio::time::timeout(
+            self.config.response_timeout,
+            self.client.send(authority.as_str(), upstream_req),
+        )
+        .await;
         let (ns, ing) = labels(Some(route));
         self.metrics.upstream_seconds.with_label_values(&[ns, ing]).observe(started.elapsed().as_secs_f64());
 
@@ -378,7 +369,7 @@ impl Proxy {
                 return self.proxy_error(err, ctx, cacheable, credentials).await;
             }
             Ok(Err(e)) => {
-                let err = upstream::classify(&e, authority.as_str(), self.config.connect_timeout);
+                let err = upstream::classify(&e, authority.as_str());
                 return self.proxy_error(err, ctx, cacheable, credentials).await;
             }
             Ok(Ok(resp)) => resp,
