@@ -163,8 +163,8 @@ impl Proxy {
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let request_id = request_id(req.headers());
         let table = self.table.load();
-        let raw_host = request_host(&req);
-        let host = route::normalize_host(&raw_host).into_owned();
+        let raw_host = RawHost::of(&req);
+        let host = route::normalize_host(raw_host.as_str());
         let method = req.method().clone();
         let accept = req.headers().get(header::ACCEPT).cloned();
         let request_uri = req.uri().clone();
@@ -203,7 +203,8 @@ impl Proxy {
         }
         let lookup = table.lookup(&host, info.path);
         let Some(route) = lookup.route else {
-            let err = ProxyError::NoRoute { host: raw_host, path: info.path.to_string() };
+            let err =
+                ProxyError::NoRoute { host: raw_host.as_str().to_string(), path: info.path.to_string() };
             return self.fail(lookup.policies, None, &info, &err, &request_id);
         };
         let path_and_query = match (&path, request_uri.path_and_query()) {
@@ -627,7 +628,7 @@ struct Ctx<'a> {
     route: &'a Arc<Route>,
     info: &'a RequestInfo<'a>,
     request_id: &'a HeaderValue,
-    raw_host: &'a str,
+    raw_host: &'a RawHost,
     /// The normalised path and the query: what the route matched is what the backend gets.
     path_and_query: &'a http::uri::PathAndQuery,
     conn: ConnInfo,
@@ -746,11 +747,41 @@ fn into_response(reply: Reply, request_id: &HeaderValue) -> Response<Body> {
 }
 
 /// The request's host: the `Host` header (HTTP/1.1), else the URI authority (HTTP/2).
-fn request_host<B>(req: &Request<B>) -> String {
-    if let Some(host) = req.uri().authority() {
-        return host.as_str().to_string();
+/// The host as the client sent it (HTTP/2 `:authority`, else `Host`), held as the request's
+/// own bytes: no copy per request.
+enum RawHost {
+    Authority(http::uri::Authority),
+    Header(HeaderValue),
+    Missing,
+}
+
+impl RawHost {
+    fn of<B>(req: &Request<B>) -> Self {
+        if let Some(authority) = req.uri().authority() {
+            return Self::Authority(authority.clone());
+        }
+        match req.headers().get(header::HOST) {
+            Some(h) if h.to_str().is_ok() => Self::Header(h.clone()),
+            _ => Self::Missing,
+        }
     }
-    req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string()
+
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Authority(a) => a.as_str(),
+            Self::Header(h) => h.to_str().unwrap_or(""),
+            Self::Missing => "",
+        }
+    }
+
+    /// The host as a header value (for `Host` on HTTP/2 requests and `X-Forwarded-Host`).
+    fn header_value(&self) -> Option<HeaderValue> {
+        match self {
+            Self::Authority(a) => HeaderValue::from_str(a.as_str()).ok(),
+            Self::Header(h) => Some(h.clone()),
+            Self::Missing => Some(HeaderValue::from_static("")),
+        }
+    }
 }
 
 fn request_id(headers: &HeaderMap) -> HeaderValue {
@@ -786,39 +817,67 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never cross the proxy; with `keep_upgrade` the
 /// `Upgrade` handshake is kept so WebSocket and friends pass through.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        if !(keep_upgrade && name == header::UPGRADE) {
-            headers.remove(&name);
+    // One pass over the names first: most requests carry none of these, and a remove is a
+    // hash and a probe per name.
+    let (mut connection, mut fixed, mut upgrade) = (false, false, false);
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if name == header::UPGRADE {
+            upgrade = true;
+        } else if HOP_BY_HOP.contains(name) {
+            fixed = true;
         }
     }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::PROXY_AUTHORIZATION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
-        headers.remove(name);
+    if connection {
+        // Vec::new does not allocate: only a Connection header naming other headers does.
+        let mut listed: Vec<HeaderName> = Vec::new();
+        for token in headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+        {
+            if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
+                continue; // not header names (keep-alive is removed below anyway)
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                listed.push(name);
+            }
+        }
+        for name in listed {
+            if !(keep_upgrade && name == header::UPGRADE) {
+                headers.remove(&name);
+            }
+        }
+        headers.remove(header::CONNECTION);
+    }
+    if fixed {
+        for name in HOP_BY_HOP.iter() {
+            headers.remove(name);
+        }
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if upgrade {
         headers.remove(header::UPGRADE);
     }
 }
 
+/// Hop-by-hop headers besides `Connection` and `Upgrade` (RFC 9110 §7.6.1), never forwarded.
+static HOP_BY_HOP: [HeaderName; 6] = [
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
 fn prepare_request_headers(
     headers: &mut HeaderMap,
-    host: &str,
+    host: &RawHost,
     conn: &ConnInfo,
     request_id: &HeaderValue,
     upgrade: bool,
@@ -826,10 +885,11 @@ fn prepare_request_headers(
     strip_hop_by_hop(headers, upgrade);
     // HTTP/2 clients send the host as :authority and may split cookies (RFC 9113 §8.2.3);
     // HTTP/1.1 upstreams need one Host and one Cookie header.
-    if !headers.contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(host)
+    let host = host.header_value();
+    if let Some(v) = &host
+        && !headers.contains_key(header::HOST)
     {
-        headers.insert(header::HOST, v);
+        headers.insert(header::HOST, v.clone());
     }
     if headers.get_all(header::COOKIE).iter().nth(1).is_some() {
         let joined: Vec<&[u8]> = headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes).collect();
@@ -843,7 +903,7 @@ fn prepare_request_headers(
     headers.insert(X_REAL_IP.clone(), conn.client_ip.clone());
     headers
         .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
-    if let Ok(v) = HeaderValue::from_str(host) {
+    if let Some(v) = host {
         headers.insert(X_FORWARDED_HOST.clone(), v);
     }
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
@@ -896,7 +956,13 @@ mod tests {
         h.append(header::COOKIE, HeaderValue::from_static("a=1"));
         h.append(header::COOKIE, HeaderValue::from_static("b=2"));
         let conn = ConnInfo::new("192.0.2.7:5000".parse().unwrap(), true);
-        prepare_request_headers(&mut h, "shop.example.com", &conn, &HeaderValue::from_static("id"), false);
+        prepare_request_headers(
+            &mut h,
+            &RawHost::Header(HeaderValue::from_static("shop.example.com")),
+            &conn,
+            &HeaderValue::from_static("id"),
+            false,
+        );
         assert_eq!(h[&X_FORWARDED_FOR], "192.0.2.7");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_HOST], "shop.example.com");
