@@ -110,8 +110,11 @@ pub async fn serve(
                 // Busy while in the handler: at the limit, idle connections are shed first.
                 let guard = conn.slot.as_ref().map(|slot| slot.busy());
                 let close = Proxy::must_close_after(&req);
+                // Boxed: the request future is a few KiB, and hyper moves the service future
+                // into place per request (HTTP/2: into a task of its own, twice).
+                let handled = Box::pin(async move { proxy.handle(req, conn).await });
                 async move {
-                    let mut resp = proxy.handle(req, conn).await;
+                    let mut resp = handled.await;
                     if close {
                         resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
                     }
