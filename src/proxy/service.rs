@@ -708,17 +708,29 @@ async fn read_bounded(mut body: Body, limit: usize, timeout: Duration) -> Bounde
 
 /// Reads and discards a replaced upstream body (bounded in size and time) so its keep-alive
 /// connection returns to the pool; nginx closes it instead.
-fn drain(body: Body) {
+fn drain(mut body: Body) {
+    use futures::FutureExt;
+    // Most error bodies arrive with their head: read what is there without a task, and spawn
+    // one only for a body still on its way.
+    let mut seen = 0usize;
+    loop {
+        match body.frame().now_or_never() {
+            Some(Some(Ok(frame))) => {
+                seen += frame.data_ref().map_or(0, Bytes::len);
+                if seen > DRAIN_LIMIT {
+                    return;
+                }
+            }
+            Some(None | Some(Err(_))) => return,
+            None => break,
+        }
+    }
     tokio::spawn(async move {
-        let mut body = body;
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
-            let mut seen = 0usize;
             while let Some(Ok(frame)) = body.frame().await {
-                if let Some(data) = frame.data_ref() {
-                    seen += data.len();
-                    if seen > DRAIN_LIMIT {
-                        break;
-                    }
+                seen += frame.data_ref().map_or(0, Bytes::len);
+                if seen > DRAIN_LIMIT {
+                    break;
                 }
             }
         })
