@@ -6,8 +6,12 @@ haproxy, wrk). Every proxy runs one worker pinned to core 0; the origin (nginx) 
 core 1. Proxies run alternately (A B C, A B C, ...) and the median of the rounds is reported,
 with CPU time per request read from /proc/PID/stat (user+sys of every process of the proxy).
 
-Usage: benches/compare/run.py [--rounds N] [--seconds S] [--connections C] [--erratum PATH]
+Usage: benches/compare/run.py [--rounds N] [--seconds S] [--connections C] [--erratum PATH] [--smoke]
 Traffic goes to 127.0.0.1 only; everything started is stopped at the end.
+
+--smoke (CI): one 1-second round of everything, then checks that every proxy answered every
+scenario as configured (statuses, no failed requests) and exits 1 if not. It checks that the
+harness works, never a speed.
 """
 import argparse, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
 
@@ -237,7 +241,8 @@ def rss_mib(pid):
 
 def extra_scenarios(d, a, procs):
     """(5) HTTP/2 pass-through, (6) config churn, (7) 10,000 Ingresses. Fewer, shorter rounds."""
-    rounds, seconds = 3, 3
+    rounds, seconds = (1, 1) if a.smoke else (3, 3)
+    checks = a.checks
     print("\n(5) HTTP/2 (h2c, h2load -c 32 -m 10) pass-through /ok")
     print("| proxy | req/s | CPU µs/req | failed |")
     print("|---|---|---|---|")
@@ -248,6 +253,7 @@ def extra_scenarios(d, a, procs):
             res.setdefault(proxy, []).append(measured(procs[proxy], lambda: h2load(port, "/ok", seconds, a.connections)))
     for proxy, _ in h2:
         med = {k: statistics.median(r[k] for r in res[proxy]) for k in ["rps", "cpu_us", "failed"]}
+        checks.append((f"h2c {proxy}: no failed requests", all(r["failed"] == 0 and r["total"] > 0 for r in res[proxy])))
         print(f"| {proxy} | {med['rps']:.0f} | {med['cpu_us']:.1f} | {med['failed']:.0f} |")
 
     print("\n(6) config churn: configuration rewritten 10 times a second during pass-through /ok")
@@ -278,6 +284,9 @@ def extra_scenarios(d, a, procs):
             r["reloads"] = stop["count"]
             rows.append(r)
         write(manifest, original)
+        if proxy == "erratum":
+            checks.append(("churn erratum: no failed requests",
+                           all(r["non2xx"] == 0 and not r["socket_errors"] for r in rows)))
         print(f"| {proxy} | {statistics.median(r['rps'] for r in rows):.0f} | {sum(r['non2xx'] for r in rows)} | "
               f"{'; '.join(r['socket_errors'] for r in rows if r['socket_errors']) or 0} | {sum(r['reloads'] for r in rows)} |")
     print("(HAProxy: reloading needs master-worker mode with socket handover; not measured.)")
@@ -298,8 +307,17 @@ def extra_scenarios(d, a, procs):
             rows.setdefault(name, []).append(measured(proc, lambda: wrk(port, "/ok", seconds, a.connections, hdr)))
             rows[name][-1]["rss"] = rss_mib(proc.pid)
     for name, rs in rows.items():
+        checks.append((f"{name}: all 200", all(r["non2xx"] == 0 and r["total"] > 0 for r in rs)))
         print(f"| {name} | {statistics.median(r['rps'] for r in rs):.0f} | {statistics.median(r['cpu_us'] for r in rs):.1f} | "
               f"{max(r['rss'] for r in rs):.1f} |")
+
+
+def report(checks):
+    """Prints failed checks; the exit status for --smoke."""
+    failed = [name for name, ok in checks if not ok]
+    for name in failed:
+        print(f"CHECK FAILED: {name}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main():
@@ -309,7 +327,11 @@ def main():
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--erratum", default="target/release/erratum")
     ap.add_argument("--only-extra", action="store_true", help="run scenarios 5-7 only")
+    ap.add_argument("--smoke", action="store_true", help="CI: one short round, check statuses, no speed")
     a = ap.parse_args()
+    if a.smoke:
+        a.rounds, a.seconds = 1, 1
+    a.checks = []
     for tool in ["nginx", "haproxy", "wrk", "h2load", "taskset"]:
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: run benches/compare/setup.sh")
@@ -330,7 +352,7 @@ def main():
         results = {}
         if a.only_extra:
             extra_scenarios(d, a, procs)
-            return
+            return report(a.checks)
         for name, path in SCENARIOS:
             for proxy, port in proxies:
                 wrk(port, path, 1, a.connections)  # warm-up (fills caches and pools)
@@ -353,7 +375,17 @@ def main():
                 ratio = "" if p == "erratum" or not m["rps"] else f"{med['erratum']['rps'] / m['rps']:.2f}"
                 cpu_ratio = "" if p == "erratum" or not m["cpu_us"] else f"{med['erratum']['cpu_us'] / m['cpu_us']:.2f}"
                 print(f"| {name} | {p} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['cpu_us']:.1f} | {m['non2xx']:.0f} | {ratio} | {cpu_ratio} |")
+        # Every proxy must answer each scenario as configured: the comparison is only fair if
+        # all three do the same job.
+        for name, path in SCENARIOS:
+            for p, _ in proxies:
+                rs = results[(name, p)]
+                expect_errors = path != "/ok"
+                ok = all(r["total"] > 0 and not r["socket_errors"]
+                         and r["non2xx"] == (r["total"] if expect_errors else 0) for r in rs)
+                a.checks.append((f"{name} {p}: {'every answer an error' if expect_errors else 'all 200'}", ok))
         extra_scenarios(d, a, procs)
+        return report(a.checks)
     finally:
         for p in procs.values():
             p.send_signal(signal.SIGTERM)
@@ -366,4 +398,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
