@@ -3,10 +3,10 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin erratum
+RUN cargo build --profile dist --locked --bin erratum
 
 FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /src/target/release/erratum /usr/local/bin/erratum
+COPY --from=build /src/target/dist/erratum /usr/local/bin/erratum
 USER nonroot:nonroot
 EXPOSE 8080 8443 9090
 ENTRYPOINT ["/usr/local/bin/erratum"]

@@ -2,8 +2,8 @@
 """Side-by-side load comparison: erratum vs nginx vs HAProxy on one origin, on loopback.
 
 Installs nothing itself: run `benches/compare/setup.sh` once (Debian packages nginx-light,
-haproxy, wrk). Every proxy runs one worker pinned to core 0; the origin (nginx) and wrk share
-core 1. Proxies run alternately (A B C, A B C, ...) and the median of the rounds is reported,
+haproxy, wrk, h2load; erratum built with the shipping `dist` profile). Every proxy runs one
+worker pinned to core 0; the origin (nginx) and wrk share core 1. Proxies run alternately (A B C, A B C, ...) and the median of the rounds is reported,
 with CPU time per request read from /proc/PID/stat (user+sys of every process of the proxy).
 
 Usage: benches/compare/run.py [--rounds N] [--seconds S] [--connections C] [--erratum PATH] [--smoke]
@@ -325,7 +325,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--erratum", default="target/release/erratum")
+    ap.add_argument("--erratum", default="target/dist/erratum")
     ap.add_argument("--only-extra", action="store_true", help="run scenarios 5-7 only")
     ap.add_argument("--smoke", action="store_true", help="CI: one short round, check statuses, no speed")
     a = ap.parse_args()

@@ -3,4 +3,4 @@
 set -euo pipefail
 apt-get update -qq
 apt-get install -y -qq nginx-light haproxy wrk nghttp2-client util-linux procps
-cargo build --release --locked
+cargo build --profile dist --locked  # what ships: fat LTO (Cargo.toml)

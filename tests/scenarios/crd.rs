@@ -44,8 +44,8 @@ fn committed_crd_matches_the_code() {
 fn dockerfile_ships_the_cargo_binary_as_non_root() {
     let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
     let bin = env!("CARGO_BIN_EXE_erratum").rsplit('/').next().unwrap();
-    assert!(dockerfile.contains(&format!("cargo build --release --locked --bin {bin}")), "{dockerfile}");
-    assert!(dockerfile.contains(&format!("/src/target/release/{bin} ")), "copies the binary cargo builds");
+    assert!(dockerfile.contains(&format!("cargo build --profile dist --locked --bin {bin}")), "{dockerfile}");
+    assert!(dockerfile.contains(&format!("/src/target/dist/{bin} ")), "copies the binary cargo builds");
     let user = dockerfile.lines().rev().find(|l| l.starts_with("USER ")).expect("a USER line");
     let name = user.trim_start_matches("USER ").split(':').next().unwrap().trim();
     assert!(name != "root" && name != "0", "the image runs as non-root: {user}");
