@@ -758,7 +758,6 @@ fn into_response(reply: Reply, request_id: &HeaderValue) -> Response<Body> {
     resp
 }
 
-/// The request's host: the `Host` header (HTTP/1.1), else the URI authority (HTTP/2).
 /// The host as the client sent it (HTTP/2 `:authority`, else `Host`), held as the request's
 /// own bytes: no copy per request.
 enum RawHost {

@@ -111,7 +111,7 @@ impl Upstreams {
         req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         let (key, reused) = self.checkout(authority);
-        let (sender, req) = match reused {
+        let (mut sender, req) = match reused {
             Some(mut sender) => match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(self.lease(key, sender, resp)),
                 Err(mut e) => match e.take_message() {
@@ -121,7 +121,6 @@ impl Upstreams {
             },
             None => (self.connect(authority).await?, req),
         };
-        let mut sender = sender;
         let resp = sender.send_request(req).await?;
         Ok(self.lease(key, sender, resp))
     }
