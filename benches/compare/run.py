@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Side-by-side load comparison: erratum vs nginx vs HAProxy on one origin, on loopback.
 
-Installs nothing itself: run `benches/compare/setup.sh` once (Debian packages nginx-light,
+Installs nothing itself: run `benches/compare/setup.sh` once (Debian packages nginx,
 haproxy, wrk, h2load; erratum built with the shipping `dist` profile). Every proxy runs one
 worker pinned to core 0; the origin (nginx) and wrk share core 1. Proxies run alternately (A B C, A B C, ...) and the median of the rounds is reported,
 with CPU time per request read from /proc/PID/stat (user+sys of every process of the proxy).
