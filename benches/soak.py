@@ -244,11 +244,12 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--churn-hz", type=float, default=10)
     ap.add_argument("--json", help="write the per-minute results here")
+    ap.add_argument("--erratum", default=BINARY, help="the binary (default: the release build)")
     args = ap.parse_args()
     for tool in ("wrk", "h2load"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} not found: run benches/compare/setup.sh")
-    if not os.path.exists(BINARY):
+    if not os.path.exists(args.erratum):
         subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT, check=True)
 
     folder = tempfile.mkdtemp(prefix="erratum-soak-")
@@ -260,9 +261,9 @@ def main():
         f.write(WRK_SCRIPT)
     procs = []
     try:
-        procs.append(subprocess.Popen([BINARY, "origin", "--addr", f"127.0.0.1:{origin_port}"], stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen([args.erratum, "origin", "--addr", f"127.0.0.1:{origin_port}"], stderr=subprocess.DEVNULL))
         erratum = subprocess.Popen(
-            [BINARY, "run", "--manifests", folder, "--http-addr", f"127.0.0.1:{http_port}", "--https-addr", "off",
+            [args.erratum, "run", "--manifests", folder, "--http-addr", f"127.0.0.1:{http_port}", "--https-addr", "off",
              "--admin-addr", f"127.0.0.1:{admin_port}", "--workers", str(args.workers), "--log-level", "warn"],
             stderr=subprocess.DEVNULL,
         )
