@@ -32,6 +32,9 @@ import threading
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "compare"))
+from run import rss_kib  # noqa: E402  (one copy of the /proc reader)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "target", "release", "erratum")
 
@@ -80,14 +83,6 @@ def wait_http(url, seconds=30):
         except Exception:
             time.sleep(0.1)
     raise SystemExit(f"not ready: {url}")
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def manifests(origin_port, version, broken=False):

@@ -17,14 +17,6 @@ import run as harness  # noqa: E402  (same origin config and helpers)
 PORT, ADMIN = 18181, 18191
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def start_erratum(binary, d, max_bytes):
     return subprocess.Popen(["taskset", "-c", "0", binary, "--log-level", "error", "run", "--manifests", f"{d}/manifests",
                              "--workers", "1", "--http-addr", f"127.0.0.1:{PORT}", "--https-addr", "off",
@@ -68,7 +60,7 @@ end
         e = start_erratum(a.erratum, d, a.max_bytes)
         harness.wait_port(PORT)
         harness.wrk(PORT, "/missing/warm", 1, 32)
-        before = rss_kib(e.pid)
+        before = harness.rss_kib(e.pid)
         started = time.time()
         sent = 0
         # Each request asks for a new URL; keep going until enough distinct URLs were sent.
@@ -83,7 +75,7 @@ end
         elapsed = time.time() - started
         time.sleep(1)
         stats = json.load(urllib.request.urlopen(f"http://127.0.0.1:{ADMIN}/cache"))
-        after = rss_kib(e.pid)
+        after = harness.rss_kib(e.pid)
         stop(e)
         print(f"distinct 404 URLs: {sent} in {elapsed:.1f} s")
         print(f"cache: entries {stats['entries']}, bytes {stats['bytes']} of {stats['max_bytes']} bound")

@@ -234,9 +234,10 @@ spec:
 """)
 
 
-def rss_mib(pid):
+def rss_kib(pid):
+    """Resident memory of a process in KiB (also used by cache_memory.py and ../soak.py)."""
     with open(f"/proc/{pid}/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
+        return next((int(l.split()[1]) for l in f if l.startswith("VmRSS:")), 0)
 
 
 def extra_scenarios(d, a, procs):
@@ -305,7 +306,7 @@ def extra_scenarios(d, a, procs):
         for name, proc, port, hdr in [("bench (3 routes)", procs["erratum"], ERRATUM, ()),
                                       ("10,000 Ingresses", big, ERRATUM_10K, ("Host: host-5000.example",))]:
             rows.setdefault(name, []).append(measured(proc, lambda: wrk(port, "/ok", seconds, a.connections, hdr)))
-            rows[name][-1]["rss"] = rss_mib(proc.pid)
+            rows[name][-1]["rss"] = rss_kib(proc.pid) / 1024
     for name, rs in rows.items():
         checks.append((f"{name}: all 200", all(r["non2xx"] == 0 and r["total"] > 0 for r in rs)))
         print(f"| {name} | {statistics.median(r['rps'] for r in rs):.0f} | {statistics.median(r['cpu_us'] for r in rs):.1f} | "

@@ -343,10 +343,8 @@ impl ErrorCache {
         let fingerprint = self.maybe.fingerprint(key);
         // Boxed: moka's futures are large, and every request future that awaits one inline
         // grows by their size (hyper moves the whole request future into place per request).
-        let found = match self.maybe.may_contain(fingerprint) {
-            true => Box::pin(self.entries.get(key)).await,
-            false => None,
-        };
+        let maybe = self.maybe.may_contain(fingerprint);
+        let found = if maybe { Box::pin(self.entries.get(key)).await } else { None };
         match found {
             Some(e) if self.clock.now() < e.expires_at => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
@@ -360,9 +358,7 @@ impl ErrorCache {
                 // always answered 200 must not wait behind another request (design §6).
                 let coalesce = match stale {
                     Some(e) => Some(e.id),
-                    None if self.maybe.may_contain(fingerprint) && self.recent.contains_key(&fingerprint) => {
-                        Some(0)
-                    }
+                    None if maybe && self.recent.contains_key(&fingerprint) => Some(0),
                     None => None,
                 };
                 Lookup::Miss { coalesce }

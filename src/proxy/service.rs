@@ -708,34 +708,25 @@ async fn read_bounded(mut body: Body, limit: usize, timeout: Duration) -> Bounde
 
 /// Reads and discards a replaced upstream body (bounded in size and time) so its keep-alive
 /// connection returns to the pool; nginx closes it instead.
-fn drain(mut body: Body) {
+fn drain(body: Body) {
     use futures::FutureExt;
-    // Most error bodies arrive with their head: read what is there without a task, and spawn
-    // one only for a body still on its way.
-    let mut seen = 0usize;
-    loop {
-        match body.frame().now_or_never() {
-            Some(Some(Ok(frame))) => {
-                seen += frame.data_ref().map_or(0, Bytes::len);
-                if seen > DRAIN_LIMIT {
-                    return;
-                }
+    let mut draining = Box::pin(async move {
+        let mut body = body;
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > DRAIN_LIMIT {
+                break;
             }
-            Some(None | Some(Err(_))) => return,
-            None => break,
         }
-    }
-    tokio::spawn(async move {
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
-            while let Some(Ok(frame)) = body.frame().await {
-                seen += frame.data_ref().map_or(0, Bytes::len);
-                if seen > DRAIN_LIMIT {
-                    break;
-                }
-            }
-        })
-        .await;
     });
+    // Most error bodies arrive with their head: one poll in place reads them without a task;
+    // only a body still on its way gets one.
+    if draining.as_mut().now_or_never().is_none() {
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, draining).await;
+        });
+    }
 }
 
 fn labels(route: Option<&Arc<Route>>) -> (&str, &str) {
