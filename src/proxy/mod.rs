@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod conns;
+pub mod h1;
 pub mod intercept;
 pub mod pages;
 pub mod service;

@@ -367,11 +367,11 @@ impl Proxy {
                     upstream: authority.to_string(),
                     after: self.config.response_timeout,
                 };
-                return self.proxy_error(err, ctx, cacheable, credentials).await;
+                return Box::pin(self.proxy_error(err, ctx, cacheable, credentials)).await;
             }
             Ok(Err(e)) => {
                 let err = upstream::classify(&e, authority.as_str());
-                return self.proxy_error(err, ctx, cacheable, credentials).await;
+                return Box::pin(self.proxy_error(err, ctx, cacheable, credentials)).await;
             }
             Ok(Ok(resp)) => resp,
         };
@@ -410,7 +410,7 @@ impl Proxy {
                 self.error_ttl(ctx, owner, upstream_status, &parts.headers, false, credentials)
             };
             if let Some(ttl) = ttl {
-                match read_bounded(body, MAX_ENTRY_BODY, self.config.response_timeout).await {
+                match Box::pin(read_bounded(body, MAX_ENTRY_BODY, self.config.response_timeout)).await {
                     Bounded::Whole(bytes) => {
                         let service = Some(route.backend.service.clone());
                         let entry = cache.entry(
