@@ -58,16 +58,24 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registr
     Ok(c)
 }
 
+/// The status class labels, in the order of [`status_class_index`].
+pub const STATUS_CLASSES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other", "none"];
+
 /// Status class label (`2xx`…`5xx`), or `none` when there was no upstream response.
 pub fn status_class(status: Option<u16>) -> &'static str {
+    STATUS_CLASSES[status_class_index(status)]
+}
+
+/// The index of a status's class in [`STATUS_CLASSES`].
+pub fn status_class_index(status: Option<u16>) -> usize {
     match status {
-        Some(100..=199) => "1xx",
-        Some(200..=299) => "2xx",
-        Some(300..=399) => "3xx",
-        Some(400..=499) => "4xx",
-        Some(500..=599) => "5xx",
-        Some(_) => "other",
-        None => "none",
+        Some(100..=199) => 0,
+        Some(200..=299) => 1,
+        Some(300..=399) => 2,
+        Some(400..=499) => 3,
+        Some(500..=599) => 4,
+        Some(_) => 5,
+        None => 6,
     }
 }
 

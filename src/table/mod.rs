@@ -121,7 +121,14 @@ pub struct Route {
     pub backend: Arc<Backend>,
     /// ErrorPagePolicies that apply, highest precedence first.
     pub policies: Policies,
+    /// What the proxy attaches to the routes of this Ingress on first use.
+    pub attached: Attachment,
 }
+
+/// State the proxy attaches to the routes of one Ingress on their first request (its metric
+/// handles), shared by those routes. Empty when the table is built and never read by it: the
+/// snapshot stays immutable in everything that routes, and each new table starts empty.
+pub type Attachment = Arc<std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>>;
 
 /// The policies that apply to a route, highest precedence first (shared by all routes of one
 /// Ingress).
@@ -234,6 +241,7 @@ impl RoutingTable {
                 kind: PathKind::Prefix,
                 backend,
                 policies,
+                attached: Attachment::default(),
             }));
         }
         for ing in &ours {
@@ -485,6 +493,7 @@ impl Builder<'_> {
         let Some(spec) = ing.spec.as_ref() else { return };
         let policies =
             self.policies.per_ingress.get(&key).cloned().unwrap_or_else(|| self.policies.fallback());
+        let attached = Attachment::default();
 
         let default = match spec.default_backend.as_ref() {
             Some(b) => self.ingress_backend(&key, b).map(|backend| {
@@ -494,6 +503,7 @@ impl Builder<'_> {
                     kind: PathKind::Prefix,
                     backend,
                     policies: policies.clone(),
+                    attached: attached.clone(),
                 })
             }),
             None => None,
@@ -534,6 +544,7 @@ impl Builder<'_> {
                     kind,
                     backend,
                     policies: policies.clone(),
+                    attached: attached.clone(),
                 });
                 let routes = self.host_routes(&target, &policies);
                 let (map, map_key) = match kind {
