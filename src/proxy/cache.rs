@@ -288,6 +288,12 @@ pub struct ErrorCache {
     misses: Arc<AtomicU64>,
 }
 
+/// A policy's error-cache counters, attached to it on first use.
+struct OwnerMetrics {
+    hits: prometheus::IntCounter,
+    misses: prometheus::IntCounter,
+}
+
 impl fmt::Debug for ErrorCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ErrorCache").field("max_bytes", &self.max_bytes).finish_non_exhaustive()
@@ -338,8 +344,14 @@ impl ErrorCache {
     }
 
     /// Looks a key up. `owner` labels the metrics.
-    pub async fn lookup(&self, key: &CacheKey, owner: &ObjectKey) -> Lookup {
-        let labels = [owner.namespace.as_str(), owner.name.as_str()];
+    pub async fn lookup(&self, key: &CacheKey, owner: &crate::table::ResolvedPolicy) -> Lookup {
+        let labels = [owner.key.namespace.as_str(), owner.key.name.as_str()];
+        // The policy's hit and miss counters, found once per policy: Prometheus' own lookup
+        // hashes both label values on every call.
+        let counters = crate::table::attached(&owner.attached, || OwnerMetrics {
+            hits: self.metrics.hits.with_label_values(&labels),
+            misses: self.metrics.misses.with_label_values(&labels),
+        });
         let fingerprint = self.maybe.fingerprint(key);
         // Boxed: moka's futures are large, and every request future that awaits one inline
         // grows by their size (hyper moves the whole request future into place per request).
@@ -348,12 +360,18 @@ impl ErrorCache {
         match found {
             Some(e) if self.clock.now() < e.expires_at => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                self.metrics.hits.with_label_values(&labels).inc();
+                match counters {
+                    Some(c) => c.hits.inc(),
+                    None => self.metrics.hits.with_label_values(&labels).inc(),
+                }
                 Lookup::Hit(e)
             }
             stale => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                self.metrics.misses.with_label_values(&labels).inc();
+                match counters {
+                    Some(c) => c.misses.inc(),
+                    None => self.metrics.misses.with_label_values(&labels).inc(),
+                }
                 // Coalesce only keys that were errors recently: a miss on a key that has
                 // always answered 200 must not wait behind another request (design §6).
                 let coalesce = match stale {
@@ -538,9 +556,12 @@ mod tests {
         CacheKey { policies: 1, host: "h.example".into(), path_and_query: path.into(), format: 0 }
     }
 
-    fn cache() -> (ErrorCache, ObjectKey) {
+    fn cache() -> (ErrorCache, crate::table::ResolvedPolicy) {
         let metrics = CacheMetrics::register(&prometheus::Registry::new()).unwrap();
-        (ErrorCache::new(1 << 20, Arc::new(SystemClock), metrics), ObjectKey::new("ns", "p"))
+        let spec = "errorResponses:\n- {codes: ['404'], errorCachingMinTTLSeconds: 30}\n";
+        let policy =
+            crate::table::policy::resolve(&Default::default(), &crate::fixtures::policy("ns", "p", spec));
+        (ErrorCache::new(1 << 20, Arc::new(SystemClock), metrics), policy.unwrap())
     }
 
     async fn store(c: &ErrorCache, owner: &ObjectKey, path: &str) {
@@ -576,13 +597,16 @@ mod tests {
     async fn stored_keys_are_found_and_removed_keys_leave_the_filter() {
         let (c, owner) = cache();
         assert!(matches!(c.lookup(&key("/a"), &owner).await, Lookup::Miss { coalesce: None }));
-        store(&c, &owner, "/a").await;
+        store(&c, &owner.key, "/a").await;
         // Replacing an entry keeps it findable: the old value's removal lowers one count only.
-        store(&c, &owner, "/a").await;
+        store(&c, &owner.key, "/a").await;
         c.entries.run_pending_tasks().await;
         c.recent.run_pending_tasks();
         assert!(matches!(c.lookup(&key("/a"), &owner).await, Lookup::Hit(_)));
         assert!(matches!(c.lookup(&key("/b"), &owner).await, Lookup::Miss { coalesce: None }));
+        // The policy's own counters (handles kept on the policy) are the exported series.
+        let count = |m: &prometheus::IntCounterVec| m.with_label_values(&["ns", "p"]).get();
+        assert_eq!((count(&c.metrics.hits), count(&c.metrics.misses)), (1, 2));
 
         let purge = Purge { policy: None, host: None, prefix: Some("/a".into()) };
         assert_eq!(c.purge(&purge).await, 1);

@@ -234,7 +234,7 @@ impl Proxy {
             return self.forward(req, &ctx, None).await.0;
         };
         let mut req = req;
-        match cache.lookup(key, &owner.key).await {
+        match cache.lookup(key, owner).await {
             Lookup::Hit(entry) => return self.serve_entry(&entry, true, &ctx),
             Lookup::Miss { coalesce: Some(marker) } => {
                 // A key that was an error recently: concurrent misses share one upstream
@@ -633,14 +633,13 @@ impl Proxy {
     /// The metric handles of `route`'s Ingress, looked up on its first request in this table.
     /// (`None` only if something else were attached to routes; nothing else is.)
     fn route_metrics<'r>(&self, route: &'r Route) -> Option<&'r RouteMetrics> {
-        let attached = route.attached.get_or_init(|| {
+        crate::table::attached(&route.attached, || {
             let (ns, ing) = labels_of(Some(route));
-            Arc::new(RouteMetrics {
+            RouteMetrics {
                 upstream_seconds: self.metrics.upstream_seconds.with_label_values(&[ns, ing]),
                 requests: Default::default(),
-            })
-        });
-        attached.downcast_ref()
+            }
+        })
     }
 }
 

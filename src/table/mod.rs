@@ -125,10 +125,26 @@ pub struct Route {
     pub attached: Attachment,
 }
 
-/// State the proxy attaches to the routes of one Ingress on their first request (its metric
-/// handles), shared by those routes. Empty when the table is built and never read by it: the
-/// snapshot stays immutable in everything that routes, and each new table starts empty.
-pub type Attachment = Arc<std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>>;
+/// State the proxy attaches to a table object on its first use (metric handles): to the
+/// routes of one Ingress (shared by them) and to a policy. Empty when the table is built and
+/// never read by it: the snapshot stays immutable in everything that routes.
+/// Not part of what the object is: two objects that differ only in it are equal.
+#[derive(Clone, Debug, Default)]
+pub struct Attachment(Arc<std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>>);
+
+impl PartialEq for Attachment {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Attachment {}
+
+/// What is attached to `slot`, made by `init` on first use; `None` if something of another
+/// type is there (each kind of object carries one kind of attachment, so never in practice).
+pub fn attached<T: std::any::Any + Send + Sync>(slot: &Attachment, init: impl FnOnce() -> T) -> Option<&T> {
+    slot.0.get_or_init(|| Arc::new(init())).downcast_ref()
+}
 
 /// The policies that apply to a route, highest precedence first (shared by all routes of one
 /// Ingress).
