@@ -361,11 +361,10 @@ impl Proxy {
         let seconds = started.elapsed().as_secs_f64();
         match self.route_metrics(route) {
             Some(m) => m.upstream_seconds.observe(seconds),
-            None => self
-                .metrics
-                .upstream_seconds
-                .with_label_values(&<[&str; 2]>::from(labels_of(Some(route))))
-                .observe(seconds),
+            None => {
+                let (ns, ing) = labels_of(Some(route));
+                self.metrics.upstream_seconds.with_label_values(&[ns, ing]).observe(seconds);
+            }
         }
 
         let mut resp = match result {

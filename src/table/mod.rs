@@ -128,6 +128,7 @@ pub struct Route {
 /// State the proxy attaches to a table object on its first use (metric handles): to the
 /// routes of one Ingress (shared by them) and to a policy. Empty when the table is built and
 /// never read by it: the snapshot stays immutable in everything that routes.
+///
 /// Not part of what the object is: two objects that differ only in it are equal.
 #[derive(Clone, Debug, Default)]
 pub struct Attachment(Arc<std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>>);
