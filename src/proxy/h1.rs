@@ -110,10 +110,15 @@ impl Conn {
         }
     }
 
-    /// Sends `req` (origin-form URI, no body; its headers are written as they are) and reads
-    /// the response head. 1xx responses other than 101 are skipped.
-    pub async fn exchange<B>(&mut self, req: &Request<B>) -> Result<Response<()>, Error> {
-        encode_head(&mut self.write, req);
+    /// Sends `req` (origin-form URI, no body; its fields written as they are, but those named
+    /// in `set`, which replace them) and reads the response head. 1xx responses other than
+    /// 101 are skipped.
+    pub async fn exchange<B>(
+        &mut self,
+        req: &Request<B>,
+        set: &[(&HeaderName, &HeaderValue)],
+    ) -> Result<Response<()>, Error> {
+        encode_head(&mut self.write, req, set);
         if let Err(e) = self.io.write_all(&self.write).await {
             return Err(Error::NoResponse(Some(e)));
         }
@@ -148,15 +153,18 @@ impl Conn {
     }
 }
 
-/// `req`'s head as HTTP/1.1 into `out`. Header names go out lower-case, as hyper writes them.
-fn encode_head<B>(out: &mut Vec<u8>, req: &Request<B>) {
+/// `req`'s head as HTTP/1.1 into `out`, its fields named in `set` replaced by those. Header
+/// names go out lower-case, as hyper writes them.
+fn encode_head<B>(out: &mut Vec<u8>, req: &Request<B>, set: &[(&HeaderName, &HeaderValue)]) {
     out.clear();
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
+    let replaced = |name: &HeaderName| set.iter().any(|(n, _)| *n == name);
+    let own = req.headers().iter().filter(|(name, _)| !replaced(name));
+    for (name, value) in own.chain(set.iter().map(|&(n, v)| (n, v))) {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -275,14 +283,16 @@ fn framing(method: &Method, head: &Response<()>) -> Result<(Framing, bool), Erro
     })
 }
 
-/// Sends `req` on `conn` and returns the response, whose body reads from `conn` and hands it
-/// to `release` when the body ends and the connection can be reused.
+/// Sends `req` on `conn` (fields named in `set` replaced, see [`Conn::exchange`]) and returns
+/// the response, whose body reads from `conn` and hands it to `release` when the body ends and
+/// the connection can be reused.
 pub async fn send<B, R: Release>(
     mut conn: Conn,
     req: &Request<B>,
+    set: &[(&HeaderName, &HeaderValue)],
     release: R,
 ) -> Result<Response<Body<R>>, Error> {
-    let head = conn.exchange(req).await?;
+    let head = conn.exchange(req, set).await?;
     let (framing, keep_alive) = framing(req.method(), &head)?;
     let state = match framing {
         Framing::Empty => State::Done,
@@ -510,7 +520,7 @@ mod tests {
     ) -> (Result<(Response<()>, Bytes), Error>, usize) {
         let (conn, _) = origin(pieces).await;
         let back = Back::default();
-        let result = match send(conn, &get(method), back.clone()).await {
+        let result = match send(conn, &get(method), &[], back.clone()).await {
             Ok(resp) => {
                 let (parts, body) = resp.into_parts();
                 body.collect().await.map(|b| (Response::from_parts(parts, ()), b.to_bytes()))
@@ -524,8 +534,14 @@ mod tests {
     #[tokio::test]
     async fn the_request_head_is_written_whole() {
         let (conn, head) = origin(vec![b"HTTP/1.1 204 No Content\r\n\r\n"]).await;
-        send(conn, &get(Method::GET), Back::default()).await.unwrap();
+        send(conn, &get(Method::GET), &[], Back::default()).await.unwrap();
         assert_eq!(head.await.unwrap(), b"GET /a?b=c HTTP/1.1\r\nhost: o\r\nx-id: 1\r\n\r\n");
+        // Fields set by the caller replace the request's own of the same name.
+        let (conn, head) = origin(vec![b"HTTP/1.1 204 No Content\r\n\r\n"]).await;
+        let (id, new) = (HeaderName::from_static("x-id"), HeaderName::from_static("x-new"));
+        let (two, y) = (HeaderValue::from_static("2"), HeaderValue::from_static("y"));
+        send(conn, &get(Method::GET), &[(&id, &two), (&new, &y)], Back::default()).await.unwrap();
+        assert_eq!(head.await.unwrap(), b"GET /a?b=c HTTP/1.1\r\nhost: o\r\nx-id: 2\r\nx-new: y\r\n\r\n");
     }
 
     #[tokio::test]
@@ -581,7 +597,7 @@ mod tests {
     async fn bodies_without_length_run_until_close_and_are_never_reused() {
         let (conn, _) = origin(vec![b"HTTP/1.1 200 OK\r\n\r\nall of it"]).await;
         let back = Back::default();
-        let resp = send(conn, &get(Method::GET), back.clone()).await.unwrap();
+        let resp = send(conn, &get(Method::GET), &[], back.clone()).await.unwrap();
         // The origin keeps the socket open: the body has not ended yet.
         let mut body = resp.into_body();
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();

@@ -345,7 +345,18 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
-        prepare_request_headers(&mut parts.headers, ctx.raw_host, &ctx.conn, ctx.request_id, upgrade);
+        // A request whose fields need no edit but the forwarded ones (nearly all) gets those
+        // written with its head; others have their header map edited first.
+        let host = ctx.raw_host.header_value();
+        let as_is = !upgrade && forwards_as_is(&parts.headers);
+        let add_host = as_is && !parts.headers.contains_key(header::HOST);
+        let forwarded = match as_is {
+            true => forwarded_fields(host.as_deref(), add_host, &ctx.conn, ctx.request_id),
+            false => {
+                prepare_request_headers(&mut parts.headers, ctx.raw_host, &ctx.conn, ctx.request_id, upgrade);
+                Forwarded::default()
+            }
+        };
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         let body = upstream::IdleTimeout::new(body, self.config.client_body_timeout)
@@ -355,7 +366,7 @@ impl Proxy {
         let started = Instant::now();
         let result = tokio::time::timeout(
             self.config.response_timeout,
-            self.client.send(authority.as_str(), upstream_req),
+            self.client.send(authority.as_str(), upstream_req, forwarded.as_slice()),
         )
         .await;
         let seconds = started.elapsed().as_secs_f64();
@@ -806,11 +817,12 @@ impl RawHost {
     }
 
     /// The host as a header value (for `Host` on HTTP/2 requests and `X-Forwarded-Host`).
-    fn header_value(&self) -> Option<HeaderValue> {
+    fn header_value(&self) -> Option<std::borrow::Cow<'_, HeaderValue>> {
+        use std::borrow::Cow;
         match self {
-            Self::Authority(a) => HeaderValue::from_str(a.as_str()).ok(),
-            Self::Header(h) => Some(h.clone()),
-            Self::Missing => Some(HeaderValue::from_static("")),
+            Self::Authority(a) => HeaderValue::from_str(a.as_str()).ok().map(Cow::Owned),
+            Self::Header(h) => Some(Cow::Borrowed(h)),
+            Self::Missing => Some(Cow::Owned(HeaderValue::from_static(""))),
         }
     }
 }
@@ -850,16 +862,7 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // One pass over the names first: most requests carry none of these, and a remove is a
     // hash and a probe per name.
-    let (mut connection, mut fixed, mut upgrade) = (false, false, false);
-    for name in headers.keys() {
-        if name == header::CONNECTION {
-            connection = true;
-        } else if name == header::UPGRADE {
-            upgrade = true;
-        } else if HOP_BY_HOP.contains(name) {
-            fixed = true;
-        }
-    }
+    let HopByHop { connection, fixed, upgrade } = HopByHop::of(headers);
     if connection {
         // Vec::new does not allocate: only a Connection header naming other headers does.
         let mut listed: Vec<HeaderName> = Vec::new();
@@ -896,6 +899,33 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Which kinds of hop-by-hop header a message carries.
+struct HopByHop {
+    connection: bool,
+    fixed: bool,
+    upgrade: bool,
+}
+
+impl HopByHop {
+    fn of(headers: &HeaderMap) -> Self {
+        let mut found = Self { connection: false, fixed: false, upgrade: false };
+        for name in headers.keys() {
+            if name == header::CONNECTION {
+                found.connection = true;
+            } else if name == header::UPGRADE {
+                found.upgrade = true;
+            } else if HOP_BY_HOP.contains(name) {
+                found.fixed = true;
+            }
+        }
+        found
+    }
+
+    fn none(&self) -> bool {
+        !(self.connection || self.fixed || self.upgrade)
+    }
+}
+
 /// Hop-by-hop headers besides `Connection` and `Upgrade` (RFC 9110 §7.6.1), never forwarded.
 static HOP_BY_HOP: [HeaderName; 6] = [
     header::TE,
@@ -906,6 +936,65 @@ static HOP_BY_HOP: [HeaderName; 6] = [
     HeaderName::from_static("proxy-connection"),
 ];
 
+static HTTP: HeaderValue = HeaderValue::from_static("http");
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
+
+/// The fields erratum sets on a request going upstream, replacing any of the same name the
+/// client sent: without a configured list of trusted proxies a client-sent X-Forwarded-For is
+/// a spoofing vector. `Host` is among them only when the request has none (HTTP/2 sends the
+/// host as `:authority`). Borrowed: written straight into the upstream head when nothing else
+/// changes, no copy and no header-map edit per request.
+fn forwarded_fields<'a>(
+    host: Option<&'a HeaderValue>,
+    add_host: bool,
+    conn: &'a ConnInfo,
+    request_id: &'a HeaderValue,
+) -> Forwarded<'a> {
+    let mut fields = Forwarded::default();
+    if add_host && let Some(h) = host {
+        fields.push(&header::HOST, h);
+    }
+    fields.push(&X_FORWARDED_FOR, &conn.client_ip);
+    fields.push(&X_REAL_IP, &conn.client_ip);
+    fields.push(&X_FORWARDED_PROTO, if conn.tls { &HTTPS } else { &HTTP });
+    if let Some(h) = host {
+        fields.push(&X_FORWARDED_HOST, h);
+    }
+    fields.push(&X_REQUEST_ID, request_id);
+    fields
+}
+
+/// Up to six borrowed header fields, on the stack.
+struct Forwarded<'a> {
+    fields: [(&'a HeaderName, &'a HeaderValue); 6],
+    len: usize,
+}
+
+impl Default for Forwarded<'_> {
+    fn default() -> Self {
+        Self { fields: [(&header::HOST, &HTTP); 6], len: 0 }
+    }
+}
+
+impl<'a> Forwarded<'a> {
+    fn push(&mut self, name: &'a HeaderName, value: &'a HeaderValue) {
+        self.fields[self.len] = (name, value);
+        self.len += 1;
+    }
+
+    fn as_slice(&self) -> &[(&'a HeaderName, &'a HeaderValue)] {
+        &self.fields[..self.len]
+    }
+}
+
+/// Whether a request can go upstream with its own header fields as they are plus
+/// [`forwarded_fields`]: no hop-by-hop field to remove and no split cookies to join.
+fn forwards_as_is(headers: &HeaderMap) -> bool {
+    HopByHop::of(headers).none() && headers.get_all(header::COOKIE).iter().nth(1).is_none()
+}
+
+/// Edits `headers` into what goes upstream: hop-by-hop fields removed, cookies joined, the
+/// [`forwarded_fields`] set.
 fn prepare_request_headers(
     headers: &mut HeaderMap,
     host: &RawHost,
@@ -914,30 +1003,18 @@ fn prepare_request_headers(
     upgrade: bool,
 ) {
     strip_hop_by_hop(headers, upgrade);
-    // HTTP/2 clients send the host as :authority and may split cookies (RFC 9113 §8.2.3);
-    // HTTP/1.1 upstreams need one Host and one Cookie header.
-    let host = host.header_value();
-    if let Some(v) = &host
-        && !headers.contains_key(header::HOST)
-    {
-        headers.insert(header::HOST, v.clone());
-    }
+    // HTTP/2 clients may split cookies (RFC 9113 §8.2.3); HTTP/1.1 upstreams need one.
     if headers.get_all(header::COOKIE).iter().nth(1).is_some() {
         let joined: Vec<&[u8]> = headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes).collect();
         if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
             headers.insert(header::COOKIE, v);
         }
     }
-    // Forwarded headers are set, not appended: without a configured list of trusted proxies
-    // a client-sent X-Forwarded-For is a spoofing vector.
-    headers.insert(X_FORWARDED_FOR.clone(), conn.client_ip.clone());
-    headers.insert(X_REAL_IP.clone(), conn.client_ip.clone());
-    headers
-        .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
-    if let Some(v) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), v);
+    let host = host.header_value();
+    let add_host = !headers.contains_key(header::HOST);
+    for (name, value) in forwarded_fields(host.as_deref(), add_host, conn, request_id).as_slice() {
+        headers.insert((*name).clone(), (*value).clone());
     }
-    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
 }
 
 #[cfg(test)]
@@ -978,6 +1055,51 @@ mod tests {
         let generated = request_id(&h);
         assert_eq!(generated.len(), 32);
         assert_ne!(generated, request_id(&HeaderMap::new()), "generated ids differ");
+    }
+
+    /// The two ways of applying the forwarded fields (written with the head when nothing else
+    /// changes, or edited into the map) give the upstream the same fields.
+    #[test]
+    fn forwarded_fields_as_is_equal_the_edited_map() {
+        let conn = ConnInfo::new("192.0.2.7:5000".parse().unwrap(), false);
+        let id = HeaderValue::from_static("id");
+        for with_host in [true, false] {
+            let mut h = HeaderMap::new();
+            if with_host {
+                h.insert(header::HOST, HeaderValue::from_static("shop.example.com"));
+            }
+            h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+            h.insert(header::COOKIE, HeaderValue::from_static("a=1"));
+            h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+            assert!(forwards_as_is(&h));
+            let raw = match with_host {
+                true => RawHost::Header(HeaderValue::from_static("shop.example.com")),
+                false => RawHost::Authority(http::uri::Authority::from_static("shop.example.com")),
+            };
+            let host = raw.header_value();
+            let set = forwarded_fields(host.as_deref(), !h.contains_key(header::HOST), &conn, &id);
+            let mut as_is: Vec<(String, String)> = h
+                .iter()
+                .filter(|(n, _)| !set.as_slice().iter().any(|(s, _)| s == n))
+                .chain(set.as_slice().iter().map(|&(n, v)| (n, v)))
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                .collect();
+            let mut edited = h.clone();
+            prepare_request_headers(&mut edited, &raw, &conn, &id, false);
+            let mut edited: Vec<(String, String)> =
+                edited.iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string())).collect();
+            as_is.sort();
+            edited.sort();
+            assert_eq!(as_is, edited);
+        }
+        // Hop-by-hop fields and split cookies need the edit.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("x-secret"));
+        assert!(!forwards_as_is(&h));
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        assert!(!forwards_as_is(&h));
     }
 
     #[test]

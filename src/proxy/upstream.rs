@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -242,17 +242,23 @@ impl Upstreams {
     /// - on hyper's, a request it had not sent yet is sent once more on a new connection;
     /// - on erratum's, a request of an idempotent method (RFC 9110 §9.2.2) that got no byte
     ///   of answer is sent once more on a new connection (RFC 9112 §9.3.1 allows it).
+    ///
+    /// `set` are header fields that replace any of the same name in `req`.
     pub async fn send(
         &self,
         authority: &str,
-        req: Request<UpstreamBody>,
+        mut req: Request<UpstreamBody>,
+        set: &[(&HeaderName, &HeaderValue)],
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         use http_body::Body as _;
         if req.body().is_end_stream()
             && req.method() != http::Method::CONNECT
             && !req.headers().contains_key(http::header::UPGRADE)
         {
-            return self.send_own(authority, req).await;
+            return self.send_own(authority, req, set).await;
+        }
+        for (name, value) in set {
+            req.headers_mut().insert((*name).clone(), (*value).clone());
         }
         // Boxed: the rarer path keeps its state out of every request's future.
         Box::pin(self.send_hyper(authority, req)).await
@@ -282,6 +288,7 @@ impl Upstreams {
         &self,
         authority: &str,
         req: Request<UpstreamBody>,
+        set: &[(&HeaderName, &HeaderValue)],
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let (key, reused) = self.inner.own.checkout(authority);
         let release = OwnLease { pool: Arc::downgrade(&self.inner), key };
@@ -289,10 +296,10 @@ impl Upstreams {
             Some(conn) => (conn, req.method().is_idempotent()),
             None => (h1::Conn::new(self.dial(authority).await?), false),
         };
-        let resp = match h1::send(conn, &req, release.clone()).await {
+        let resp = match h1::send(conn, &req, set, release.clone()).await {
             Err(h1::Error::NoResponse(_)) if retry => {
                 let conn = h1::Conn::new(self.dial(authority).await?);
-                h1::send(conn, &req, release).await?
+                h1::send(conn, &req, set, release).await?
             }
             other => other?,
         };
@@ -678,7 +685,7 @@ mod tests {
     }
 
     async fn ok(pool: &Upstreams, addr: &str) {
-        let resp = pool.send(addr, get()).await.unwrap();
+        let resp = pool.send(addr, get(), &[]).await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
     }
@@ -692,7 +699,7 @@ mod tests {
             assert_eq!(pool.idle(), 1);
         }
         // A body dropped before its end takes its connection with it.
-        let resp = pool.send(&addr, get()).await.unwrap();
+        let resp = pool.send(&addr, get(), &[]).await.unwrap();
         assert_eq!(pool.idle(), 0);
         drop(resp);
         assert_eq!(pool.idle(), 0);
@@ -705,7 +712,7 @@ mod tests {
         for _ in 0..3 {
             let body = http_body_util::Full::new(Bytes::from_static(b"x")).map_err(|n| match n {}).boxed();
             let req = Request::post("/").header("host", "o").body(body).unwrap();
-            let resp = pool.send(&addr, req).await.unwrap();
+            let resp = pool.send(&addr, req, &[]).await.unwrap();
             assert!(matches!(resp.body(), ResponseBody::Hyper(_)));
             assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
             // Back when the body is dropped: the driver task may need a turn to see the end.
@@ -749,7 +756,7 @@ mod tests {
         assert_eq!(connections.load(Ordering::SeqCst), 2);
         // A POST is not idempotent: the origin may have acted on it, so it is not sent again.
         let post = Request::post("/").header("host", "o").body(Empty::new().map_err(|n| match n {}).boxed());
-        let Err(err) = pool.send(&addr, post.unwrap()).await else { panic!("answered") };
+        let Err(err) = pool.send(&addr, post.unwrap(), &[]).await else { panic!("answered") };
         assert!(matches!(err, UpstreamError::H1(h1::Error::NoResponse(_))), "{err:?}");
         assert!(matches!(classify(&err, "o"), ProxyError::UpstreamReset { .. }));
         assert_eq!(connections.load(Ordering::SeqCst), 2);
@@ -791,7 +798,7 @@ mod tests {
     async fn connect_failures_are_classified() {
         let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
         let pool = Upstreams::new(Duration::from_secs(1));
-        let Err(err) = pool.send(&format!("127.0.0.1:{port}"), get()).await else { panic!("connected") };
+        let Err(err) = pool.send(&format!("127.0.0.1:{port}"), get(), &[]).await else { panic!("connected") };
         match classify(&err, "o") {
             ProxyError::UpstreamConnect { reason, .. } => assert_eq!(reason, "connection refused"),
             other => panic!("{other}"),
