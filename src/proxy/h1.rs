@@ -78,15 +78,6 @@ pub struct Conn {
     write: Vec<u8>,
 }
 
-/// How the body of a response is delimited (RFC 9112 §6.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Empty,
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
-
 impl Conn {
     /// Wraps a connected socket.
     pub fn new(io: TcpStream) -> Self {
@@ -230,9 +221,9 @@ fn invalid(e: httparse::Error) -> &'static str {
     }
 }
 
-/// The framing of the body that follows `head`, and whether the connection can carry another
-/// request after it (RFC 9112 §6.3, §9.3).
-fn framing(method: &Method, head: &Response<()>) -> Result<(Framing, bool), Error> {
+/// Where reading the body that follows `head` starts (its framing, RFC 9112 §6.3), and whether
+/// the connection can carry another request after it (§9.3).
+fn framing(method: &Method, head: &Response<()>) -> Result<(State, bool), Error> {
     let headers = head.headers();
     let mut keep_alive = head.version() == Version::HTTP_11;
     for value in headers.get_all(CONNECTION) {
@@ -250,7 +241,7 @@ fn framing(method: &Method, head: &Response<()>) -> Result<(Framing, bool), Erro
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
-        return Ok((Framing::Empty, keep_alive));
+        return Ok((State::Done, keep_alive));
     }
     if headers.contains_key(TRANSFER_ENCODING) {
         // Chunked only as the last coding; a message with both Transfer-Encoding and
@@ -260,7 +251,11 @@ fn framing(method: &Method, head: &Response<()>) -> Result<(Framing, bool), Erro
             .and_then(|v| v.rsplit(|&b| b == b',').next())
             .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         let keep_alive = keep_alive && !headers.contains_key(CONTENT_LENGTH);
-        return Ok(if chunked { (Framing::Chunked, keep_alive) } else { (Framing::UntilClose, false) });
+        return Ok(if chunked {
+            (State::Chunked(Chunk::Size), keep_alive)
+        } else {
+            (State::UntilClose, false)
+        });
     }
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
@@ -277,9 +272,9 @@ fn framing(method: &Method, head: &Response<()>) -> Result<(Framing, bool), Erro
         }
     }
     Ok(match length {
-        Some(0) => (Framing::Empty, keep_alive),
-        Some(n) => (Framing::Length(n), keep_alive),
-        None => (Framing::UntilClose, false),
+        Some(0) => (State::Done, keep_alive),
+        Some(n) => (State::Length(n), keep_alive),
+        None => (State::UntilClose, false),
     })
 }
 
@@ -293,13 +288,7 @@ pub async fn send<B, R: Release>(
     release: R,
 ) -> Result<Response<Body<R>>, Error> {
     let head = conn.exchange(req, set).await?;
-    let (framing, keep_alive) = framing(req.method(), &head)?;
-    let state = match framing {
-        Framing::Empty => State::Done,
-        Framing::Length(n) => State::Length(n),
-        Framing::Chunked => State::Chunked(Chunk::Size),
-        Framing::UntilClose => State::UntilClose,
-    };
+    let (state, keep_alive) = framing(req.method(), &head)?;
     // 101: the connection is the tunnel's; it never comes back.
     let keep_alive = keep_alive && head.status() != StatusCode::SWITCHING_PROTOCOLS;
     let mut body = Body { conn: Some(conn), state, release: keep_alive.then_some(release) };
@@ -309,6 +298,8 @@ pub async fn send<B, R: Release>(
     Ok(head.map(|()| body))
 }
 
+/// Where a body's reading is: its framing and how far it got. `Length` is never 0 (a body
+/// that is over is `Done`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Length(u64),
@@ -426,10 +417,6 @@ impl<R: Release> http_body::Body for Body<R> {
                     }
                 }
                 // Nothing usable buffered yet.
-                State::Length(0) => {
-                    this.finish();
-                    return Poll::Ready(None);
-                }
                 _ => {}
             }
             match ready!(conn.poll_fill(cx)) {
@@ -446,7 +433,7 @@ impl<R: Release> http_body::Body for Body<R> {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done | State::Length(0))
+        self.state == State::Done
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -605,6 +592,26 @@ mod tests {
         assert!(!http_body::Body::is_end_stream(&body));
         drop(body);
         assert!(back.0.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn responses_that_end_the_connection_do_not_give_it_back() {
+        for (answer_head, reused) in [
+            (&b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"[..], 1),
+            (b"HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 2\r\n\r\nok", 0),
+            (b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok", 0),
+            (b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok", 1),
+            // Both lengths: read by the chunks, but never trusted again.
+            (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 9\r\n\r\n2\r\nok\r\n0\r\n\r\n", 0),
+        ] {
+            let (result, released) = answer(vec![answer_head], Method::GET).await;
+            assert_eq!(result.unwrap().1, "ok");
+            assert_eq!(released, reused, "{}", String::from_utf8_lossy(answer_head));
+        }
+        // No length: the body runs to the origin's close, and the connection goes with it.
+        let (result, released) = answer(vec![b"HTTP/1.1 200 OK\r\n\r\nall of it", b""], Method::GET).await;
+        assert_eq!(result.unwrap().1, "all of it");
+        assert_eq!(released, 0);
     }
 
     #[tokio::test]
