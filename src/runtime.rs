@@ -205,6 +205,7 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
         config.proxy.max_connections,
         stop_proxy.clone(),
         metrics.proxy.connections_shed.clone(),
+        config.proxy.header_read_timeout,
     );
     let mut proxy_tasks = vec![tokio::spawn(proxy::serve(
         http,

@@ -1,5 +1,5 @@
-//! Client connection accounting: one limit for all listeners, shedding at the limit, and the
-//! drain on shutdown.
+//! Client connection accounting: one limit for all listeners, shedding at the limit, the
+//! drain on shutdown, and the header-read deadline of every HTTP/1 connection.
 //!
 //! Data flow: the accept loops in [`super::serve`] take a [`Slot`] per accepted connection
 //! before serving it. At the limit the oldest *idle* connections (no request in the handler)
@@ -7,11 +7,23 @@
 //! out — so a flood of idle or abandoned connections cannot lock real clients out; if every
 //! connection is busy the accept loop waits (the kernel backlog queues new clients), which
 //! bounds memory and file descriptors. The drain is a [`TaskTracker`] over every connection.
+//!
+//! Each slot carries [`Signals`]: the registry sets them (close, head deadline passed) and
+//! wakes the connection's task. hyper asks for a timer per request head (its
+//! `header_read_timeout`); a tokio timer entry there cost ~0.5 µs per request (a heap
+//! allocation, the clock, and the timer wheel's lock twice). [`HeadTimer`] instead writes the
+//! deadline into the slot, and one watcher task per process checks every open connection a
+//! few times per timeout — an atomic store per request instead of a timer entry.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use futures::task::AtomicWaker;
 use prometheus::IntCounter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -23,11 +35,78 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 /// Share of the limit shed at once when it is reached (at least one connection).
 const SHED_DIVISOR: usize = 64;
 
+/// How often, at most, the watcher checks head deadlines: a fraction of the timeout, so a
+/// slow client is closed within about an eighth of the timeout after its deadline.
+const WATCH_DIVISOR: u32 = 8;
+/// Bounds of the watcher's period.
+const WATCH_MIN: Duration = Duration::from_millis(10);
+const WATCH_MAX: Duration = Duration::from_secs(1);
+
+/// `Signals::head` when no head deadline is armed.
+const HEAD_NONE: u64 = 0;
+/// `Signals::head` once the watcher found the armed deadline passed.
+const HEAD_EXPIRED: u64 = u64::MAX;
+
+/// What the registry tells one connection's task. Set from any thread; the task is woken.
+#[derive(Debug, Default)]
+pub struct Signals {
+    /// Asked to close after the request in progress (shutdown or shedding).
+    close: AtomicBool,
+    /// The deadline of the request head being read, in nanoseconds since the registry's
+    /// epoch ([`HEAD_NONE`], [`HEAD_EXPIRED`]).
+    head: AtomicU64,
+    /// The connection's task.
+    waker: AtomicWaker,
+}
+
+impl Signals {
+    /// Asks the connection to close after its current request; false if it already was.
+    fn request_close(&self) -> bool {
+        let first = !self.close.swap(true, Ordering::AcqRel);
+        self.waker.wake();
+        first
+    }
+
+    /// Whether the connection was asked to close.
+    pub fn close_requested(&self) -> bool {
+        self.close.load(Ordering::Acquire)
+    }
+
+    /// Registers the current task for wake-ups, then reports whether close was requested
+    /// (in that order, so a request in between still wakes the task).
+    pub fn poll_close(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.waker.register(cx.waker());
+        if self.close_requested() { Poll::Ready(()) } else { Poll::Pending }
+    }
+
+    /// Whether the head deadline armed by [`Slot::arm_head`] has passed.
+    pub fn head_expired(&self) -> bool {
+        self.head.load(Ordering::Acquire) == HEAD_EXPIRED
+    }
+
+    /// Resolves once close is requested.
+    pub fn closed(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| self.poll_close(cx))
+    }
+
+    /// Marks the armed head deadline as passed if it is at or before `now`; true if it did.
+    fn expire_head(&self, now: u64) -> bool {
+        let head = self.head.load(Ordering::Acquire);
+        // Compare-and-swap: the head may have completed (and another been armed) meanwhile.
+        let due = head != HEAD_NONE && head != HEAD_EXPIRED && head <= now;
+        if due && self.head.compare_exchange(head, HEAD_EXPIRED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        {
+            self.waker.wake();
+            return true;
+        }
+        false
+    }
+}
+
 /// One open connection as the registry sees it.
 #[derive(Debug)]
 struct Entry {
-    /// Cancelled to ask the connection to close after its current request.
-    close: CancellationToken,
+    signals: Arc<Signals>,
     /// Requests in the handler right now.
     in_flight: Arc<AtomicUsize>,
 }
@@ -43,14 +122,24 @@ pub struct Connections {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     shed: IntCounter,
+    /// Zero of the head deadlines (they are stored as nanoseconds since it).
+    epoch: Instant,
+    /// Period of the watcher.
+    watch_every: Duration,
+    watch_every_nanos: u64,
+    /// The header-read timeout in nanoseconds.
+    head_timeout: u64,
+    /// Nanoseconds since `epoch`, as of the watcher's last round.
+    clock: AtomicU64,
+    watcher: std::sync::Once,
 }
 
 /// A connection's place under the limit; released on drop.
 #[derive(Debug)]
 pub struct Slot {
     id: u64,
-    /// Cancelled when the connection should close gracefully (shutdown or shedding).
-    pub close: CancellationToken,
+    /// Set when the connection should close gracefully (shutdown or shedding).
+    pub signals: Arc<Signals>,
     /// Requests (and tunnels) of this connection in progress; see [`Slot::busy`].
     in_flight: Arc<AtomicUsize>,
     owner: Arc<Connections>,
@@ -69,6 +158,25 @@ impl Slot {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         Busy(self.clone())
     }
+
+    /// Starts the deadline for the next request head, unless one is running: the
+    /// header-read timeout from now, by the watcher's clock (never early, at most one watcher
+    /// period late; no clock read here).
+    pub fn arm_head(&self) {
+        let owner = &self.owner;
+        let deadline = owner.clock.load(Ordering::Relaxed) + owner.head_timeout + owner.watch_every_nanos;
+        let _ = self.signals.head.compare_exchange(HEAD_NONE, deadline, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// Ends the deadline: the head arrived (or the connection is closing).
+    pub fn disarm_head(&self) {
+        self.signals.head.store(HEAD_NONE, Ordering::Release);
+    }
+
+    /// hyper's timer for this connection's request heads (see the module header).
+    pub fn head_timer(&self) -> HeadTimer {
+        HeadTimer { signals: self.signals.clone(), epoch: self.owner.epoch }
+    }
 }
 
 impl Drop for Busy {
@@ -85,8 +193,16 @@ impl Drop for Slot {
 
 impl Connections {
     /// A registry allowing `limit` connections; `shutdown` closes them all gracefully.
-    pub fn new(limit: usize, shutdown: CancellationToken, shed: IntCounter) -> Arc<Self> {
+    /// `head_timeout` is the header-read timeout, which sets how often deadlines are checked.
+    pub fn new(
+        limit: usize,
+        shutdown: CancellationToken,
+        shed: IntCounter,
+        head_timeout: Duration,
+    ) -> Arc<Self> {
         let limit = limit.max(1);
+        let watch_every = (head_timeout / WATCH_DIVISOR).clamp(WATCH_MIN, WATCH_MAX);
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 4);
         Arc::new(Self {
             limit,
             permits: Arc::new(Semaphore::new(limit)),
@@ -95,6 +211,12 @@ impl Connections {
             tracker: TaskTracker::new(),
             shutdown,
             shed,
+            epoch: Instant::now(),
+            watch_every,
+            watch_every_nanos: nanos(watch_every),
+            head_timeout: nanos(head_timeout).min(u64::MAX / 4),
+            clock: AtomicU64::new(1),
+            watcher: std::sync::Once::new(),
         })
     }
 
@@ -116,6 +238,10 @@ impl Connections {
     /// Takes a slot for a new connection. At the limit, sheds idle connections and waits for
     /// one to close; `None` when shutdown begins first.
     pub async fn acquire(self: &Arc<Self>) -> Option<Slot> {
+        // Spawned on first use, inside the runtime that serves the connections.
+        self.watcher.call_once(|| {
+            tokio::spawn(watch(Arc::downgrade(self), self.shutdown.clone(), self.watch_every));
+        });
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -127,10 +253,15 @@ impl Connections {
             }
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let close = self.shutdown.child_token();
+        let signals = Arc::new(Signals::default());
         let in_flight = Arc::new(AtomicUsize::new(0));
-        self.registry().insert(id, Entry { close: close.clone(), in_flight: in_flight.clone() });
-        Some(Slot { id, close, in_flight, owner: self.clone(), _permit: permit })
+        self.registry().insert(id, Entry { signals: signals.clone(), in_flight: in_flight.clone() });
+        // After the insert: either the watcher's shutdown sweep sees this entry, or this sees
+        // the shutdown (the sweep runs after the token is cancelled, under the same lock).
+        if self.shutdown.is_cancelled() {
+            signals.request_close();
+        }
+        Some(Slot { id, signals, in_flight, owner: self.clone(), _permit: permit })
     }
 
     /// Asks the oldest idle connections to close; when none is idle, nothing is shed (busy
@@ -143,13 +274,107 @@ impl Connections {
             if shed == want {
                 break;
             }
-            if entry.in_flight.load(Ordering::Relaxed) == 0 && !entry.close.is_cancelled() {
-                entry.close.cancel();
+            if entry.in_flight.load(Ordering::Relaxed) == 0 && entry.signals.request_close() {
                 shed += 1;
             }
         }
         self.shed.inc_by(shed as u64);
         tracing::debug!(limit = self.limit, shed, "connection limit reached");
+    }
+
+    /// Wakes every connection whose head deadline has passed.
+    fn expire_heads(&self) -> usize {
+        let now = nanos_since(self.epoch, Instant::now());
+        self.clock.store(now, Ordering::Relaxed);
+        self.registry().values().filter(|e| e.signals.expire_head(now)).count()
+    }
+
+    /// Asks every open connection to close after its current request.
+    fn close_all(&self) {
+        for entry in self.registry().values() {
+            entry.signals.request_close();
+        }
+    }
+}
+
+/// The watcher: head deadlines every period, and the close of every connection at shutdown.
+/// Ends when the registry is gone or at shutdown.
+async fn watch(conns: Weak<Connections>, shutdown: CancellationToken, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                if let Some(conns) = conns.upgrade() {
+                    conns.close_all();
+                }
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        let Some(conns) = conns.upgrade() else { return };
+        let expired = conns.expire_heads();
+        if expired > 0 {
+            tracing::debug!(expired, "closing connections that did not send a request head in time");
+        }
+    }
+}
+
+/// `at` as nanoseconds since `epoch`, at least 1 (0 is [`HEAD_NONE`]) and below [`HEAD_EXPIRED`].
+fn nanos_since(epoch: Instant, at: Instant) -> u64 {
+    let n = u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(HEAD_EXPIRED - 1);
+    n.clamp(1, HEAD_EXPIRED - 1)
+}
+
+/// hyper's [`Timer`](hyper::rt::Timer) for one connection: the request-head deadline hyper
+/// arms is stored in the connection's [`Signals`] and watched by the registry's watcher.
+/// Only hyper's HTTP/1 header-read timeout uses it (one sleep at a time per connection).
+#[derive(Debug, Clone)]
+pub struct HeadTimer {
+    signals: Arc<Signals>,
+    epoch: Instant,
+}
+
+/// A head deadline as hyper holds it; disarmed when dropped (the head arrived).
+#[derive(Debug)]
+struct HeadSleep {
+    signals: Arc<Signals>,
+    deadline: u64,
+}
+
+impl hyper::rt::Timer for HeadTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        let deadline = nanos_since(self.epoch, deadline);
+        self.signals.head.store(deadline, Ordering::Release);
+        Box::pin(HeadSleep { signals: self.signals.clone(), deadline })
+    }
+}
+
+impl Future for HeadSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let expired = || self.signals.head.load(Ordering::Acquire) == HEAD_EXPIRED;
+        if expired() {
+            return Poll::Ready(());
+        }
+        self.signals.waker.register(cx.waker());
+        if expired() { Poll::Ready(()) } else { Poll::Pending }
+    }
+}
+
+impl hyper::rt::Sleep for HeadSleep {}
+
+impl Drop for HeadSleep {
+    fn drop(&mut self) {
+        // Only its own deadline: a newer one may already be armed (hyper's `reset` arms the
+        // new sleep before dropping the old).
+        let _ =
+            self.signals.head.compare_exchange(self.deadline, HEAD_NONE, Ordering::AcqRel, Ordering::Relaxed);
     }
 }
 
@@ -159,7 +384,7 @@ mod tests {
 
     fn registry(limit: usize) -> Arc<Connections> {
         let shed = IntCounter::new("shed", "shed").expect("valid metric");
-        Connections::new(limit, CancellationToken::new(), shed)
+        Connections::new(limit, CancellationToken::new(), shed, Duration::from_secs(10))
     }
 
     #[tokio::test]
@@ -173,10 +398,10 @@ mod tests {
             let conns = conns.clone();
             async move { conns.acquire().await }
         });
-        tokio::time::timeout(std::time::Duration::from_secs(5), old.close.cancelled())
+        tokio::time::timeout(std::time::Duration::from_secs(5), old.signals.closed())
             .await
             .expect("the idle connection is asked to close");
-        assert!(!busy.close.is_cancelled(), "a busy connection is not shed");
+        assert!(!busy.signals.close_requested(), "a busy connection is not shed");
         assert_eq!(conns.shed.get(), 1);
         drop(old);
         let new = waiter.await.expect("task").expect("slot after the shed one closed");
@@ -191,5 +416,50 @@ mod tests {
         let _working = held.busy();
         conns.shutdown.cancel();
         assert!(conns.acquire().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn shutdown_asks_every_connection_to_close_even_one_taken_during_it() {
+        let conns = registry(4);
+        let open = conns.acquire().await.expect("slot");
+        assert!(!open.signals.close_requested());
+        conns.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), open.signals.closed()).await.expect("asked to close");
+        // A slot taken after the sweep is asked to close at once.
+        let late = conns.acquire().await.expect("a permit is still free");
+        assert!(late.signals.close_requested());
+    }
+
+    #[tokio::test]
+    async fn a_head_deadline_wakes_its_sleep_once_passed_and_not_after_the_head_arrived() {
+        use hyper::rt::Timer;
+        let shed = IntCounter::new("shed", "shed").expect("valid metric");
+        let conns = Connections::new(4, CancellationToken::new(), shed, Duration::from_millis(80));
+        let slot = conns.acquire().await.expect("slot");
+        let timer = slot.head_timer();
+
+        // A head that arrives in time: its sleep is dropped and nothing expires later.
+        let arrived = timer.sleep(Duration::from_millis(30));
+        drop(arrived);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        conns.expire_heads();
+        assert_eq!(slot.signals.head.load(Ordering::Acquire), HEAD_NONE, "a disarmed deadline never expires");
+
+        // A head that never completes: the watcher wakes the sleep after its deadline.
+        let started = Instant::now();
+        let stalled = timer.sleep(Duration::from_millis(50));
+        tokio::time::timeout(Duration::from_secs(5), stalled).await.expect("the watcher fires the deadline");
+        assert!(started.elapsed() >= Duration::from_millis(50), "not before the deadline");
+
+        // hyper's reset arms the new sleep before dropping the old: the new one stays armed.
+        let old = timer.sleep(Duration::from_millis(10));
+        let new = timer.sleep(Duration::from_secs(60));
+        drop(old);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        conns.expire_heads();
+        let head = slot.signals.head.load(Ordering::Acquire);
+        assert!(head != HEAD_NONE && head != HEAD_EXPIRED, "the newer deadline is still armed");
+        drop(new);
+        assert_eq!(slot.signals.head.load(Ordering::Acquire), HEAD_NONE);
     }
 }

@@ -183,30 +183,53 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Error> {
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     let status =
         parsed.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(Error::Invalid("status code"))?;
-    // Where each field sits in the head, so the values can be slices of it once it is split
-    // off the buffer. (u32: a head is at most MAX_HEAD plus one read.)
-    let base = buf.as_ptr() as usize;
-    let offset = |p: *const u8| (p as usize - base) as u32;
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let count = parsed.headers.len();
-    for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
-        let (name, value) = (offset(field.name.as_ptr()), offset(field.value.as_ptr()));
-        *span = (name, name + field.name.len() as u32, value, value + field.value.len() as u32);
-    }
+    let spans = Spans::of(buf, parsed.headers);
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(n0, n1, v0, v1) in &spans[..count] {
-        let (n0, n1, v0, v1) = (n0 as usize, n1 as usize, v0 as usize, v1 as usize);
-        let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| Error::Invalid("field name"))?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| Error::Invalid("field value"))?;
-        headers.append(name, value);
-    }
+    let headers = spans.headers(&head).map_err(Error::Invalid)?;
     let mut resp = Response::new(());
     *resp.status_mut() = status;
     *resp.version_mut() = version;
     *resp.headers_mut() = headers;
     Ok(Some(resp))
+}
+
+/// Where each part of a parsed head sits in its buffer, so the values can be slices of the
+/// head once it is split off the buffer (no copy per field). Offsets are u32: a head is at
+/// most a read past its limit.
+pub(super) struct Spans {
+    fields: [(u32, u32, u32, u32); MAX_HEADERS],
+    count: usize,
+}
+
+impl Spans {
+    /// The spans of `fields`, parsed from `buf` (at most [`MAX_HEADERS`]).
+    pub(super) fn of(buf: &[u8], fields: &[httparse::Header<'_>]) -> Self {
+        let mut spans = Self { fields: [(0, 0, 0, 0); MAX_HEADERS], count: fields.len().min(MAX_HEADERS) };
+        for (span, field) in spans.fields.iter_mut().zip(fields) {
+            let (n0, n1) = span_of(buf, field.name.as_bytes());
+            let (v0, v1) = span_of(buf, field.value);
+            *span = (n0, n1, v0, v1);
+        }
+        spans
+    }
+
+    /// The fields as a header map whose values share `head`'s bytes.
+    pub(super) fn headers(&self, head: &Bytes) -> Result<HeaderMap, &'static str> {
+        let mut headers = HeaderMap::with_capacity(self.count);
+        for &(n0, n1, v0, v1) in &self.fields[..self.count] {
+            let (n0, n1, v0, v1) = (n0 as usize, n1 as usize, v0 as usize, v1 as usize);
+            let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| "field name")?;
+            let value = HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| "field value")?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
+}
+
+/// Where `part` (a slice of `buf`) sits in `buf`.
+pub(super) fn span_of(buf: &[u8], part: &[u8]) -> (u32, u32) {
+    let start = (part.as_ptr() as usize - buf.as_ptr() as usize) as u32;
+    (start, start + part.len() as u32)
 }
 
 fn invalid(e: httparse::Error) -> &'static str {

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +21,7 @@ use super::intercept::{self, Applied, Decision, Outcome, ProxyError, Reply, Requ
 use super::pages::PageStore;
 use super::ttl;
 use super::upstream::{self, Upstreams};
-use super::{Body, BoxError};
+use super::{Body, BoxError, RequestBody};
 use crate::crd::Mode;
 use crate::metrics::{ProxyMetrics, STATUS_CLASSES, status_class_index};
 use crate::table::accept;
@@ -160,7 +160,7 @@ impl Proxy {
     }
 
     /// Handles one request end to end. Never fails: every error becomes a response.
-    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    pub async fn handle(&self, req: Request<RequestBody>, conn: ConnInfo) -> Response<Body> {
         let request_id = request_id(req.headers());
         let table = self.table.load();
         let raw_host = RawHost::of(&req);
@@ -322,7 +322,7 @@ impl Proxy {
     /// stored and returned as well.
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         ctx: &Ctx<'_>,
         cacheable: Option<&Cacheable>,
     ) -> (Response<Body>, Option<Arc<CachedError>>) {

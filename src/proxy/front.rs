@@ -1,0 +1,455 @@
+//! erratum's own HTTP/1.1 server side for the common request: no body, no upgrade.
+//!
+//! Data flow: accept (and TLS) -> [`serve`]: read a request head, parse it with `httparse`
+//! -> [`Proxy::handle`](super::service::Proxy::handle) -> write the response head and body
+//! -> next request on the same connection. The first request that is anything else (a body,
+//! `Expect`, an upgrade, CONNECT, HTTP/2's preface, a head that does not parse or is over the
+//! limits) hands the connection, with every byte read so far, to hyper's server connection
+//! for the rest of its life: hyper answers errors (400, 431), streams request bodies, speaks
+//! HTTP/2 and does upgrades.
+//!
+//! Why by hand: with hyper's server each request runs its dispatch state machine (and, with a
+//! header-read timeout set, a second pass of it per request) around the handler; with the
+//! upstream side already erratum's own (`h1.rs`) this was the largest share of user CPU per
+//! request left, and what kept pass-through behind nginx. Only the message framing of RFC 9112
+//! is written here; parsing is `httparse`'s (as in hyper).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::conns::Slot;
+use super::h1::{MAX_HEADERS, Spans, span_of};
+use super::{Body, RequestBody};
+
+/// Read size for request heads.
+const READ_SIZE: usize = 8 * 1024;
+/// Response bodies up to this size are copied behind the head and go out in one write.
+const COALESCE: usize = 16 * 1024;
+
+/// What the own loop needs of the proxy, per connection.
+pub struct Front<'a, H> {
+    /// Answers one request (the proxy's handler with the connection's bookkeeping).
+    pub handle: H,
+    /// The connection's slot: close requests and the head deadline.
+    pub slot: &'a Arc<Slot>,
+    /// Largest request head accepted here (larger ones go to hyper, which answers 431).
+    pub max_head: usize,
+    /// Most header fields accepted here.
+    pub max_headers: usize,
+}
+
+/// How the own loop left the connection.
+pub enum Ended<IO> {
+    /// Closed (by either side), or failed; nothing more to do.
+    Done,
+    /// A request the own loop does not answer: hyper takes over with the bytes read so far.
+    Handover(IO, Bytes),
+}
+
+/// A parsed request this loop answers, and whether the client wants the connection kept.
+struct Parsed {
+    req: Request<RequestBody>,
+    keep_alive: bool,
+}
+
+/// What the start of the read buffer holds.
+enum Next {
+    Request(Parsed),
+    /// Not a whole head yet.
+    More,
+    /// Not a request this loop answers. `Some` is the head, already taken off the buffer
+    /// (it failed a check after the split): it goes to hyper in front of the rest.
+    Handover(Option<Bytes>),
+}
+
+/// The next request at the start of `buf`.
+fn parse(buf: &mut BytesMut, max_head: usize, max_headers: usize) -> Next {
+    let mut fields = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut fields,
+    ) {
+        Ok(httparse::Status::Complete(len)) if len <= max_head && parsed.headers.len() <= max_headers => len,
+        Ok(httparse::Status::Partial) if buf.len() < max_head => return Next::More,
+        _ => return Next::Handover(None),
+    };
+    let method = match parsed.method.map(|m| Method::from_bytes(m.as_bytes())) {
+        Some(Ok(m)) if m != Method::CONNECT => m,
+        _ => return Next::Handover(None),
+    };
+    let version = match parsed.version {
+        Some(1) => Version::HTTP_11,
+        Some(0) => Version::HTTP_10,
+        _ => return Next::Handover(None),
+    };
+    let Some(keep_alive) = answerable(parsed.headers, version) else { return Next::Handover(None) };
+    let Some(target) = parsed.path.map(|p| span_of(buf, p.as_bytes())) else { return Next::Handover(None) };
+    let spans = Spans::of(buf, parsed.headers);
+    let head = buf.split_to(len).freeze();
+    let (Ok(headers), Ok(uri)) =
+        (spans.headers(&head), Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize)))
+    else {
+        return Next::Handover(Some(head));
+    };
+    let mut req = Request::new(RequestBody::Right(http_body_util::Empty::new()));
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
+    Next::Request(Parsed { req, keep_alive })
+}
+
+/// Whether this loop answers a request with these fields (no body, no upgrade, no
+/// `Expect`), and then whether the client keeps the connection (RFC 9112 §9.3).
+fn answerable(fields: &[httparse::Header<'_>], version: Version) -> Option<bool> {
+    let mut keep_alive = version == Version::HTTP_11;
+    let mut lengths = 0;
+    for field in fields {
+        let name = field.name.as_bytes();
+        let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
+        if is(&TRANSFER_ENCODING) || is(&UPGRADE) || is(&EXPECT) {
+            return None;
+        }
+        if is(&CONTENT_LENGTH) {
+            lengths += 1;
+            if field.value != b"0" || lengths > 1 {
+                return None;
+            }
+        } else if is(&CONNECTION) {
+            for token in field.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                    keep_alive = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return None;
+                }
+            }
+        }
+    }
+    Some(keep_alive)
+}
+
+/// Serves `io` until it closes or hands it over to hyper. `buf` holds any bytes already read.
+pub async fn serve<IO, H, F>(front: Front<'_, H>, mut io: IO) -> Result<Ended<IO>, io::Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    H: Fn(Request<RequestBody>) -> F,
+    F: Future<Output = Response<Body>>,
+{
+    let signals = &*front.slot.signals;
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        // The head, within the header-read deadline (armed while waiting for it).
+        let parsed = loop {
+            match parse(&mut buf, front.max_head, front.max_headers) {
+                Next::Request(parsed) => break parsed,
+                Next::More => {}
+                Next::Handover(None) => {
+                    front.slot.disarm_head();
+                    return Ok(Ended::Handover(io, buf.freeze()));
+                }
+                Next::Handover(Some(head)) => {
+                    front.slot.disarm_head();
+                    let mut all = BytesMut::with_capacity(head.len() + buf.len());
+                    all.extend_from_slice(&head);
+                    all.extend_from_slice(&buf);
+                    return Ok(Ended::Handover(io, all.freeze()));
+                }
+            }
+            front.slot.arm_head();
+            let read = std::future::poll_fn(|cx| {
+                if signals.poll_close(cx).is_ready() || signals.head_expired() {
+                    return Poll::Ready(Ok(0));
+                }
+                poll_read(&mut io, &mut buf, cx)
+            })
+            .await;
+            if read? == 0 {
+                return Ok(Ended::Done);
+            }
+        };
+        // The deadline ran from the first wait for this head until now.
+        front.slot.disarm_head();
+        let head_only = parsed.req.method() == Method::HEAD;
+        let version = parsed.req.version();
+
+        // The handler, while watching the client: if it goes away, the request is dropped
+        // (as hyper does); bytes of a pipelined next request are kept.
+        let mut handled = std::pin::pin!((front.handle)(parsed.req));
+        let resp = std::future::poll_fn(|cx| {
+            if let Poll::Ready(resp) = handled.as_mut().poll(cx) {
+                return Poll::Ready(Some(resp));
+            }
+            if buf.len() < front.max_head {
+                match poll_read(&mut io, &mut buf, cx) {
+                    Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
+                    Poll::Ready(Ok(_)) | Poll::Pending => {}
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        let Some(resp) = resp else { return Ok(Ended::Done) };
+
+        let keep_alive = parsed.keep_alive && !signals.close_requested();
+        let (parts, mut body) = resp.into_parts();
+        let (framing, keep_alive) =
+            encode_head(&mut out, parts.status, &parts.headers, &body, head_only, version, keep_alive);
+        write_body(&mut io, &mut out, &mut body, framing).await?;
+        if !keep_alive {
+            let _ = io.shutdown().await;
+            return Ok(Ended::Done);
+        }
+    }
+}
+
+/// Reads more of the connection into `buf`.
+fn poll_read<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_SIZE / 4 {
+        buf.reserve(READ_SIZE);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// How a response body goes on the wire (RFC 9112 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body (HEAD, 204, 304).
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the connection closes (an HTTP/1.0 client and no known length).
+    UntilClose,
+}
+
+/// The response head into `out` (cleared first); the body's framing, and whether the
+/// connection stays open after it. Length and transfer-coding fields are erratum's to write:
+/// they follow the body, not the handler's map (a stated `Content-Length` is used when the
+/// body does not know its length).
+fn encode_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &Body,
+    head_only: bool,
+    version: Version,
+    keep_alive: bool,
+) -> (Framing, bool) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    // A response to HEAD, and a 304, describe the body they do not carry: their length
+    // fields are the handler's. 1xx and 204 have none (RFC 9110 §8.6, RFC 9112 §6.3).
+    let keep_lengths = head_only || status == StatusCode::NOT_MODIFIED;
+    let no_body = keep_lengths || status.is_informational() || status == StatusCode::NO_CONTENT;
+    let mut close = !keep_alive;
+    let mut stated = None;
+    for (name, value) in headers {
+        if *name == CONTENT_LENGTH || *name == TRANSFER_ENCODING {
+            if *name == CONTENT_LENGTH {
+                stated = std::str::from_utf8(value.as_bytes()).ok().and_then(|v| v.parse::<u64>().ok());
+            }
+            if !keep_lengths {
+                continue;
+            }
+        } else if *name == CONNECTION {
+            // Written below, from `close`.
+            close |=
+                value.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            continue;
+        }
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !headers.contains_key(DATE) {
+        date::with(|now| field(out, b"date", now));
+    }
+    let framing = if no_body {
+        Framing::None
+    } else if let Some(len) = body.size_hint().exact().or(stated) {
+        field(out, b"content-length", itoa::Buffer::new().format(len).as_bytes());
+        Framing::Length(len)
+    } else if version == Version::HTTP_11 {
+        field(out, b"transfer-encoding", b"chunked");
+        Framing::Chunked
+    } else {
+        close = true;
+        Framing::UntilClose
+    };
+    if close {
+        field(out, b"connection", b"close");
+    } else if version == Version::HTTP_10 {
+        field(out, b"connection", b"keep-alive");
+    }
+    out.extend_from_slice(b"\r\n");
+    (framing, !close)
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the head in `out` and then `body` in `framing`. Small bodies that are ready at once
+/// go out in the same write as the head. A body that fails, or is shorter or longer than its
+/// length, ends the connection (the client sees a truncated message, never a wrong one).
+async fn write_body<IO>(io: &mut IO, out: &mut Vec<u8>, body: &mut Body, framing: Framing) -> io::Result<()>
+where
+    IO: AsyncWrite + Unpin,
+{
+    use futures::FutureExt;
+    use http_body_util::BodyExt;
+    use std::io::Write;
+    let mut remaining = match framing {
+        Framing::None => return io.write_all(out).await,
+        Framing::Length(len) => len,
+        Framing::Chunked | Framing::UntilClose => u64::MAX,
+    };
+    loop {
+        let frame = match body.frame().now_or_never() {
+            Some(frame) => frame,
+            None => {
+                // Nothing ready: what is collected goes out before waiting.
+                io.write_all(out).await?;
+                out.clear();
+                body.frame().await
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => return Err(io::Error::other(e)),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                // Trailers are not sent (a client must ask for them with `TE: trailers`).
+                _ => continue,
+            },
+        };
+        let len = data.len() as u64;
+        if len > remaining {
+            return Err(io::Error::other("response body longer than its length"));
+        }
+        remaining -= len;
+        if framing == Framing::Chunked {
+            let _ = write!(out, "{len:x}\r\n");
+        }
+        if out.len() + data.len() <= COALESCE {
+            out.extend_from_slice(&data);
+        } else {
+            io.write_all(out).await?;
+            out.clear();
+            io.write_all(&data).await?;
+        }
+        if framing == Framing::Chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    match framing {
+        Framing::Length(_) if remaining != 0 => {
+            return Err(io::Error::other("response body shorter than its length"));
+        }
+        Framing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+        _ => {}
+    }
+    io.write_all(out).await?;
+    out.clear();
+    io.flush().await
+}
+
+/// The `Date` field, formatted once a second per thread.
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static NOW: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+
+    /// Calls `f` with the current date as an HTTP-date (RFC 9110 §5.6.7).
+    pub fn with<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        NOW.with_borrow_mut(|(at, text)| {
+            if *at != secs || text.is_empty() {
+                *text = httpdate::fmt_http_date(now);
+                *at = secs;
+            }
+            f(text.as_bytes())
+        })
+    }
+}
+
+/// The client connection handed to hyper: the bytes the own loop read but did not answer
+/// come first, then the socket.
+#[derive(Debug)]
+pub struct Rewind<IO> {
+    read: Bytes,
+    io: IO,
+}
+
+impl<IO> Rewind<IO> {
+    /// `io`, with `read` in front of what it reads.
+    pub fn new(io: IO, read: Bytes) -> Self {
+        Self { read, io }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.read.is_empty() {
+            let n = this.read.len().min(buf.remaining());
+            buf.put_slice(&this.read[..n]);
+            this.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
