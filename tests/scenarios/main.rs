@@ -13,6 +13,7 @@ mod errors;
 mod faults;
 mod fuzz;
 mod hostile;
+mod http1;
 mod kube;
 mod policies;
 mod protocols;
