@@ -206,6 +206,7 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
         stop_proxy.clone(),
         metrics.proxy.connections_shed.clone(),
         config.proxy.header_read_timeout,
+        config.proxy.response_timeout,
     );
     let mut proxy_tasks = vec![tokio::spawn(proxy::serve(
         http,

@@ -42,19 +42,47 @@ const WATCH_DIVISOR: u32 = 8;
 const WATCH_MIN: Duration = Duration::from_millis(10);
 const WATCH_MAX: Duration = Duration::from_secs(1);
 
-/// `Signals::head` when no head deadline is armed.
-const HEAD_NONE: u64 = 0;
-/// `Signals::head` once the watcher found the armed deadline passed.
-const HEAD_EXPIRED: u64 = u64::MAX;
+/// A [`Deadline`] with nothing armed.
+const NONE: u64 = 0;
+/// A [`Deadline`] the watcher found passed.
+const EXPIRED: u64 = u64::MAX;
+
+/// One deadline of a connection: nanoseconds since the registry's epoch, [`NONE`] or
+/// [`EXPIRED`]. Armed and disarmed by the connection's task, fired by the watcher.
+#[derive(Debug, Default)]
+pub struct Deadline(AtomicU64);
+
+impl Deadline {
+    /// Whether the watcher found the armed deadline passed.
+    pub fn expired(&self) -> bool {
+        self.0.load(Ordering::Acquire) == EXPIRED
+    }
+
+    fn disarm(&self) {
+        self.0.store(NONE, Ordering::Release);
+    }
+
+    /// Marks the deadline passed if it is armed and at or before `now`; true if it did.
+    fn expire(&self, now: u64) -> bool {
+        let at = self.0.load(Ordering::Acquire);
+        // Compare-and-swap: the deadline may have been disarmed (and another armed) meanwhile.
+        at != NONE
+            && at != EXPIRED
+            && at <= now
+            && self.0.compare_exchange(at, EXPIRED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+}
 
 /// What the registry tells one connection's task. Set from any thread; the task is woken.
 #[derive(Debug, Default)]
 pub struct Signals {
     /// Asked to close after the request in progress (shutdown or shedding).
     close: AtomicBool,
-    /// The deadline of the request head being read, in nanoseconds since the registry's
-    /// epoch ([`HEAD_NONE`], [`HEAD_EXPIRED`]).
-    head: AtomicU64,
+    /// The request head being read (the header-read timeout).
+    pub head: Deadline,
+    /// The upstream's answer to the request in progress, on erratum's own HTTP/1.1 loop
+    /// (one request at a time per connection; see [`Slot::within`]).
+    pub response: Deadline,
     /// The connection's task.
     waker: AtomicWaker,
 }
@@ -79,27 +107,18 @@ impl Signals {
         if self.close_requested() { Poll::Ready(()) } else { Poll::Pending }
     }
 
-    /// Whether the head deadline armed by [`Slot::arm_head`] has passed.
-    pub fn head_expired(&self) -> bool {
-        self.head.load(Ordering::Acquire) == HEAD_EXPIRED
-    }
-
     /// Resolves once close is requested.
     pub fn closed(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| self.poll_close(cx))
     }
 
-    /// Marks the armed head deadline as passed if it is at or before `now`; true if it did.
-    fn expire_head(&self, now: u64) -> bool {
-        let head = self.head.load(Ordering::Acquire);
-        // Compare-and-swap: the head may have completed (and another been armed) meanwhile.
-        let due = head != HEAD_NONE && head != HEAD_EXPIRED && head <= now;
-        if due && self.head.compare_exchange(head, HEAD_EXPIRED, Ordering::AcqRel, Ordering::Acquire).is_ok()
-        {
+    /// Fires the deadlines that are due at `now`, waking the task; how many fired.
+    fn expire(&self, now: u64) -> usize {
+        let fired = usize::from(self.head.expire(now)) + usize::from(self.response.expire(now));
+        if fired > 0 {
             self.waker.wake();
-            return true;
         }
-        false
+        fired
     }
 }
 
@@ -160,17 +179,26 @@ impl Slot {
     }
 
     /// Starts the deadline for the next request head, unless one is running: the
-    /// header-read timeout from now, by the watcher's clock (never early, at most one watcher
-    /// period late; no clock read here).
+    /// header-read timeout from now.
     pub fn arm_head(&self) {
-        let owner = &self.owner;
-        let deadline = owner.clock.load(Ordering::Relaxed) + owner.head_timeout + owner.watch_every_nanos;
-        let _ = self.signals.head.compare_exchange(HEAD_NONE, deadline, Ordering::AcqRel, Ordering::Relaxed);
+        let deadline = self.owner.deadline(self.owner.head_timeout);
+        let _ = self.signals.head.0.compare_exchange(NONE, deadline, Ordering::AcqRel, Ordering::Relaxed);
     }
 
-    /// Ends the deadline: the head arrived (or the connection is closing).
+    /// Ends the head deadline: the head arrived (or the connection is closing).
     pub fn disarm_head(&self) {
-        self.signals.head.store(HEAD_NONE, Ordering::Release);
+        self.signals.head.disarm();
+    }
+
+    /// `fut` (the upstream exchange of the connection's one request in progress), or `None`
+    /// once `timeout` has passed. The deadline sits in the slot and the watcher fires it: no
+    /// timer entry per request (a tokio timeout cost ~6 % of a pass-through's CPU). Only for
+    /// a connection that runs one request at a time on its own task (erratum's HTTP/1.1
+    /// loop); HTTP/2 streams share a connection and use tokio timers.
+    pub fn within<F: Future>(&self, timeout: Duration, fut: F) -> Within<'_, F> {
+        let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX / 4).min(u64::MAX / 4);
+        self.signals.response.0.store(self.owner.deadline(nanos), Ordering::Release);
+        Within { fut, signals: &self.signals, _disarm: Disarm(&self.signals.response) }
     }
 
     /// hyper's timer for this connection's request heads (see the module header).
@@ -193,15 +221,17 @@ impl Drop for Slot {
 
 impl Connections {
     /// A registry allowing `limit` connections; `shutdown` closes them all gracefully.
-    /// `head_timeout` is the header-read timeout, which sets how often deadlines are checked.
+    /// `head_timeout` is the header-read timeout; it and `response_timeout` (the upstream's
+    /// time to answer) set how often deadlines are checked.
     pub fn new(
         limit: usize,
         shutdown: CancellationToken,
         shed: IntCounter,
         head_timeout: Duration,
+        response_timeout: Duration,
     ) -> Arc<Self> {
         let limit = limit.max(1);
-        let watch_every = (head_timeout / WATCH_DIVISOR).clamp(WATCH_MIN, WATCH_MAX);
+        let watch_every = (head_timeout.min(response_timeout) / WATCH_DIVISOR).clamp(WATCH_MIN, WATCH_MAX);
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 4);
         Arc::new(Self {
             limit,
@@ -282,11 +312,17 @@ impl Connections {
         tracing::debug!(limit = self.limit, shed, "connection limit reached");
     }
 
-    /// Wakes every connection whose head deadline has passed.
-    fn expire_heads(&self) -> usize {
+    /// A deadline `nanos` from now by the watcher's clock: never early, at most one watcher
+    /// period late, and no clock read per request.
+    fn deadline(&self, nanos: u64) -> u64 {
+        self.clock.load(Ordering::Relaxed) + nanos + self.watch_every_nanos
+    }
+
+    /// Fires every deadline that has passed; how many.
+    fn expire_deadlines(&self) -> usize {
         let now = nanos_since(self.epoch, Instant::now());
         self.clock.store(now, Ordering::Relaxed);
-        self.registry().values().filter(|e| e.signals.expire_head(now)).count()
+        self.registry().values().map(|e| e.signals.expire(now)).sum()
     }
 
     /// Asks every open connection to close after its current request.
@@ -313,17 +349,49 @@ async fn watch(conns: Weak<Connections>, shutdown: CancellationToken, every: Dur
             _ = tick.tick() => {}
         }
         let Some(conns) = conns.upgrade() else { return };
-        let expired = conns.expire_heads();
+        let expired = conns.expire_deadlines();
         if expired > 0 {
-            tracing::debug!(expired, "closing connections that did not send a request head in time");
+            tracing::debug!(expired, "deadlines passed (request heads or upstream answers)");
         }
     }
 }
 
-/// `at` as nanoseconds since `epoch`, at least 1 (0 is [`HEAD_NONE`]) and below [`HEAD_EXPIRED`].
+/// `at` as nanoseconds since `epoch`, at least 1 (0 is [`NONE`]) and below [`EXPIRED`].
 fn nanos_since(epoch: Instant, at: Instant) -> u64 {
-    let n = u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(HEAD_EXPIRED - 1);
-    n.clamp(1, HEAD_EXPIRED - 1)
+    let n = u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(EXPIRED - 1);
+    n.clamp(1, EXPIRED - 1)
+}
+
+pin_project_lite::pin_project! {
+    /// [`Slot::within`]'s future.
+    pub struct Within<'a, F> {
+        #[pin]
+        fut: F,
+        signals: &'a Signals,
+        _disarm: Disarm<'a>,
+    }
+}
+
+/// Disarms a deadline when dropped: answered, timed out, or abandoned with its client.
+struct Disarm<'a>(&'a Deadline);
+
+impl Drop for Disarm<'_> {
+    fn drop(&mut self) {
+        self.0.disarm();
+    }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        this.signals.waker.register(cx.waker());
+        if this.signals.response.expired() { Poll::Ready(None) } else { Poll::Pending }
+    }
 }
 
 /// hyper's [`Timer`](hyper::rt::Timer) for one connection: the request-head deadline hyper
@@ -349,7 +417,7 @@ impl hyper::rt::Timer for HeadTimer {
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
         let deadline = nanos_since(self.epoch, deadline);
-        self.signals.head.store(deadline, Ordering::Release);
+        self.signals.head.0.store(deadline, Ordering::Release);
         Box::pin(HeadSleep { signals: self.signals.clone(), deadline })
     }
 }
@@ -358,12 +426,11 @@ impl Future for HeadSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let expired = || self.signals.head.load(Ordering::Acquire) == HEAD_EXPIRED;
-        if expired() {
+        if self.signals.head.expired() {
             return Poll::Ready(());
         }
         self.signals.waker.register(cx.waker());
-        if expired() { Poll::Ready(()) } else { Poll::Pending }
+        if self.signals.head.expired() { Poll::Ready(()) } else { Poll::Pending }
     }
 }
 
@@ -374,7 +441,7 @@ impl Drop for HeadSleep {
         // Only its own deadline: a newer one may already be armed (hyper's `reset` arms the
         // new sleep before dropping the old).
         let _ =
-            self.signals.head.compare_exchange(self.deadline, HEAD_NONE, Ordering::AcqRel, Ordering::Relaxed);
+            self.signals.head.0.compare_exchange(self.deadline, NONE, Ordering::AcqRel, Ordering::Relaxed);
     }
 }
 
@@ -384,7 +451,13 @@ mod tests {
 
     fn registry(limit: usize) -> Arc<Connections> {
         let shed = IntCounter::new("shed", "shed").expect("valid metric");
-        Connections::new(limit, CancellationToken::new(), shed, Duration::from_secs(10))
+        Connections::new(
+            limit,
+            CancellationToken::new(),
+            shed,
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+        )
     }
 
     #[tokio::test]
@@ -434,7 +507,13 @@ mod tests {
     async fn a_head_deadline_wakes_its_sleep_once_passed_and_not_after_the_head_arrived() {
         use hyper::rt::Timer;
         let shed = IntCounter::new("shed", "shed").expect("valid metric");
-        let conns = Connections::new(4, CancellationToken::new(), shed, Duration::from_millis(80));
+        let conns = Connections::new(
+            4,
+            CancellationToken::new(),
+            shed,
+            Duration::from_millis(80),
+            Duration::from_secs(60),
+        );
         let slot = conns.acquire().await.expect("slot");
         let timer = slot.head_timer();
 
@@ -442,8 +521,8 @@ mod tests {
         let arrived = timer.sleep(Duration::from_millis(30));
         drop(arrived);
         tokio::time::sleep(Duration::from_millis(60)).await;
-        conns.expire_heads();
-        assert_eq!(slot.signals.head.load(Ordering::Acquire), HEAD_NONE, "a disarmed deadline never expires");
+        conns.expire_deadlines();
+        assert_eq!(slot.signals.head.0.load(Ordering::Acquire), NONE, "a disarmed deadline never expires");
 
         // A head that never completes: the watcher wakes the sleep after its deadline.
         let started = Instant::now();
@@ -456,10 +535,34 @@ mod tests {
         let new = timer.sleep(Duration::from_secs(60));
         drop(old);
         tokio::time::sleep(Duration::from_millis(40)).await;
-        conns.expire_heads();
-        let head = slot.signals.head.load(Ordering::Acquire);
-        assert!(head != HEAD_NONE && head != HEAD_EXPIRED, "the newer deadline is still armed");
+        conns.expire_deadlines();
+        let head = slot.signals.head.0.load(Ordering::Acquire);
+        assert!(head != NONE && head != EXPIRED, "the newer deadline is still armed");
         drop(new);
-        assert_eq!(slot.signals.head.load(Ordering::Acquire), HEAD_NONE);
+        assert_eq!(slot.signals.head.0.load(Ordering::Acquire), NONE);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_answer_is_awaited_until_its_deadline_then_the_deadline_is_disarmed() {
+        let shed = IntCounter::new("shed", "shed").expect("valid metric");
+        let conns = Connections::new(
+            4,
+            CancellationToken::new(),
+            shed,
+            Duration::from_secs(60),
+            Duration::from_millis(80),
+        );
+        let slot = conns.acquire().await.expect("slot");
+        let answered = slot.within(Duration::from_millis(50), async { 7 }).await;
+        assert_eq!(answered, Some(7));
+        assert_eq!(slot.signals.response.0.load(Ordering::Acquire), NONE, "disarmed once answered");
+
+        let started = Instant::now();
+        let never = slot.within(Duration::from_millis(50), std::future::pending::<()>());
+        let waited = tokio::time::timeout(Duration::from_secs(5), never).await.expect("the watcher fires it");
+        assert_eq!(waited, None);
+        assert!(started.elapsed() >= Duration::from_millis(50), "not before the deadline");
+        assert_eq!(slot.signals.response.0.load(Ordering::Acquire), NONE, "disarmed once timed out");
+        assert!(!slot.signals.head.expired(), "the head deadline is another one");
     }
 }

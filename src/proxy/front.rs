@@ -174,7 +174,7 @@ where
             }
             front.slot.arm_head();
             let read = std::future::poll_fn(|cx| {
-                if signals.poll_close(cx).is_ready() || signals.head_expired() {
+                if signals.poll_close(cx).is_ready() || signals.head.expired() {
                     return Poll::Ready(Ok(0));
                 }
                 poll_read(&mut io, &mut buf, cx)

@@ -166,8 +166,9 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = proxy.config();
+    let own = conn.clone().one_at_a_time();
     let front = front::Front {
-        handle: |req| answer(proxy, &conn, req),
+        handle: |req| answer(proxy, &own, req),
         slot,
         max_head: config.max_header_bytes,
         max_headers: config.max_headers,

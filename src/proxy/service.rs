@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::future::Either;
+use futures::{FutureExt, StreamExt};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -87,6 +88,9 @@ pub struct ConnInfo {
     /// The connection's place under `--max-connections`: an upgraded connection (WebSocket)
     /// outlives hyper's connection future and keeps it until the tunnel closes.
     pub slot: Option<Arc<super::conns::Slot>>,
+    /// Requests run one at a time, on the connection's own task (erratum's HTTP/1.1 loop):
+    /// per-request deadlines can live in the slot.
+    pub one_at_a_time: bool,
 }
 
 impl ConnInfo {
@@ -95,12 +99,18 @@ impl ConnInfo {
         // An IP address is always a valid header value; the fallback only keeps this total.
         let client_ip = HeaderValue::try_from(peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self { peer, tls, client_ip, slot: None }
+        Self { peer, tls, client_ip, slot: None, one_at_a_time: false }
     }
 
     /// The same, holding `slot` for upgrades.
     pub fn with_slot(mut self, slot: Arc<super::conns::Slot>) -> Self {
         self.slot = Some(slot);
+        self
+    }
+
+    /// The same, for a connection whose requests run one at a time on its own task.
+    pub fn one_at_a_time(mut self) -> Self {
+        self.one_at_a_time = true;
         self
     }
 }
@@ -355,10 +365,12 @@ impl Proxy {
         let upstream_req = Request::from_parts(parts, body.boxed());
 
         let started = Instant::now();
-        let result = tokio::time::timeout(
-            self.config.response_timeout,
-            self.client.send(authority.as_str(), upstream_req, forwarded.as_slice()),
-        )
+        let send = self.client.send(authority.as_str(), upstream_req, forwarded.as_slice());
+        let timeout = self.config.response_timeout;
+        let result = match ctx.conn.slot.as_deref().filter(|_| ctx.conn.one_at_a_time) {
+            Some(slot) => Either::Left(slot.within(timeout, send)),
+            None => Either::Right(tokio::time::timeout(timeout, send).map(Result::ok)),
+        }
         .await;
         let seconds = started.elapsed().as_secs_f64();
         match self.route_metrics(route) {
@@ -370,18 +382,18 @@ impl Proxy {
         }
 
         let mut resp = match result {
-            Err(_) => {
+            None => {
                 let err = ProxyError::UpstreamTimeout {
                     upstream: authority.to_string(),
                     after: self.config.response_timeout,
                 };
                 return Box::pin(self.proxy_error(err, ctx, cacheable, credentials)).await;
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 let err = upstream::classify(&e, authority.as_str());
                 return Box::pin(self.proxy_error(err, ctx, cacheable, credentials)).await;
             }
-            Ok(Ok(resp)) => resp,
+            Some(Ok(resp)) => resp,
         };
 
         let upstream_status = resp.status();
