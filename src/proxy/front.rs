@@ -98,7 +98,8 @@ fn parse(buf: &mut BytesMut, max_head: usize, max_headers: usize) -> Next {
     };
     let Some(keep_alive) = answerable(parsed.headers, version) else { return Next::Handover(None) };
     let Some(target) = parsed.path.map(|p| span_of(buf, p.as_bytes())) else { return Next::Handover(None) };
-    let spans = Spans::of(buf, parsed.headers);
+    let mut spans = Spans::default();
+    spans.fill(buf, parsed.headers);
     let head = buf.split_to(len).freeze();
     let (Ok(headers), Ok(uri)) =
         (spans.headers(&head), Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize)))
@@ -269,7 +270,9 @@ fn encode_head(
     let no_body = keep_lengths || status.is_informational() || status == StatusCode::NO_CONTENT;
     let mut close = !keep_alive;
     let mut stated = None;
+    let mut dated = false;
     for (name, value) in headers {
+        dated |= *name == DATE;
         if *name == CONTENT_LENGTH || *name == TRANSFER_ENCODING {
             if *name == CONTENT_LENGTH {
                 stated = std::str::from_utf8(value.as_bytes()).ok().and_then(|v| v.parse::<u64>().ok());
@@ -285,7 +288,7 @@ fn encode_head(
         }
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if !headers.contains_key(DATE) {
+    if !dated {
         date::with(|now| field(out, b"date", now));
     }
     let framing = if no_body {

@@ -183,7 +183,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Error> {
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     let status =
         parsed.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(Error::Invalid("status code"))?;
-    let spans = Spans::of(buf, parsed.headers);
+    let mut spans = Spans::default();
+    spans.fill(buf, parsed.headers);
     let head = buf.split_to(len).freeze();
     let headers = spans.headers(&head).map_err(Error::Invalid)?;
     let mut resp = Response::new(());
@@ -195,28 +196,27 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Error> {
 
 /// Where each part of a parsed head sits in its buffer, so the values can be slices of the
 /// head once it is split off the buffer (no copy per field). Offsets are u32: a head is at
-/// most a read past its limit.
+/// most a read past its limit. Filled in place: as a return value the array is copied.
+#[derive(Default)]
 pub(super) struct Spans {
-    fields: [(u32, u32, u32, u32); MAX_HEADERS],
-    count: usize,
+    fields: smallvec::SmallVec<[(u32, u32, u32, u32); 32]>,
 }
 
 impl Spans {
-    /// The spans of `fields`, parsed from `buf` (at most [`MAX_HEADERS`]).
-    pub(super) fn of(buf: &[u8], fields: &[httparse::Header<'_>]) -> Self {
-        let mut spans = Self { fields: [(0, 0, 0, 0); MAX_HEADERS], count: fields.len().min(MAX_HEADERS) };
-        for (span, field) in spans.fields.iter_mut().zip(fields) {
+    /// The spans of `fields`, parsed from `buf`.
+    pub(super) fn fill(&mut self, buf: &[u8], fields: &[httparse::Header<'_>]) {
+        self.fields.clear();
+        for field in fields {
             let (n0, n1) = span_of(buf, field.name.as_bytes());
             let (v0, v1) = span_of(buf, field.value);
-            *span = (n0, n1, v0, v1);
+            self.fields.push((n0, n1, v0, v1));
         }
-        spans
     }
 
     /// The fields as a header map whose values share `head`'s bytes.
     pub(super) fn headers(&self, head: &Bytes) -> Result<HeaderMap, &'static str> {
-        let mut headers = HeaderMap::with_capacity(self.count);
-        for &(n0, n1, v0, v1) in &self.fields[..self.count] {
+        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        for &(n0, n1, v0, v1) in &self.fields {
             let (n0, n1, v0, v1) = (n0 as usize, n1 as usize, v0 as usize, v1 as usize);
             let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| "field name")?;
             let value = HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| "field value")?;

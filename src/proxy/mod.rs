@@ -183,22 +183,27 @@ where
         let conn = conn.clone();
         // Boxed: the request future is a few KiB, and hyper moves the service future into
         // place per request (HTTP/2: into a task of its own, twice).
+        let close = Proxy::must_close_after(&req);
         let handled = Box::pin(async move { answer(&proxy, &conn, req.map(RequestBody::Left)).await });
-        async move { Ok::<_, std::convert::Infallible>(handled.await) }
+        async move {
+            let mut resp = handled.await;
+            if close {
+                resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
     let io = TokioIo::new(front::Rewind::new(io, read));
     drive(builder.serve_connection_with_upgrades(io, service).into_owned(), &slot.signals).await
 }
 
 /// One request through the proxy, with the connection's bookkeeping (both server sides).
+/// (A request that must end its connection — [`Proxy::must_close_after`] — has a body, so it
+/// is hyper's; its service adds the close.)
 async fn answer(proxy: &Proxy, conn: &ConnInfo, req: Request<RequestBody>) -> Response<Body> {
     // Busy while in the handler: at the limit, idle connections are shed first.
     let guard = conn.slot.as_ref().map(|slot| slot.busy());
-    let close = Proxy::must_close_after(&req);
-    let mut resp = proxy.handle(req, conn.clone()).await;
-    if close {
-        resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-    }
+    let resp = proxy.handle(req, conn.clone()).await;
     drop(guard);
     resp
 }

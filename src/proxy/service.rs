@@ -236,10 +236,11 @@ impl Proxy {
             request_id: &request_id,
             raw_host: &raw_host,
             path_and_query: &path_and_query,
+            credentials: has_credentials(req.headers()),
             conn,
         };
 
-        let cacheable = self.cacheable(route, &info, req.headers(), &path_and_query);
+        let cacheable = self.cacheable(route, &info, ctx.credentials, &path_and_query);
         let (Some((key, owner)), Some(cache)) = (&cacheable, &self.cache) else {
             return self.forward(req, &ctx, None).await.0;
         };
@@ -286,7 +287,7 @@ impl Proxy {
         &self,
         route: &Route,
         info: &RequestInfo<'_>,
-        headers: &HeaderMap,
+        credentials: bool,
         path_and_query: &http::uri::PathAndQuery,
     ) -> Option<Cacheable> {
         self.cache.as_ref()?;
@@ -295,7 +296,7 @@ impl Proxy {
         }
         let owner =
             route.policies.iter().find(|p| p.mode == Mode::Enforce && p.covers(info.host, info.path))?;
-        if has_credentials(headers) && !route.policies.iter().any(|p| p.caches_with_credentials()) {
+        if credentials && !route.policies.iter().any(|p| p.caches_with_credentials()) {
             return None;
         }
         let policies = route.policies.iter().fold(0u64, |acc, p| acc.rotate_left(7) ^ p.fingerprint);
@@ -350,7 +351,7 @@ impl Proxy {
         };
         // Origin-form: the request's normalised path and query, no URI parsing per request.
         let uri = http::Uri::from(ctx.path_and_query.clone());
-        let credentials = has_credentials(req.headers());
+        let credentials = ctx.credentials;
         let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
@@ -676,6 +677,8 @@ struct Ctx<'a> {
     raw_host: &'a RawHost,
     /// The normalised path and the query: what the route matched is what the backend gets.
     path_and_query: &'a http::uri::PathAndQuery,
+    /// The request carries credentials (Authorization or Cookie).
+    credentials: bool,
     conn: ConnInfo,
 }
 
