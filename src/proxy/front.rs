@@ -330,7 +330,10 @@ where
     use http_body_util::BodyExt;
     use std::io::Write;
     let mut remaining = match framing {
-        Framing::None => return io.write_all(out).await,
+        Framing::None => {
+            io.write_all(out).await?;
+            return io.flush().await;
+        }
         Framing::Length(len) => len,
         Framing::Chunked | Framing::UntilClose => u64::MAX,
     };

@@ -1,7 +1,9 @@
 //! The data plane: listeners, connections, TLS, graceful drain.
 //!
-//! Data flow: accept -> (TLS handshake, certificate by SNI from the current table) -> hyper
-//! auto connection (HTTP/1.1 or HTTP/2, upgrades allowed) -> [`service::Proxy::handle`].
+//! Data flow: accept -> (TLS handshake, certificate by SNI from the current table) ->
+//! erratum's own HTTP/1.1 loop for requests without a body ([`front`]), or from the first
+//! other request hyper's auto connection (HTTP/1.1 or HTTP/2, upgrades allowed) ->
+//! [`service::Proxy::handle`].
 //! The proxy sees only a [`TableReader`](crate::table::TableReader); it never imports kube.
 
 pub mod cache;

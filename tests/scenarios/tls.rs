@@ -84,6 +84,28 @@ async fn sni_chooses_between_ingress_certificates() {
     let echo: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
 
+    // HTTP/1.1 over TLS: erratum's own loop, including answers without a body.
+    let h1 = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_a.pem.as_bytes()).unwrap())
+        .resolve("a.example", https)
+        .http1_only()
+        .build()
+        .unwrap();
+    let base = format!("https://a.example:{}", https.port());
+    for _ in 0..2 {
+        let resp = h1.get(format!("{base}/echo")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+        let echo: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
+        let head = h1.head(format!("{base}/bytes/10")).send().await.unwrap();
+        assert_eq!(head.status(), 200);
+        assert_eq!(head.headers()["content-length"], "10", "HEAD keeps the GET's length");
+        let empty = h1.get(format!("{base}/status/204")).send().await.unwrap();
+        assert_eq!(empty.status(), 204);
+        assert!(empty.bytes().await.unwrap().is_empty());
+    }
+
     // An unknown name gets the self-signed fallback, which no client trusts.
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(cert_a.pem.as_bytes()).unwrap())
