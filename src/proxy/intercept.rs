@@ -221,6 +221,17 @@ pub enum Decision {
 static X_ERROR_ORIGIN_STATUS: HeaderName = HeaderName::from_static("x-error-origin-status");
 static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 
+/// `code` as a header value; the common ones made once (a `HeaderValue` from a number is
+/// an allocation).
+fn code_value(code: StatusCode) -> HeaderValue {
+    static CODES: std::sync::LazyLock<Vec<HeaderValue>> =
+        std::sync::LazyLock::new(|| (100..600u16).map(HeaderValue::from).collect());
+    CODES
+        .get(usize::from(code.as_u16()).wrapping_sub(100))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(code.as_u16()))
+}
+
 /// Decides the response for an outcome — the one function behind every error erratum sends
 /// or replaces. `policies` are the request's, highest precedence first; for each status code
 /// the first policy that covers the request, handles the source, and has a rule for the code
@@ -348,7 +359,7 @@ fn finish_headers(
     for (name, value) in &rule.set_headers {
         headers.insert(name.clone(), value.clone());
     }
-    headers.insert(X_ERROR_ORIGIN_STATUS.clone(), HeaderValue::from(code.as_u16()));
+    headers.insert(X_ERROR_ORIGIN_STATUS.clone(), code_value(code));
     let cache_control = match (&rule.cache_control, origin.and_then(|o| o.get(header::CACHE_CONTROL))) {
         (Some(cc), _) => Some(cc.clone()),
         // A success or redirect status must not let a long max-age stick to arbitrary URLs.

@@ -756,25 +756,34 @@ async fn read_bounded(mut body: Body, limit: usize, timeout: Duration) -> Bounde
 
 /// Reads and discards a replaced upstream body (bounded in size and time) so its keep-alive
 /// connection returns to the pool; nginx closes it instead.
-fn drain(body: Body) {
+fn drain(mut body: Body) {
     use futures::FutureExt;
-    let mut draining = Box::pin(async move {
-        let mut body = body;
-        let mut seen = 0usize;
-        while let Some(Ok(frame)) = body.frame().await {
-            seen += frame.data_ref().map_or(0, Bytes::len);
-            if seen > DRAIN_LIMIT {
-                break;
+    // Most error bodies arrive with their head: read in place what is there, without a task
+    // or a box; only a body still on its way gets a task.
+    let mut seen = 0usize;
+    loop {
+        match body.frame().now_or_never() {
+            Some(Some(Ok(frame))) => {
+                seen += frame.data_ref().map_or(0, Bytes::len);
+                if seen > DRAIN_LIMIT {
+                    return;
+                }
             }
+            Some(None | Some(Err(_))) => return,
+            None => break,
         }
-    });
-    // Most error bodies arrive with their head: one poll in place reads them without a task;
-    // only a body still on its way gets one.
-    if draining.as_mut().now_or_never().is_none() {
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(DRAIN_TIMEOUT, draining).await;
-        });
     }
+    tokio::spawn(async move {
+        let rest = async {
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, Bytes::len);
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, rest).await;
+    });
 }
 
 fn labels_of(route: Option<&Route>) -> (&str, &str) {
@@ -843,10 +852,10 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
         }
     }
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n = fastrand::u128(..);
     let mut id = [0u8; 32];
-    for (i, c) in id.iter_mut().enumerate() {
-        *c = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+    for (pair, byte) in id.chunks_exact_mut(2).zip(fastrand::u128(..).to_be_bytes()) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
     // Hex digits are always a valid header value; the fallback only keeps this total.
     HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))

@@ -5,7 +5,7 @@
 //! here, and everything the schema does see is checked again, because file mode has no API
 //! server to reject bad objects at admission.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, Method, StatusCode};
@@ -204,7 +204,9 @@ pub struct ResolvedPolicy {
     pub attached: super::Attachment,
     hosts: Vec<HostPattern>,
     paths: Vec<(PathKind, String)>,
-    by_code: HashMap<u16, usize>,
+    /// Exact codes to their rule (a B-tree: a handful of small keys, looked up on every
+    /// error without hashing).
+    by_code: BTreeMap<u16, usize>,
     class4: Option<usize>,
     class5: Option<usize>,
 }
@@ -339,7 +341,7 @@ pub fn resolve(index: &Index, policy: &ErrorPagePolicy) -> Result<ResolvedPolicy
     }
 
     let mut rules = Vec::new();
-    let mut by_code = HashMap::new();
+    let mut by_code = BTreeMap::new();
     let (mut class4, mut class5) = (None, None);
     let mut seen = BTreeSet::new();
     for (i, r) in spec.error_responses.iter().enumerate() {
