@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""User-space instructions per request, counted by valgrind's callgrind: a measure that does not
+move with the machine's noise, for A/B comparisons of one change (run.py's CPU time moves by
+several percent between runs on a shared machine; this moves by well under 0.1 %).
+
+Each proxy (erratum, and with --peers nginx and HAProxy too) runs under callgrind twice, serving
+N1 and then N2 requests of one path (h2load --h1, 32 connections); the difference of the two
+totals divided by N2 - N1 is the cost of a request without start-up and shutdown. Kernel time
+(system calls) is not counted: compare it with run.py's CPU time or `strace -c`.
+
+Usage: benches/compare/instructions.py [--erratum PATH] [--path /ok] [--n1 2000] [--n2 20000] [--peers]
+Needs valgrind (Debian package) besides what setup.sh installs. Loopback only; stops what it starts.
+"""
+import argparse, glob, os, shutil, signal, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run  # noqa: E402  (the same configs, ports and origin as the comparison)
+
+
+def totals(pattern):
+    total = 0
+    for f in glob.glob(pattern):
+        with open(f) as fh:
+            for line in fh:
+                if line.startswith("summary:") or line.startswith("totals:"):
+                    total += int(line.split()[1])
+                    break
+    return total
+
+
+def counted(cmd, port, path, n, out):
+    """Instructions of `cmd` (under callgrind) serving `n` requests of `path` on `port`."""
+    for f in glob.glob(f"{out}.*"):
+        os.remove(f)
+    proc = subprocess.Popen(["taskset", "-c", "0", "valgrind", "--tool=callgrind", "--trace-children=yes",
+                             f"--callgrind-out-file={out}.%p"] + cmd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        run.wait_port(port, path, timeout=60)
+        subprocess.run(["taskset", "-c", "1", "h2load", "--h1", "-n", str(n), "-c", "32",
+                        f"http://127.0.0.1:{port}{path}"], check=True, capture_output=True)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    time.sleep(0.5)
+    return totals(f"{out}.*")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--erratum", default="target/dist/erratum")
+    ap.add_argument("--path", default="/ok")
+    ap.add_argument("--n1", type=int, default=2000)
+    ap.add_argument("--n2", type=int, default=20000)
+    ap.add_argument("--peers", action="store_true", help="count nginx and HAProxy too")
+    a = ap.parse_args()
+    for tool in ["valgrind", "nginx", "h2load", "taskset"] + (["haproxy"] if a.peers else []):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing (valgrind: apt-get install valgrind; the rest: setup.sh)")
+    d = tempfile.mkdtemp(prefix="erratum-instr-")
+    os.chmod(d, 0o755)
+    run.configs(d)
+    origin = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", f"{d}/origin.conf", "-p", d])
+    try:
+        run.wait_port(run.ORIGIN)
+        proxies = [("erratum", run.ERRATUM, [os.path.abspath(a.erratum), "--log-level", "error", "run",
+                    "--manifests", f"{d}/manifests", "--workers", "1", "--http-addr", f"127.0.0.1:{run.ERRATUM}",
+                    "--https-addr", "off", "--admin-addr", f"127.0.0.1:{run.ADMIN}"])]
+        if a.peers:
+            # One process each: nginx without its master, HAProxy in the foreground.
+            proxies.append(("nginx", run.NGINX, ["nginx", "-c", f"{d}/nginx.conf", "-p", d,
+                                                 "-g", "master_process off;"]))
+            proxies.append(("haproxy", run.HAPROXY, ["haproxy", "-db", "-f", f"{d}/haproxy.cfg"]))
+        print(f"path {a.path}: user-space instructions per request (callgrind, {a.n2} - {a.n1} requests)")
+        for name, port, cmd in proxies:
+            small = counted(cmd, port, a.path, a.n1, f"{d}/cg-{name}")
+            large = counted(cmd, port, a.path, a.n2, f"{d}/cg-{name}")
+            print(f"{name:8s} {(large - small) / (a.n2 - a.n1):9.0f}")
+    finally:
+        origin.send_signal(signal.SIGTERM)
+        origin.wait(timeout=10)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
