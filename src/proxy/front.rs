@@ -145,7 +145,7 @@ fn answerable(fields: &[httparse::Header<'_>], version: Version) -> Option<bool>
     Some(keep_alive)
 }
 
-/// Serves `io` until it closes or hands it over to hyper. `buf` holds any bytes already read.
+/// Serves `io` until it closes, or until a request this loop does not answer hands it to hyper.
 pub async fn serve<IO, H, F>(front: Front<'_, H>, mut io: IO) -> Result<Ended<IO>, io::Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin,

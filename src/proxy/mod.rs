@@ -53,8 +53,8 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Builds the hyper connection builder with erratum's limits. Each connection takes a copy
-/// with its own HTTP/1 timer ([`conns::HeadTimer`]).
+/// Builds the hyper connection builder with erratum's limits. A connection handed to hyper
+/// takes a copy with its own HTTP/1 timer ([`conns::HeadTimer`]).
 fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
@@ -108,8 +108,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
-        let mut builder = (*builder).clone();
-        builder.http1().timer(slot.head_timer());
+        let builder = builder.clone();
         let tls = tls.clone();
         let gauge = metrics.connections.with_label_values(&[name]);
         conns.tracker().spawn(async move {
@@ -117,7 +116,7 @@ pub async fn serve(
             let slot = Arc::new(slot);
             let conn = ConnInfo::new(peer, tls.is_some()).with_slot(slot.clone());
             let result = match tls {
-                None => serve_connection(stream, builder, &proxy, conn, &slot).await,
+                None => serve_connection(stream, &builder, &proxy, conn, &slot).await,
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     let handshake = tokio::select! {
@@ -126,7 +125,7 @@ pub async fn serve(
                     };
                     match handshake {
                         Ok(Ok(tls_stream)) => {
-                            serve_connection(tls_stream, builder, &proxy, conn, &slot).await
+                            serve_connection(tls_stream, &builder, &proxy, conn, &slot).await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, "TLS handshake failed: {e}");
@@ -159,7 +158,7 @@ pub async fn serve(
 /// simple, then hyper's server connection for the rest, from the first request that is not.
 async fn serve_connection<IO>(
     io: IO,
-    builder: auto::Builder<TokioExecutor>,
+    builder: &auto::Builder<TokioExecutor>,
     proxy: &Arc<Proxy>,
     conn: ConnInfo,
     slot: &Arc<conns::Slot>,
@@ -195,6 +194,9 @@ where
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
+    // hyper's copy of the builder, with this connection's head deadline as its timer.
+    let mut builder = builder.clone();
+    builder.http1().timer(slot.head_timer());
     let io = TokioIo::new(front::Rewind::new(io, read));
     drive(builder.serve_connection_with_upgrades(io, service).into_owned(), &slot.signals).await
 }

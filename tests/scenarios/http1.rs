@@ -235,3 +235,24 @@ async fn a_client_that_leaves_cancels_its_upstream_request() {
         .unwrap();
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_handover_hyper_still_closes_a_head_that_never_completes() {
+    let o = origin().await;
+    let manifests =
+        [backend("ns", "o", &[o.addr]), ingress("ns", "i", &[("c.example", "/", "Prefix", "o")])].concat();
+    let h =
+        Harness::start_with(&manifests, |c| c.proxy.header_read_timeout = Duration::from_millis(500)).await;
+    let mut s = TcpStream::connect(h.running().http_addr).await.unwrap();
+    let mut buf = Vec::new();
+    // A body: hyper serves this connection from here on, with the connection's head deadline.
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: c.example\r\nContent-Length: 2\r\n\r\nhi").await.unwrap();
+    assert_eq!(read_answer(&mut s, &mut buf, false).await.status, 200);
+    let started = std::time::Instant::now();
+    s.write_all(b"GET /echo HTTP/1.1\r\nHost: c.exa").await.unwrap();
+    assert!(closes(&mut s).await, "closed by the header timeout");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(450) && waited < Duration::from_secs(3), "{waited:?}");
+    assert_eq!(o.hits(), 1, "the half head never went upstream");
+    h.shutdown().await;
+}
