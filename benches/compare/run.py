@@ -32,7 +32,22 @@ def write(path, text):
         f.write(text)
 
 
-def configs(d):
+# What every ingress adds to a proxied request, and erratum always does: nginx and HAProxy
+# are configured to add the same fields (ingress-nginx sets them by default), so that all three
+# do the same job. `--bare-peers` leaves them out (the comparison before session 5).
+NGINX_FORWARDED = """
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Real-IP $remote_addr;
+    proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host;
+    proxy_set_header X-Request-Id $request_id;"""
+HAPROXY_FORWARDED = """
+  option forwardfor
+  http-request set-header X-Real-IP %[src]
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Request-Id %[uuid()]"""
+
+
+def configs(d, forwarded=True):
     os.makedirs(f"{d}/pages", exist_ok=True)
     os.makedirs(f"{d}/manifests", exist_ok=True)
     write(f"{d}/pages/503.html", PAGE)
@@ -59,7 +74,7 @@ http {{ access_log off; keepalive_requests 1000000;
   upstream origin {{ server 127.0.0.1:{ORIGIN}; keepalive 64; }}
   upstream dead {{ server 127.0.0.1:1; }}
   server {{ listen 127.0.0.1:{NGINX}; listen 127.0.0.1:{NGINX_H2} http2;
-    proxy_http_version 1.1; proxy_set_header Connection "";
+    proxy_http_version 1.1; proxy_set_header Connection "";{NGINX_FORWARDED if forwarded else ""}
     proxy_intercept_errors on;
     error_page 502 /502.html; error_page 503 /503.html;
     location = /502.html {{ internal; root {d}/pages; }}
@@ -78,7 +93,7 @@ defaults
   timeout client 60s
   timeout server 60s
   option http-keep-alive
-frontend fe
+frontend fe{HAPROXY_FORWARDED if forwarded else ""}
   bind 127.0.0.1:{HAPROXY}
   bind 127.0.0.1:{HAPROXY_H2} proto h2
   use_backend dead if {{ path_beg /refused/ }}
@@ -329,6 +344,8 @@ def main():
     ap.add_argument("--erratum", default="target/dist/erratum")
     ap.add_argument("--only-extra", action="store_true", help="run scenarios 5-7 only")
     ap.add_argument("--smoke", action="store_true", help="CI: one short round, check statuses, no speed")
+    ap.add_argument("--bare-peers", action="store_true",
+                    help="nginx and HAProxy without the forwarded request fields erratum adds")
     a = ap.parse_args()
     if a.smoke:
         a.rounds, a.seconds = 1, 1
@@ -338,7 +355,7 @@ def main():
             raise SystemExit(f"{tool} is missing: run benches/compare/setup.sh")
     d = tempfile.mkdtemp(prefix="erratum-bench-")
     os.chmod(d, 0o755)  # nginx workers run as nobody and need the cache and page folders
-    configs(d)
+    configs(d, forwarded=not a.bare_peers)
     procs = {}
     try:
         procs["origin"] = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", f"{d}/origin.conf", "-p", d])
