@@ -198,8 +198,7 @@ impl Slot {
     /// a connection that runs one request at a time on its own task (erratum's HTTP/1.1
     /// loop); HTTP/2 streams share a connection and use tokio timers.
     pub fn within<F: Future>(&self, timeout: Duration, fut: F) -> Within<'_, F> {
-        let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX / 4).min(u64::MAX / 4);
-        self.signals.response.0.store(self.owner.deadline(nanos), Ordering::Release);
+        self.signals.response.0.store(self.owner.deadline(nanos(timeout)), Ordering::Release);
         Within { fut, signals: &self.signals, _disarm: Disarm(&self.signals.response) }
     }
 
@@ -234,7 +233,6 @@ impl Connections {
     ) -> Arc<Self> {
         let limit = limit.max(1);
         let watch_every = (head_timeout.min(response_timeout) / WATCH_DIVISOR).clamp(WATCH_MIN, WATCH_MAX);
-        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 4);
         Arc::new(Self {
             limit,
             permits: Arc::new(Semaphore::new(limit)),
@@ -246,7 +244,7 @@ impl Connections {
             epoch: Instant::now(),
             watch_every,
             watch_every_nanos: nanos(watch_every),
-            head_timeout: nanos(head_timeout).min(u64::MAX / 4),
+            head_timeout: nanos(head_timeout),
             clock: AtomicU64::new(1),
             watcher: std::sync::Once::new(),
         })
@@ -361,6 +359,11 @@ async fn watch(conns: Weak<Connections>, shutdown: CancellationToken, every: Dur
     }
 }
 
+/// `d` in nanoseconds, capped far below [`EXPIRED`] so a deadline sum cannot overflow.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).min(u64::MAX / 4)
+}
+
 /// `at` as nanoseconds since `epoch`, at least 1 (0 is [`NONE`]) and below [`EXPIRED`].
 fn nanos_since(epoch: Instant, at: Instant) -> u64 {
     let n = u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(EXPIRED - 1);
@@ -455,14 +458,12 @@ mod tests {
     use super::*;
 
     fn registry(limit: usize) -> Arc<Connections> {
+        registry_with(limit, Duration::from_secs(10), Duration::from_secs(10))
+    }
+
+    fn registry_with(limit: usize, head: Duration, response: Duration) -> Arc<Connections> {
         let shed = IntCounter::new("shed", "shed").expect("valid metric");
-        Connections::new(
-            limit,
-            CancellationToken::new(),
-            shed,
-            Duration::from_secs(10),
-            Duration::from_secs(10),
-        )
+        Connections::new(limit, CancellationToken::new(), shed, head, response)
     }
 
     #[tokio::test]
@@ -511,14 +512,7 @@ mod tests {
     #[tokio::test]
     async fn a_head_deadline_wakes_its_sleep_once_passed_and_not_after_the_head_arrived() {
         use hyper::rt::Timer;
-        let shed = IntCounter::new("shed", "shed").expect("valid metric");
-        let conns = Connections::new(
-            4,
-            CancellationToken::new(),
-            shed,
-            Duration::from_millis(80),
-            Duration::from_secs(60),
-        );
+        let conns = registry_with(4, Duration::from_millis(80), Duration::from_secs(60));
         let slot = conns.acquire().await.expect("slot");
         let timer = slot.head_timer();
 
@@ -549,14 +543,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_upstream_answer_is_awaited_until_its_deadline_then_the_deadline_is_disarmed() {
-        let shed = IntCounter::new("shed", "shed").expect("valid metric");
-        let conns = Connections::new(
-            4,
-            CancellationToken::new(),
-            shed,
-            Duration::from_secs(60),
-            Duration::from_millis(80),
-        );
+        let conns = registry_with(4, Duration::from_secs(60), Duration::from_millis(80));
         let slot = conns.acquire().await.expect("slot");
         let answered = slot.within(Duration::from_millis(50), async { 7 }).await;
         assert_eq!(answered, Some(7));
@@ -573,14 +560,7 @@ mod tests {
 
     #[tokio::test]
     async fn deadlines_armed_long_after_start_are_not_early() {
-        let shed = IntCounter::new("shed", "shed").expect("valid metric");
-        let conns = Connections::new(
-            4,
-            CancellationToken::new(),
-            shed,
-            Duration::from_millis(80),
-            Duration::from_secs(60),
-        );
+        let conns = registry_with(4, Duration::from_millis(80), Duration::from_secs(60));
         // The first client arrives well after the registry was made (a quiet start).
         tokio::time::sleep(Duration::from_millis(300)).await;
         let slot = conns.acquire().await.expect("slot");

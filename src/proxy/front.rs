@@ -26,7 +26,7 @@ use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::conns::Slot;
-use super::h1::{MAX_HEADERS, Spans, span_of};
+use super::h1::{self, MAX_HEADERS, Spans, bodiless, field, keeps_alive, span_of, tokens};
 use super::{Body, RequestBody};
 
 /// Read size for request heads.
@@ -117,7 +117,6 @@ fn parse(buf: &mut BytesMut, max_head: usize, max_headers: usize) -> Next {
 /// Whether this loop answers a request with these fields (no body, no upgrade, no
 /// `Expect`), and then whether the client keeps the connection (RFC 9112 §9.3).
 fn answerable(fields: &[httparse::Header<'_>], version: Version) -> Option<bool> {
-    let mut keep_alive = version == Version::HTTP_11;
     let mut lengths = 0;
     for field in fields {
         let name = field.name.as_bytes();
@@ -130,19 +129,13 @@ fn answerable(fields: &[httparse::Header<'_>], version: Version) -> Option<bool>
             if field.value != b"0" || lengths > 1 {
                 return None;
             }
-        } else if is(&CONNECTION) {
-            for token in field.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    keep_alive = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    return None;
-                }
-            }
+        } else if is(&CONNECTION) && tokens(field.value).any(|t| t.eq_ignore_ascii_case(b"upgrade")) {
+            return None;
         }
     }
-    Some(keep_alive)
+    let connection =
+        fields.iter().filter(|f| f.name.eq_ignore_ascii_case(CONNECTION.as_str())).map(|f| f.value);
+    Some(keeps_alive(version, connection))
 }
 
 /// Serves `io` until it closes, or until a request this loop does not answer hands it to hyper.
@@ -226,10 +219,7 @@ fn poll_read<IO: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < READ_SIZE / 4 {
-        buf.reserve(READ_SIZE);
-    }
-    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+    h1::poll_fill(io, buf, cx, READ_SIZE)
 }
 
 /// How a response body goes on the wire (RFC 9112 §6).
@@ -267,7 +257,7 @@ fn encode_head(
     // A response to HEAD, and a 304, describe the body they do not carry: their length
     // fields are the handler's. 1xx and 204 have none (RFC 9110 §8.6, RFC 9112 §6.3).
     let keep_lengths = head_only || status == StatusCode::NOT_MODIFIED;
-    let no_body = keep_lengths || status.is_informational() || status == StatusCode::NO_CONTENT;
+    let no_body = bodiless(head_only, status);
     let mut close = !keep_alive;
     let mut stated = None;
     let mut dated = false;
@@ -275,15 +265,14 @@ fn encode_head(
         dated |= *name == DATE;
         if *name == CONTENT_LENGTH || *name == TRANSFER_ENCODING {
             if *name == CONTENT_LENGTH {
-                stated = std::str::from_utf8(value.as_bytes()).ok().and_then(|v| v.parse::<u64>().ok());
+                stated = Some(value);
             }
             if !keep_lengths {
                 continue;
             }
         } else if *name == CONNECTION {
             // Written below, from `close`.
-            close |=
-                value.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            close |= tokens(value.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close"));
             continue;
         }
         field(out, name.as_str().as_bytes(), value.as_bytes());
@@ -293,7 +282,10 @@ fn encode_head(
     }
     let framing = if no_body {
         Framing::None
-    } else if let Some(len) = body.size_hint().exact().or(stated) {
+    } else if let Some(len) = body.size_hint().exact().or_else(|| {
+        // Parsed only for a body that does not know its length.
+        stated.and_then(|v| std::str::from_utf8(v.as_bytes()).ok()).and_then(|v| v.parse::<u64>().ok())
+    }) {
         field(out, b"content-length", itoa::Buffer::new().format(len).as_bytes());
         Framing::Length(len)
     } else if version == Version::HTTP_11 {
@@ -310,13 +302,6 @@ fn encode_head(
     }
     out.extend_from_slice(b"\r\n");
     (framing, !close)
-}
-
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes the head in `out` and then `body` in `framing`. Small bodies that are ready at once

@@ -137,11 +137,58 @@ impl Conn {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < READ_SIZE / 4 {
-            self.read.reserve(READ_SIZE);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+        poll_fill(&mut self.io, &mut self.read, cx, READ_SIZE)
     }
+}
+
+// HTTP/1.1 message rules shared by the upstream exchange here and the client side (`front.rs`).
+
+/// Reads more of `io` into `buf`, growing it by `size` when little room is left.
+pub(super) fn poll_fill<IO: tokio::io::AsyncRead + Unpin>(
+    io: &mut IO,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+    size: usize,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < size / 4 {
+        buf.reserve(size);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// One header field line into `out`.
+pub(super) fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The comma-separated tokens of a field value (`Connection`), trimmed.
+pub(super) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
+/// Whether a message of `version` with these `Connection` values leaves the connection open
+/// (RFC 9112 §9.3): HTTP/1.1 unless `close`, HTTP/1.0 only with `keep-alive`.
+pub(super) fn keeps_alive<'a>(version: Version, connection: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    let mut keep_alive = version == Version::HTTP_11;
+    for token in connection.into_iter().flat_map(tokens) {
+        if token.eq_ignore_ascii_case(b"close") {
+            keep_alive = false;
+        } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+            keep_alive = true;
+        }
+    }
+    keep_alive
+}
+
+/// Whether a response with `status` to a request (HEAD or not) has no body (RFC 9112 §6.3).
+pub(super) fn bodiless(head_request: bool, status: StatusCode) -> bool {
+    head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
 }
 
 /// `req`'s head as HTTP/1.1 into `out`, its fields named in `set` replaced by those. Header
@@ -156,10 +203,7 @@ fn encode_head<B>(out: &mut Vec<u8>, req: &Request<B>, set: &[(&HeaderName, &Hea
     let replaced = |name: &HeaderName| set.iter().any(|(n, _)| *n == name);
     let own = req.headers().iter().filter(|(name, _)| !replaced(name));
     for (name, value) in own.chain(set.iter().map(|&(n, v)| (n, v))) {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -248,22 +292,9 @@ fn invalid(e: httparse::Error) -> &'static str {
 /// the connection can carry another request after it (§9.3).
 fn framing(method: &Method, head: &Response<()>) -> Result<(State, bool), Error> {
     let headers = head.headers();
-    let mut keep_alive = head.version() == Version::HTTP_11;
-    for value in headers.get_all(CONNECTION) {
-        for token in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            if token.eq_ignore_ascii_case(b"close") {
-                keep_alive = false;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") && head.version() == Version::HTTP_10 {
-                keep_alive = true;
-            }
-        }
-    }
-    let status = head.status();
-    if method == Method::HEAD
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
+    let keep_alive =
+        keeps_alive(head.version(), headers.get_all(CONNECTION).iter().map(HeaderValue::as_bytes));
+    if bodiless(method == Method::HEAD, head.status()) {
         return Ok((State::Done, keep_alive));
     }
     if headers.contains_key(TRANSFER_ENCODING) {
@@ -282,7 +313,7 @@ fn framing(method: &Method, head: &Response<()>) -> Result<(State, bool), Error>
     }
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        for item in tokens(value.as_bytes()) {
             let n = std::str::from_utf8(item)
                 .ok()
                 .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
