@@ -239,13 +239,13 @@ fn to_object(value: serde_json::Value) -> Result<Object, (Reason, String)> {
     if name.is_empty() {
         return Err((Reason::Schema, format!("{kind} has no metadata.name")));
     }
+    // Judged as `kubectl apply` would be (super::strict): unknown fields are errors.
     fn de<T: serde::de::DeserializeOwned>(
         value: serde_json::Value,
         kind: &str,
         name: &str,
     ) -> Result<T, (Reason, String)> {
-        serde_path_to_error::deserialize(value)
-            .map_err(|e| (Reason::Schema, format!("{kind} {name}: {}: {}", e.path(), e.inner())))
+        super::strict::deserialize(value).map_err(|e| (Reason::Schema, format!("{kind} {name}: {e}")))
     }
     let obj = match (api_version.as_str(), kind.as_str()) {
         ("networking.k8s.io/v1", "IngressClass") => Object::IngressClass(Box::new(de(value, &kind, &name)?)),
@@ -255,6 +255,14 @@ fn to_object(value: serde_json::Value) -> Result<Object, (Reason, String)> {
         ("v1", "Secret") => Object::Secret(Box::new(de(value, &kind, &name)?)),
         ("v1", "ConfigMap") => Object::ConfigMap(Box::new(de(value, &kind, &name)?)),
         ("erratum.dev/v1alpha1", "ErrorPagePolicy") => {
+            // The CRD's schema and CEL rules, as the API server applies them at admission.
+            let problems = super::strict::policy_problems(&value);
+            if !problems.is_empty() {
+                return Err((
+                    Reason::Schema,
+                    format!("{kind} {name} is invalid: {}", problems.join("; ")),
+                ));
+            }
             Object::ErrorPagePolicy(Box::new(de(value, &kind, &name)?))
         }
         _ => {

@@ -6,3 +6,4 @@
 
 pub mod files;
 pub mod publish;
+pub mod strict;

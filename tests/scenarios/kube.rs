@@ -1,6 +1,8 @@
-//! Kubernetes mode through the real binary, against the stand-in API server: routing from
-//! watched objects, policy status and Ingress status written back, watch breaks and 410 Gone,
-//! leader election with hand-over, and a cluster without the CRD.
+//! Kubernetes mode through the real `erratum` binary against a real kube-apiserver (see
+//! `cluster.rs`), with exactly the chart's RBAC: routing from watched objects, policy status by
+//! server-side apply, Events, Ingress status, leader election and hand-over, churn, scale.
+//! The faults (kube-apiserver restarts, etcd compaction, the CRD and RBAC changing under a
+//! running controller) are in `kube_faults.rs`.
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -8,33 +10,28 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use erratum::origin::Origin;
 use serde_json::Value;
 
-use crate::apiserver::ApiServer;
+use crate::cluster::{self, ControlPlane, Ns, eventually};
 use crate::support::*;
 
-/// A running `erratum run` (Kubernetes mode).
-struct Erratum {
-    child: Child,
-    http: SocketAddr,
-    admin: SocketAddr,
+/// A running `erratum run` (Kubernetes mode) as the chart's ServiceAccount.
+pub struct Erratum {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Erratum {
-    fn spawn(api: &ApiServer, extra: &[&str]) -> Self {
-        Self::spawn_with(Some(api.kubeconfig()), extra)
-    }
-
-    /// `kubeconfig: None` keeps the caller's KUBECONFIG (a real cluster).
-    fn spawn_with(kubeconfig: Option<std::path::PathBuf>, extra: &[&str]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_erratum"));
-        if let Some(k) = kubeconfig {
-            command.env("KUBECONFIG", k);
-        }
-        let mut child = command
+    /// Watches only `ns` and keeps its Lease there.
+    pub fn spawn(cp: &ControlPlane, ns: &Ns, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_erratum"))
+            .env("KUBECONFIG", cp.erratum_kubeconfig())
             .args(["run", "--http-addr", "127.0.0.1:0", "--https-addr", "off", "--admin-addr", "127.0.0.1:0"])
-            .args(["--log-format", "json", "--workers", "1", "--lease-namespace", "erratum-system"])
+            .args(["--log-format", "json", "--workers", "1"])
+            .args(["--namespace", &ns.name, "--lease-namespace", &ns.name])
             .args(extra)
             .env_remove("ERRATUM_MANIFESTS")
             .stderr(Stdio::piped())
@@ -52,7 +49,7 @@ impl Erratum {
                 sink.lock().unwrap().push(line);
             }
         });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
             let log = log.lock().unwrap();
             panic!("erratum did not start: {:?}", &log[..log.len().min(8)])
         });
@@ -61,13 +58,31 @@ impl Erratum {
         Self { http: field("http_addr"), admin: field("admin_addr"), child, log }
     }
 
-    fn terminate(&mut self) -> Option<i32> {
+    pub fn terminate(&mut self) -> Option<i32> {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         self.child.wait().ok().and_then(|s| s.code())
     }
 
-    fn logs(&self) -> String {
+    pub fn logs(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub async fn ready(&self) {
+        let url = format!("http://{}/readyz", self.admin);
+        eventually("readyz", || {
+            let url = url.clone();
+            async move { client().get(url).send().await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+    }
+
+    pub async fn metric(&self, prefix: &str) -> Option<f64> {
+        let text = client().get(format!("http://{}/metrics", self.admin)).send().await.ok()?.text().await.ok()?;
+        text.lines().find(|l| l.starts_with(prefix))?.rsplit(' ').next()?.parse().ok()
     }
 }
 
@@ -78,405 +93,195 @@ impl Drop for Erratum {
     }
 }
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn client() -> reqwest::Client {
+pub fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap()
 }
 
-async fn status_of(url: String, host: &str) -> u16 {
+pub async fn status_of(url: String, host: &str) -> u16 {
     match client().get(url).header("host", host).send().await {
         Ok(r) => r.status().as_u16(),
         Err(_) => 0,
     }
 }
 
-fn apply_yaml(api: &ApiServer, yaml: &str) {
-    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
-        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
-        if !v.is_null() {
-            api.apply(v);
-        }
+pub async fn body_of(url: String, host: &str) -> String {
+    match client().get(url).header("host", host).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
     }
 }
 
-fn publish_service(api: &ApiServer) {
-    api.apply(serde_json::json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "erratum", "namespace": "erratum-system"},
-        "spec": {"clusterIP": "10.96.0.9", "ports": [{"name": "http", "port": 80}]}
-    }));
+/// An origin the API server accepts in an EndpointSlice (not on loopback).
+pub async fn routable_origin() -> Origin {
+    Origin::start(SocketAddr::new(cluster::routable_ip(), 0)).await.expect("origin starts")
 }
 
-async fn ready(e: &Erratum) {
-    let url = format!("http://{}/readyz", e.admin);
-    eventually("readyz", || {
-        let url = url.clone();
-        async move { client().get(url).send().await.is_ok_and(|r| r.status() == 200) }
-    })
-    .await;
+fn condition<'a>(p: &'a Value, type_: &str) -> Option<&'a Value> {
+    p["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn routes_pages_and_status_through_the_api_server() {
-    let api = ApiServer::start().await;
-    let o = origin().await;
-    apply_yaml(&api, &storefront(o.addr));
-    publish_service(&api);
-    let mut e =
-        Erratum::spawn(&api, &["--publish-service", "erratum-system/erratum", "--identity", "replica-a"]);
-    ready(&e).await;
-    assert_eq!(status_of(format!("http://{}/", e.http), "shop.example").await, 200, "{}", e.logs());
+async fn routes_pages_status_and_events_through_the_real_api_server() {
+    let cp = cluster::shared();
+    let ns = cp.namespace("routing").await;
+    let o = routable_origin().await;
+    ns.apply(&storefront(o.addr)).await;
+    ns.apply("apiVersion: v1\nkind: Service\nmetadata: {name: erratum}\nspec: {ports: [{name: http, port: 80}]}\n")
+        .await;
+    let cluster_ip = ns.get("v1", "Service", "erratum").await.unwrap()["spec"]["clusterIP"]
+        .as_str()
+        .expect("the server allocated a cluster IP")
+        .to_string();
+    let publish = format!("{}/erratum", ns.name);
+    let mut e = Erratum::spawn(cp, &ns, &["--publish-service", &publish, "--identity", "replica-a"]);
+    e.ready().await;
+    assert_eq!(status_of(e.url("/"), "shop.example").await, 200, "{}", e.logs());
     assert_eq!(o.hits(), 1);
 
-    // A policy arrives: the page is served and the leader writes its status.
-    apply_yaml(
-        &api,
-        &policy(
-            "shop",
-            "p",
-            "errorResponses:\n- codes: ['503']\n  page: {inline: 'sorry', contentType: text/plain}\n",
-        ),
-    );
-    let url = format!("http://{}/unavailable", e.http);
-    eventually("the page is served", || {
-        let url = url.clone();
-        async move {
-            match client().get(url).header("host", "shop.example").send().await {
-                Ok(r) => r.text().await.is_ok_and(|t| t == "sorry"),
-                Err(_) => false,
-            }
-        }
-    })
-    .await;
+    // A policy arrives: the page is served and the leader writes its status by SSA.
+    let sorry = "errorResponses:\n- codes: ['503']\n  page: {inline: 'sorry', contentType: text/plain}\n";
+    ns.apply(&policy("shop", "p", sorry)).await;
+    eventually("the page is served", || body_of(e.url("/unavailable"), "shop.example").map_eq("sorry")).await;
     eventually("policy status written", || async {
-        api.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "shop", "p").is_some_and(|p| {
+        ns.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "p").await.is_some_and(|p| {
             p["status"]["attachedIngresses"] == 1
                 && p["status"]["observedGeneration"] == 1
-                && p["status"]["conditions"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Accepted" && c["status"] == "True"))
+                && condition(&p, "Accepted").is_some_and(|c| c["status"] == "True")
         })
     })
     .await;
-    let p = api.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "shop", "p").unwrap();
+    let p = ns.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "p").await.unwrap();
     assert_eq!(p["metadata"]["generation"], 1, "a status write does not bump the generation");
-    eventually("Ingress status written", || async {
-        api.get("networking.k8s.io/v1", "Ingress", "shop", "storefront")
-            .is_some_and(|i| i["status"]["loadBalancer"]["ingress"][0]["ip"] == "10.96.0.9")
+    let managers = p["metadata"]["managedFields"].as_array().unwrap();
+    assert!(
+        managers.iter().any(|m| m["manager"] == "erratum"
+            && m["operation"] == "Apply"
+            && m["subresource"] == "status"
+            && m["fieldsV1"]["f:status"]["f:conditions"].is_object()),
+        "erratum owns status by server-side apply: {managers:#?}"
+    );
+    assert!(
+        !managers.iter().any(|m| m["manager"] == "erratum" && m["subresource"] != "status"),
+        "erratum never writes a policy's spec: {managers:#?}"
+    );
+
+    // A valid edit: observedGeneration follows the generation.
+    ns.apply(&policy("shop", "p", &sorry.replace("sorry", "sorry again"))).await;
+    eventually("observedGeneration follows an edit", || async {
+        ns.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "p")
+            .await
+            .is_some_and(|p| p["metadata"]["generation"] == 2 && p["status"]["observedGeneration"] == 2)
     })
     .await;
-    let lease =
-        api.get("coordination.k8s.io/v1", "Lease", "erratum-system", "erratum-leader").expect("lease");
-    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
 
-    // An invalid edit: reported in status and as an Event; the last good version serves on.
-    apply_yaml(
-        &api,
-        &policy("shop", "p", "errorResponses:\n- codes: ['503']\n  page: {inline: '{{nope}}'}\n"),
-    );
+    // An edit the server accepts but erratum cannot use (an unknown template variable: the
+    // schema cannot say): reported in status and as an Event; the last good version serves on.
+    ns.apply(&policy("shop", "p", "errorResponses:\n- codes: ['503']\n  page: {inline: '{{nope}}'}\n")).await;
     eventually("invalid status written", || async {
-        api.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "shop", "p").is_some_and(|p| {
-            p["status"]["conditions"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["reason"] == "LastGoodServing"))
+        ns.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "p").await.is_some_and(|p| {
+            p["status"]["observedGeneration"] == 3
+                && p["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["reason"] == "LastGoodServing"))
         })
     })
     .await;
-    eventually("an Event is published", || async {
-        !api.requests_matching("POST /apis/events.k8s.io/v1/namespaces/shop/events").is_empty()
+    eventually("a Warning Event about the policy", || async {
+        ns.events().await.iter().any(|ev| {
+            ev["type"] == "Warning"
+                && ev["regarding"]["kind"] == "ErrorPagePolicy"
+                && ev["regarding"]["name"] == "p"
+                && ev["reportingController"] == "erratum"
+                && ev["note"].as_str().is_some_and(|n| n.contains("nope"))
+        })
     })
     .await;
-    let r = client()
-        .get(format!("http://{}/unavailable", e.http))
-        .header("host", "shop.example")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.text().await.unwrap(), "sorry");
+    assert_eq!(body_of(e.url("/unavailable"), "shop.example").await, "sorry again", "last good serves on");
+
+    // Ingress status from --publish-service (a ClusterIP Service: its allocated address).
+    eventually("Ingress status written", || async {
+        ns.get("networking.k8s.io/v1", "Ingress", "storefront")
+            .await
+            .is_some_and(|i| i["status"]["loadBalancer"]["ingress"][0]["ip"] == cluster_ip.as_str())
+    })
+    .await;
+    let lease = ns.get("coordination.k8s.io/v1", "Lease", "erratum-leader").await.expect("a Lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
     assert_eq!(e.terminate(), Some(0));
-    every_call_is_allowed_by_the_committed_rbac(&api);
-}
-
-/// (apiGroup, resource[/subresource], verb) of an API request line ("METHOD /path?query").
-fn rbac_request(line: &str) -> Option<(String, String, String)> {
-    let (method, uri) = line.split_once(' ')?;
-    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, rest) = match parts.as_slice() {
-        ["api", _, rest @ ..] => ("", rest),
-        ["apis", g, _, rest @ ..] => (*g, rest),
-        _ => return None, // discovery
-    };
-    let rest = match rest {
-        ["namespaces", _, rest @ ..] if !rest.is_empty() => rest,
-        r => r,
-    };
-    let (resource, named) = match rest {
-        [r] => (r.to_string(), false),
-        [r, _] => (r.to_string(), true),
-        [r, _, sub] => (format!("{r}/{sub}"), true),
-        _ => return None,
-    };
-    let verb = match (method, named) {
-        ("GET", true) => "get",
-        ("GET", false) if query.contains("watch=true") || query.contains("watch=1") => "watch",
-        ("GET", false) => "list",
-        ("POST", _) => "create",
-        ("PUT", _) => "update",
-        ("PATCH", _) => "patch",
-        ("DELETE", _) => "delete",
-        _ => return None,
-    };
-    Some((group.to_string(), resource, verb.to_string()))
-}
-
-fn every_call_is_allowed_by_the_committed_rbac(api: &ApiServer) {
-    let text =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/install.yaml"))
-            .unwrap();
-    let mut rules: Vec<(Vec<String>, Vec<String>, Vec<String>)> = Vec::new();
-    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
-        if v["kind"] == "ClusterRole" || v["kind"] == "Role" {
-            for r in v["rules"].as_array().unwrap() {
-                let list = |k: &str| {
-                    r[k].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect()
-                };
-                rules.push((list("apiGroups"), list("resources"), list("verbs")));
-            }
-        }
-    }
-    let calls: std::collections::BTreeSet<(String, String, String)> =
-        api.requests_matching("/").iter().filter_map(|l| rbac_request(l)).collect();
-    assert!(calls.iter().any(|c| c.1 == "errorpagepolicies/status" && c.2 == "patch"), "{calls:?}");
-    for (group, resource, verb) in &calls {
-        let allowed =
-            rules.iter().any(|(g, r, v)| g.contains(group) && r.contains(resource) && v.contains(verb));
-        assert!(allowed, "deploy/install.yaml does not allow {verb} {group}/{resource}");
+    cp.assert_rbac_allowed_everything(&ns.name);
+    let calls = cp.erratum_calls();
+    for (verb, resource) in [
+        ("watch", "ingresses"),
+        ("watch", "errorpagepolicies"),
+        ("patch", "errorpagepolicies/status"),
+        ("patch", "ingresses/status"),
+        ("create", "events"),
+    ] {
+        assert!(
+            calls.iter().any(|c| c.0 == verb && c.1 == resource && c.2 == ns.name && c.3 < 300),
+            "erratum did {verb} {resource} as its ServiceAccount: {calls:?}"
+        );
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_breaks_and_410_gone_keep_serving_and_resync() {
-    let api = ApiServer::start().await;
-    let o = origin().await;
-    apply_yaml(&api, &storefront(o.addr));
-    let e = Erratum::spawn(&api, &[]);
-    ready(&e).await;
-    let base = format!("http://{}/", e.http);
-    assert_eq!(status_of(base.clone(), "shop.example").await, 200);
-
-    // Every watch is cut and history is compacted: resuming gets 410 Gone, the controller
-    // relists; meanwhile the proxy serves the last table.
-    let lists_before = api.requests_matching("GET /apis/networking.k8s.io/v1/ingresses?").len();
-    api.compact();
-    api.drop_watches();
-    for _ in 0..20 {
-        assert_eq!(status_of(base.clone(), "shop.example").await, 200, "served throughout");
-    }
-    apply_yaml(
-        &api,
-        &ingress(
-            "shop",
-            "storefront",
-            &[("shop.example", "/", "Prefix", "web"), ("new.example", "/", "Prefix", "web")],
-        ),
-    );
-    eventually("the change after the 410 is routed", || status_of(base.clone(), "new.example").map_eq(200))
-        .await;
-    let lists_after = api.requests_matching("GET /apis/networking.k8s.io/v1/ingresses?").len();
-    assert!(lists_after > lists_before, "the controller relisted");
-    // Deletion is watched too.
-    api.delete("networking.k8s.io/v1", "Ingress", "shop", "storefront");
-    eventually("the deleted Ingress stops routing", || status_of(base.clone(), "shop.example").map_eq(404))
-        .await;
-    drop(e);
+pub trait MapEq<T> {
+    fn map_eq(self, v: T) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>>;
 }
 
-trait MapEq {
-    fn map_eq(self, v: u16) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>>;
-}
-
-impl<F: Future<Output = u16> + Send + 'static> MapEq for F {
+impl<F: Future<Output = u16> + Send + 'static> MapEq<u16> for F {
     fn map_eq(self, v: u16) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> {
         Box::pin(async move { self.await == v })
     }
 }
 
-async fn leader_gauge(e: &Erratum) -> Option<u8> {
-    let text = client().get(format!("http://{}/metrics", e.admin)).send().await.ok()?.text().await.ok()?;
-    text.lines().find(|l| l.starts_with("erratum_leader "))?.split_whitespace().nth(1)?.parse().ok()
+impl<F: Future<Output = String> + Send + 'static> MapEq<&'static str> for F {
+    fn map_eq(self, v: &'static str) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> {
+        Box::pin(async move { self.await == v })
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exactly_one_replica_leads_and_hands_over_on_shutdown() {
-    let api = ApiServer::start().await;
-    let o = origin().await;
-    apply_yaml(&api, &storefront(o.addr));
-    let mut a = Erratum::spawn(&api, &["--identity", "replica-a"]);
-    let mut b = Erratum::spawn(&api, &["--identity", "replica-b"]);
-    ready(&a).await;
-    ready(&b).await;
+async fn one_replica_leads_and_the_other_takes_over_within_the_lease() {
+    let cp = cluster::shared();
+    let ns = cp.namespace("leader").await;
+    let o = routable_origin().await;
+    ns.apply(&storefront(o.addr)).await;
+    let mut a = Erratum::spawn(cp, &ns, &["--identity", "replica-a"]);
+    let mut b = Erratum::spawn(cp, &ns, &["--identity", "replica-b"]);
+    a.ready().await;
+    b.ready().await;
     eventually("one leader", || async {
-        leader_gauge(&a).await.unwrap_or(0) + leader_gauge(&b).await.unwrap_or(0) == 1
+        a.metric("erratum_leader ").await.unwrap_or(0.0) + b.metric("erratum_leader ").await.unwrap_or(0.0) == 1.0
     })
     .await;
-    // Both serve traffic.
-    assert_eq!(status_of(format!("http://{}/", a.http), "shop.example").await, 200);
-    assert_eq!(status_of(format!("http://{}/", b.http), "shop.example").await, 200);
-    let holder = api.get("coordination.k8s.io/v1", "Lease", "erratum-system", "erratum-leader").unwrap()["spec"]["holderIdentity"]
+    assert_eq!(status_of(a.url("/"), "shop.example").await, 200, "both serve");
+    assert_eq!(status_of(b.url("/"), "shop.example").await, 200, "both serve");
+    let holder = ns.get("coordination.k8s.io/v1", "Lease", "erratum-leader").await.unwrap()["spec"]["holderIdentity"]
         .as_str()
         .unwrap()
         .to_string();
     let (leader, follower, follower_name) =
         if holder == "replica-a" { (&mut a, &b, "replica-b") } else { (&mut b, &a, "replica-a") };
-    assert_eq!(leader_gauge(follower).await, Some(0));
+    assert_eq!(follower.metric("erratum_leader ").await, Some(0.0));
+
+    // SIGTERM the holder: the other holds the Lease within the lease duration (at once, as the
+    // holder releases it on shutdown) and writes status from then on.
+    let stopped = std::time::Instant::now();
     assert_eq!(leader.terminate(), Some(0));
-    eventually("the follower takes over", || async { leader_gauge(follower).await == Some(1) }).await;
-    let lease = api.get("coordination.k8s.io/v1", "Lease", "erratum-system", "erratum-leader").unwrap();
+    eventually("the follower takes over", || async { follower.metric("erratum_leader ").await == Some(1.0) }).await;
+    let took = stopped.elapsed();
+    assert!(took < erratum::controller::leader::LEASE_DURATION, "took over after {took:?}");
+    let lease = ns.get("coordination.k8s.io/v1", "Lease", "erratum-leader").await.unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], follower_name);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_the_crd_ingresses_still_route() {
-    let api = ApiServer::start().await;
-    api.uninstall_crd();
-    let o = origin().await;
-    apply_yaml(&api, &storefront(o.addr));
-    let e = Erratum::spawn(&api, &[]);
-    ready(&e).await;
-    assert_eq!(status_of(format!("http://{}/", e.http), "shop.example").await, 200);
-    assert!(e.logs().contains("ErrorPagePolicy CRD is not installed"), "{}", e.logs());
-}
-
-/// `kubectl` against the stand-in: apply the examples, read them back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_applies_the_examples() {
-    let Some(kubectl) =
-        ["/usr/bin/kubectl", "/usr/local/bin/kubectl"].into_iter().find(|p| std::path::Path::new(p).exists())
-    else {
-        eprintln!("skipped: kubectl is not installed");
-        return;
-    };
-    let api = ApiServer::start().await;
-    let kubeconfig = api.kubeconfig();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let run = |args: Vec<String>| {
-        let kubeconfig = kubeconfig.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                Command::new(kubectl)
-                    .arg("--kubeconfig")
-                    .arg(kubeconfig)
-                    .args(args)
-                    .output()
-                    .expect("kubectl runs")
-            })
-            .await
-            .unwrap()
-        }
-    };
-    for file in [
-        "examples/quickstart/quickstart.yaml",
-        "examples/policies/branded-5xx.yaml",
-        "examples/policies/spa-fallback.yaml",
-    ] {
-        let out = run(vec![
-            "apply".into(),
-            "--validate=false".into(),
-            "-f".into(),
-            root.join(file).display().to_string(),
-        ])
-        .await;
-        assert!(
-            out.status.success(),
-            "kubectl apply {file}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    assert!(api.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "shop", "branded-5xx").is_some());
-    assert!(api.get("networking.k8s.io/v1", "Ingress", "demo", "quickstart").is_some());
-    let out =
-        run(vec!["get".into(), "errorpagepolicies".into(), "-A".into(), "-o".into(), "name".into()]).await;
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("branded-5xx") && text.contains("quickstart-errors"),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The same scenario on a real cluster (kind, k3d, …) for users and future CI that have one:
-/// `KUBECONFIG=... cargo test --test scenarios e2e_cluster -- --ignored`. erratum runs as a
-/// local process against the cluster, so this checks the control loop (watch, status by
-/// server-side apply, Lease), not traffic into the cluster.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a cluster: KUBECONFIG pointing at kind/k3d"]
-async fn e2e_cluster_status_and_leader() {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    use kube::CustomResourceExt;
-    use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
-    let client = kube::Client::try_default().await.expect("KUBECONFIG points at a cluster");
-    let apply = PatchParams::apply("erratum-e2e").force();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = erratum::crd::ErrorPagePolicy::crd();
-    crds.patch("errorpagepolicies.erratum.dev", &apply, &Patch::Apply(&crd)).await.expect("install the CRD");
-    tokio::time::sleep(Duration::from_secs(3)).await; // let it become Established
-    let ns = "erratum-e2e";
-    let docs = format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n\
-         apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {ns}}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\n{}{}",
-        ingress(ns, "storefront", &[("shop.example", "/", "Prefix", "web")]),
-        policy(
-            ns,
-            "p",
-            "errorResponses:\n- codes: ['503']\n  page: {inline: sorry, contentType: text/plain}\n"
-        ),
-    );
-    let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
-    for doc in serde_yaml_ng::Deserializer::from_str(&docs) {
-        let obj: DynamicObject = serde::Deserialize::deserialize(doc).unwrap();
-        let gvk = kube::api::GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
-        let (ar, caps) = discovery.resolve_gvk(&gvk).expect("known kind");
-        let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
-            Api::namespaced_with(client.clone(), ns, &ar)
-        } else {
-            Api::all_with(client.clone(), &ar)
-        };
-        api.patch(&obj.metadata.name.clone().unwrap(), &apply, &Patch::Apply(&obj)).await.expect("apply");
-    }
-    let mut e = Erratum::spawn_with(None, &["--namespace", ns, "--lease-namespace", ns, "--identity", "e2e"]);
-    ready(&e).await;
-    let policies: Api<erratum::crd::ErrorPagePolicy> = Api::namespaced(client.clone(), ns);
-    eventually("status written on the cluster", || async {
-        policies.get("p").await.ok().and_then(|p| p.status).is_some_and(|s| {
-            s.attached_ingresses == 1
-                && s.conditions.iter().any(|c| c.type_ == "Accepted" && c.status == "True")
-        })
+    ns.apply(&policy("shop", "p", "errorResponses:\n- codes: ['404']\n  page: {inline: x}\n")).await;
+    eventually("the new leader writes status", || async {
+        ns.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "p").await.is_some_and(|p| p["status"]["observedGeneration"] == 1)
     })
     .await;
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), ns);
-    let lease = leases.get("erratum-leader").await.unwrap();
-    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("e2e"));
-    assert_eq!(e.terminate(), Some(0));
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
-    let _ = namespaces.delete(ns, &DeleteParams::default()).await;
+    eprintln!("leader hand-over after SIGTERM: {took:?}");
+    cp.assert_rbac_allowed_everything(&ns.name);
 }
 
 /// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
+pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
@@ -485,122 +290,127 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_objects_changing_a_hundred_times_a_second_fail_no_request() {
-    let api = ApiServer::start().await;
-    let o = origin().await;
-    apply_yaml(&api, &storefront(o.addr));
-    publish_service(&api);
-    let e = Erratum::spawn(&api, &["--publish-service", "erratum-system/erratum"]);
-    ready(&e).await;
-    let base = format!("http://{}/missing/x", e.http);
-    assert_eq!(status_of(base.clone(), "shop.example").await, 404);
-    let rss_before = rss_kib(e.child.id());
+/// Traffic on one path until stopped; counts answers with the expected status and the rest.
+pub struct Traffic {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, u64)>,
+}
 
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let load = {
-        let (stop, failed, served, base) = (stop.clone(), failed.clone(), served.clone(), base.clone());
-        tokio::spawn(async move {
+impl Traffic {
+    pub fn start(url: String, host: &'static str, expect: u16) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
             let c = client();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match c.get(&base).header("host", "shop.example").send().await {
-                    Ok(r) if r.status() == 404 => served.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                    _ => failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                };
+            let (mut ok, mut failed) = (0, 0);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match c.get(&url).header("host", host).send().await {
+                    Ok(r) if r.status() == expect => ok += 1,
+                    _ => failed += 1,
+                }
             }
-        })
-    };
-    // 300 changes at 100 a second: the policy's page and an Ingress route change each time;
-    // every 10th policy version is invalid (a code the schema would reject: this stand-in has
-    // no admission, like a cluster whose CRD is older than the controller).
-    let started = std::time::Instant::now();
-    for i in 0..300u32 {
-        let code = if i % 10 == 9 { "999" } else { "404" };
-        apply_yaml(
-            &api,
-            &policy(
-                "shop",
-                "p",
-                &format!("errorResponses:\n- codes: ['{code}']\n  page: {{inline: 'v{i}'}}\n"),
-            ),
-        );
-        apply_yaml(&api, &ingress("shop", "churn", &[("shop.example", &format!("/v{i}"), "Exact", "web")]));
-        tokio::time::sleep(Duration::from_millis(10)).await;
+            (ok, failed)
+        });
+        Self { stop, task }
     }
-    let churned = started.elapsed();
-    // Changes closer together than the publish debounce are coalesced: what serves is the
-    // last good *published* state. Settle on a known good version, then break it.
-    let apply_policy = |body: &str, code: &str| {
-        apply_yaml(
-            &api,
-            &policy(
-                "shop",
-                "p",
-                &format!("errorResponses:\n- codes: ['{code}']\n  page: {{inline: '{body}'}}\n"),
-            ),
-        )
-    };
-    apply_policy("final", "404");
-    eventually("the final version serves", || {
-        let base = base.clone();
-        async move {
-            match client().get(base).header("host", "shop.example").send().await {
-                Ok(r) => r.text().await.is_ok_and(|t| t == "final"),
-                Err(_) => false,
-            }
-        }
-    })
-    .await;
-    apply_policy("broken", "999");
-    eventually("the invalid version is reported", || async {
-        api.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "shop", "p").is_some_and(|p| {
-            p["status"]["observedGeneration"] == p["metadata"]["generation"]
-                && p["status"]["conditions"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Accepted" && c["status"] == "False"))
-        })
-    })
-    .await;
-    let body = client().get(&base).header("host", "shop.example").send().await.unwrap().text().await.unwrap();
-    assert_eq!(body, "final", "the invalid version lost nothing");
-    assert_eq!(status_of(format!("http://{}/v299", e.http), "shop.example").await, 200);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    load.await.unwrap();
-    let rss_after = rss_kib(e.child.id());
-    eprintln!(
-        "600 API changes in {churned:?}: {} requests, {} failed; RSS {rss_before} -> {rss_after} KiB",
-        served.load(std::sync::atomic::Ordering::Relaxed),
-        failed.load(std::sync::atomic::Ordering::Relaxed)
-    );
-    assert_eq!(failed.load(std::sync::atomic::Ordering::Relaxed), 0, "no request failed: {}", e.logs());
-    // Bounded, not a tight memory budget: 600 object versions must not each stay resident.
-    assert!(rss_after < rss_before + 64 * 1024, "RSS grew from {rss_before} to {rss_after} KiB");
-    drop(e);
+
+    /// (served as expected, failed)
+    pub async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_ingresses_from_the_api_load_and_route() {
-    let api = ApiServer::start().await;
-    let o = origin().await;
-    apply_yaml(&api, &backend("shop", "web", &[o.addr]));
-    for i in 0..10_000 {
-        apply_yaml(
-            &api,
-            &ingress("shop", &format!("i{i}"), &[(&format!("h{i}.example"), "/", "Prefix", "web")]),
-        );
-    }
+async fn api_objects_changing_a_hundred_times_a_second_fail_no_request() {
+    let cp = cluster::shared();
+    let ns = cp.namespace("churn").await;
+    let o = routable_origin().await;
+    ns.apply(&storefront(o.addr)).await;
+    let e = Erratum::spawn(cp, &ns, &[]);
+    e.ready().await;
+    assert_eq!(status_of(e.url("/missing/x"), "shop.example").await, 404);
+    let rss_before = rss_kib(e.child.id());
+    let load = Traffic::start(e.url("/missing/x"), "shop.example", 404);
+    // 300 changes at up to 100 a second: the policy's page and an Ingress route change each
+    // time; every 10th policy version is one erratum cannot use (the server accepts it).
     let started = std::time::Instant::now();
-    let e = Erratum::spawn(&api, &[]);
-    ready(&e).await;
-    let ready_after = started.elapsed();
-    for host in ["h0.example", "h5000.example", "h9999.example"] {
-        assert_eq!(status_of(format!("http://{}/ok", e.http), host).await, 200, "{host}");
+    for i in 0..300u32 {
+        let page = if i % 10 == 9 { "'{{nope}}'".to_string() } else { format!("'v{i}'") };
+        let next = tokio::time::Instant::now() + Duration::from_millis(10);
+        ns.apply(&policy("shop", "p", &format!("errorResponses:\n- codes: ['404']\n  page: {{inline: {page}}}\n")))
+            .await;
+        ns.apply(&ingress("shop", "churn", &[("shop.example", &format!("/v{i}"), "Exact", "web")])).await;
+        tokio::time::sleep_until(next).await;
     }
+    let churned = started.elapsed();
+    ns.apply(&policy("shop", "p", "errorResponses:\n- codes: ['404']\n  page: {inline: final}\n")).await;
+    eventually("the final version serves", || body_of(e.url("/missing/x"), "shop.example").map_eq("final")).await;
+    ns.apply(&policy("shop", "p", "errorResponses:\n- codes: ['404']\n  page: {inline: '{{nope}}'}\n")).await;
+    eventually("the unusable version is reported", || async {
+        ns.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "p").await.is_some_and(|p| {
+            p["status"]["observedGeneration"] == p["metadata"]["generation"]
+                && condition(&p, "Accepted").is_some_and(|c| c["status"] == "False")
+        })
+    })
+    .await;
+    assert_eq!(body_of(e.url("/missing/x"), "shop.example").await, "final", "the unusable version lost nothing");
+    assert_eq!(status_of(e.url("/v299"), "shop.example").await, 200);
+    let (served, failed) = load.stop().await;
+    let rss_after = rss_kib(e.child.id());
     eprintln!(
-        "10,000 Ingresses from the API: ready {ready_after:?} after start; RSS {} KiB",
-        rss_kib(e.child.id())
+        "600 API writes in {churned:?}: {served} requests, {failed} failed; RSS {rss_before} -> {rss_after} KiB"
     );
-    drop(e);
+    assert_eq!(failed, 0, "no request failed: {}", e.logs());
+    // Bounded, not a tight memory budget: 600 object versions must not each stay resident.
+    assert!(rss_after < rss_before + 64 * 1024, "RSS grew from {rss_before} to {rss_after} KiB");
+    cp.assert_rbac_allowed_everything(&ns.name);
+}
+
+/// 1,000 Ingresses, each with its Service and EndpointSlice, created through the API while
+/// erratum runs: the time from the last create to a routed request, and erratum's RSS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_ingresses_created_through_the_api_route() {
+    const N: usize = 1000;
+    let cp = cluster::shared();
+    let ns = cp.namespace("scale").await;
+    let o = routable_origin().await;
+    let e = Erratum::spawn(cp, &ns, &[]);
+    e.ready().await;
+    let rss_before = rss_kib(e.child.id());
+    let started = std::time::Instant::now();
+    // Four writers at once, as a GitOps tool or a Helm install would.
+    let ns = Arc::new(ns);
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let ns = ns.clone();
+        let addr = o.addr;
+        writers.push(tokio::spawn(async move {
+            for i in (w..N).step_by(4) {
+                let svc = format!("web{i}");
+                ns.apply(&backend("scale", &svc, &[addr])).await;
+                ns.apply(&ingress("scale", &format!("i{i}"), &[(&format!("h{i}.example"), "/", "Prefix", &svc)])).await;
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let created = started.elapsed();
+    let last = std::time::Instant::now();
+    eventually("every Ingress routes", || async {
+        status_of(e.url("/ok"), &format!("h{}.example", N - 1)).await == 200
+            && status_of(e.url("/ok"), "h0.example").await == 200
+    })
+    .await;
+    let routed = last.elapsed();
+    for i in (0..N).step_by(97) {
+        assert_eq!(status_of(e.url("/ok"), &format!("h{i}.example")).await, 200, "h{i}");
+    }
+    let rss = rss_kib(e.child.id());
+    eprintln!(
+        "{N} Ingresses + Services + EndpointSlices created through the API in {created:?}; \
+         routed {routed:?} after the last create; erratum RSS {rss_before} -> {rss} KiB"
+    );
+    cp.assert_rbac_allowed_everything(&ns.name);
 }

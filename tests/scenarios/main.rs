@@ -5,9 +5,9 @@
 mod support;
 
 mod admin;
-mod apiserver;
 mod cache;
 mod cli;
+mod cluster;
 mod crd;
 mod errors;
 mod faults;

@@ -1,0 +1,168 @@
+//! File mode judges a manifest as kube-apiserver does, so a folder never accepts what
+//! `kubectl apply` would reject: unknown fields are errors (kubectl's default strict field
+//! validation), and an ErrorPagePolicy must pass its CRD's schema and CEL rules.
+//!
+//! Data flow: a parsed document (`files::parse_manifest`) -> [`deserialize`] (and, for
+//! policies, [`policy_problems`] first) -> an `Object` or a located rejection. The Kubernetes
+//! source needs none of this: there the API server itself has judged every object.
+//!
+//! The schema and CEL rules are the ones of the CRD erratum generates (`crd::ErrorPagePolicy`),
+//! evaluated with `jsonschema` and kube-rs's `kube-cel`; `tests/scenarios/kube_crd.rs` applies
+//! one corpus to the real API server and to this module and compares the verdicts.
+
+use std::sync::LazyLock;
+
+use kube::CustomResourceExt;
+use serde::de::DeserializeOwned;
+
+/// Deserialises `value` into `T` and rejects any field `T` does not have, with the server's
+/// wording: `strict decoding error: unknown field "spec.errorResponse"`. Type errors carry the
+/// field path as the server writes it (`spec.rules[0].host`).
+pub fn deserialize<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+    let mut unknown = Vec::new();
+    let mut track = serde_path_to_error::Track::new();
+    let result = serde_ignored::deserialize(
+        serde_path_to_error::Deserializer::new(value, &mut track),
+        |path| unknown.push(format!("\"{}\"", field_path(&path))),
+    );
+    match result {
+        Err(e) => Err(format!("{}: {e}", pointer_path(&track.path().to_string()))),
+        Ok(_) if !unknown.is_empty() => {
+            let plural = if unknown.len() == 1 { "" } else { "s" };
+            Err(format!("strict decoding error: unknown field{plural} {}", unknown.join(", ")))
+        }
+        Ok(v) => Ok(v),
+    }
+}
+
+/// serde_ignored's path in the API server's notation: `spec.rules[0].http`.
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => {
+            let p = field_path(parent);
+            if p.is_empty() { key.clone() } else { format!("{p}.{key}") }
+        }
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
+            field_path(parent)
+        }
+    }
+}
+
+/// serde_path_to_error's `a.b[0].c` is already the server's notation; `.` alone is the root.
+fn pointer_path(p: &str) -> String {
+    if p == "." { "(root)".into() } else { p.to_string() }
+}
+
+/// A JSON pointer (`/spec/errorResponses/0/codes`) in the server's notation
+/// (`spec.errorResponses[0].codes`).
+fn from_pointer(pointer: &str) -> String {
+    let mut out = String::new();
+    for part in pointer.split('/').skip(1) {
+        let part = part.replace("~1", "/").replace("~0", "~");
+        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&part);
+        }
+    }
+    out
+}
+
+struct PolicySchema {
+    schema: jsonschema::Validator,
+    cel: kube_cel::CompiledSchema,
+}
+
+static POLICY_SCHEMA: LazyLock<Result<PolicySchema, String>> = LazyLock::new(|| {
+    let crd = crate::crd::ErrorPagePolicy::crd();
+    let schema = crd
+        .spec
+        .versions
+        .first()
+        .and_then(|v| v.schema.as_ref())
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .ok_or("the generated CRD has no schema")?;
+    let schema = serde_json::to_value(schema).map_err(|e| e.to_string())?;
+    Ok(PolicySchema {
+        schema: jsonschema::validator_for(&schema).map_err(|e| e.to_string())?,
+        cel: kube_cel::compile_schema(&schema),
+    })
+});
+
+/// What the API server's schema and CEL validation would say about an ErrorPagePolicy
+/// (empty: it would accept it). Messages read like the server's: `field.path: what is wrong`.
+pub fn policy_problems(value: &serde_json::Value) -> Vec<String> {
+    let schema = match &*POLICY_SCHEMA {
+        Ok(s) => s,
+        Err(e) => return vec![format!("the ErrorPagePolicy schema cannot be compiled: {e}")],
+    };
+    let mut problems: Vec<String> = schema
+        .schema
+        .iter_errors(value)
+        .map(|e| {
+            let path = from_pointer(&e.instance_path().to_string());
+            if path.is_empty() { e.to_string() } else { format!("{path}: {e}") }
+        })
+        .collect();
+    if problems.is_empty() {
+        // CEL rules assume a value that passed the schema (as in the server).
+        if let Err(errors) = kube_cel::Validator::new().validate_compiled(&schema.cel, value, None) {
+            problems.extend(errors.iter().map(|e| {
+                if e.field_path.is_empty() { e.message.clone() } else { format!("{}: {}", e.field_path, e.message) }
+            }));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::networking::v1::Ingress;
+
+    #[test]
+    fn unknown_fields_are_named_with_their_path() {
+        let v = serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "a", "labelz": {}},
+            "spec": {"rules": [{"host": "a", "htttp": {}}]}
+        });
+        let e = deserialize::<Ingress>(v).unwrap_err();
+        assert_eq!(e, "strict decoding error: unknown fields \"metadata.labelz\", \"spec.rules[0].htttp\"");
+    }
+
+    #[test]
+    fn type_errors_carry_the_path() {
+        let v = serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "a"}, "spec": {"rules": [{"host": 7}]}});
+        let e = deserialize::<Ingress>(v).unwrap_err();
+        assert!(e.starts_with("spec.rules[0].host: invalid type"), "{e}");
+    }
+
+    #[test]
+    fn pointers_read_like_the_server() {
+        assert_eq!(from_pointer("/spec/errorResponses/0/codes/1"), "spec.errorResponses[0].codes[1]");
+        assert_eq!(from_pointer(""), "");
+    }
+
+    #[test]
+    fn policies_are_judged_by_schema_and_cel() {
+        let policy = |spec: serde_json::Value| {
+            serde_json::json!({"apiVersion": "erratum.dev/v1alpha1", "kind": "ErrorPagePolicy",
+                "metadata": {"name": "p", "namespace": "n"}, "spec": spec})
+        };
+        assert!(policy_problems(&policy(serde_json::json!({"errorResponses": [{"codes": ["503"]}]}))).is_empty());
+        let bad = policy_problems(&policy(serde_json::json!({"errorResponses": [{"codes": ["5XX"]}]})));
+        assert!(bad.iter().any(|p| p.starts_with("spec.errorResponses[0].codes[0]")), "{bad:?}");
+        let cel = policy_problems(&policy(
+            serde_json::json!({"errorResponses": [{"codes": ["404"], "page": {"inline": "a", "path": "/b"}}]}),
+        ));
+        assert_eq!(cel.len(), 1, "{cel:?}");
+    }
+}
