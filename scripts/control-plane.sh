@@ -7,8 +7,9 @@
 #   scripts/control-plane.sh up DIR       certificates, etcd and kube-apiserver on 127.0.0.1 (free ports),
 #                                         RBAC on, admin kubeconfig at DIR/kubeconfig; returns once /readyz answers
 #   scripts/control-plane.sh down DIR     stop what `up DIR` started (by recorded pids, never by name)
-#   scripts/control-plane.sh restart-apiserver DIR   stop kube-apiserver and start it again on the same
-#                                         port and etcd (fault tests)
+#   scripts/control-plane.sh add-apiserver DIR      a 2nd kube-apiserver on the same etcd (DIR/kubeconfig-2)
+#   scripts/control-plane.sh stop-apiserver DIR [N] / start-apiserver DIR [N]
+#                                         stop or start kube-apiserver N (default 1) on its port (fault tests)
 #   scripts/control-plane.sh compact DIR  compact etcd at its current revision (watch-resume tests)
 #
 # Versions and the cache (outside the checkout; a second `build` takes seconds):
@@ -109,29 +110,54 @@ cmd_build() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Starts kube-apiserver with the flags recorded by `up` (also used by restart-apiserver).
+# Instance N of kube-apiserver (1 is the one `up` starts; `add-apiserver` starts a 2nd on the same
+# etcd, as in an HA control plane) keeps its pid, port and log under DIR with suffix "" or "-N".
+sfx() { [ "${1:-1}" = 1 ] && echo "" || echo "-$1"; }
+
+# Starts kube-apiserver instance N with the flags recorded by `up` (also used by start-apiserver).
 start_apiserver() {
-  local dir="$1"
+  local dir="$1" n="${2:-1}" s; s="$(sfx "$n")"
   # shellcheck disable=SC2046
-  setsid "$(cat "$dir/bin")/kube-apiserver" $(cat "$dir/kube-apiserver.args") \
-    </dev/null >>"$dir/kube-apiserver.log" 2>&1 &
-  echo $! > "$dir/kube-apiserver.pid"
+  setsid "$(cat "$dir/bin")/kube-apiserver" $(sed "s/@PORT@/$(cat "$dir/port$s")/" "$dir/kube-apiserver.args") \
+    </dev/null >>"$dir/kube-apiserver$s.log" 2>&1 &
+  echo $! > "$dir/kube-apiserver$s.pid"
 }
 
 wait_ready() {
-  local dir="$1" port token i
-  port="$(cat "$dir/port")"; token="$(cat "$dir/admin.token")"
+  local dir="$1" n="${2:-1}" s port token i; s="$(sfx "$n")"
+  port="$(cat "$dir/port$s")"; token="$(cat "$dir/admin.token")"
   for i in $(seq 1 600); do
     if curl -fs --max-time 2 --cacert "$dir/pki/ca.crt" -H "Authorization: Bearer $token" \
          "https://127.0.0.1:$port/readyz" >/dev/null 2>&1; then
       return 0
     fi
-    kill -0 "$(cat "$dir/kube-apiserver.pid")" 2>/dev/null \
-      || die "kube-apiserver exited; last lines of $dir/kube-apiserver.log:
-$(tail -n 15 "$dir/kube-apiserver.log")"
+    kill -0 "$(cat "$dir/kube-apiserver$s.pid")" 2>/dev/null \
+      || die "kube-apiserver exited; last lines of $dir/kube-apiserver$s.log:
+$(tail -n 15 "$dir/kube-apiserver$s.log")"
     sleep 0.1
   done
-  die "kube-apiserver not ready after 60 s; see $dir/kube-apiserver.log"
+  die "kube-apiserver not ready after 60 s; see $dir/kube-apiserver$s.log"
+}
+
+write_kubeconfig() {
+  local dir="$1" file="$2" port="$3"
+  cat > "$file" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: erratum-test
+  cluster:
+    server: https://127.0.0.1:$port
+    certificate-authority: $dir/pki/ca.crt
+users:
+- name: admin
+  user:
+    token: $(cat "$dir/admin.token")
+contexts:
+- name: erratum-test
+  context: {cluster: erratum-test, user: admin}
+current-context: erratum-test
+KC
 }
 
 cmd_up() {
@@ -188,7 +214,7 @@ rules:
 POLICY
   cat > "$dir/kube-apiserver.args" <<ARGS
 --etcd-servers=http://127.0.0.1:$etcd_port
---bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port=$port
+--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port=@PORT@
 --tls-cert-file=$dir/pki/apiserver.crt --tls-private-key-file=$dir/pki/apiserver.key --cert-dir=$dir/pki
 --client-ca-file=$dir/pki/ca.crt --token-auth-file=$dir/tokens.csv
 --service-account-issuer=https://kubernetes.default.svc --api-audiences=https://kubernetes.default.svc
@@ -200,23 +226,7 @@ POLICY
 ARGS
   start_apiserver "$dir"
 
-  cat > "$dir/kubeconfig" <<KC
-apiVersion: v1
-kind: Config
-clusters:
-- name: erratum-test
-  cluster:
-    server: https://127.0.0.1:$port
-    certificate-authority: $dir/pki/ca.crt
-users:
-- name: admin
-  user:
-    token: $token
-contexts:
-- name: erratum-test
-  context: {cluster: erratum-test, user: admin}
-current-context: erratum-test
-KC
+  write_kubeconfig "$dir" "$dir/kubeconfig" "$port"
 
   # The owner (a test binary) may die without calling `down`: a watchdog stops the control plane
   # once that process is gone, so no run leaves kube-apiserver and etcd behind.
@@ -241,16 +251,33 @@ stop_pid() {
 }
 
 cmd_down() {
-  local dir="${1:?usage: control-plane.sh down DIR}"
-  stop_pid "$dir/kube-apiserver.pid"
+  local dir="${1:?usage: control-plane.sh down DIR}" f
+  for f in "$dir"/kube-apiserver*.pid; do stop_pid "$f"; done
   stop_pid "$dir/etcd.pid"
 }
 
-cmd_restart_apiserver() {
-  local dir="${1:?usage: control-plane.sh restart-apiserver DIR}"
-  stop_pid "$dir/kube-apiserver.pid"
-  start_apiserver "$dir"
-  wait_ready "$dir"
+# Instance N of kube-apiserver, stopped and started separately (fault tests).
+cmd_stop_apiserver() {
+  local dir="${1:?usage: control-plane.sh stop-apiserver DIR [N]}" pid
+  local file="$dir/kube-apiserver$(sfx "${2:-1}").pid"
+  # Killed, not shut down: no graceful drain of its watches, as when a control-plane node dies.
+  pid="$(cat "$file")"; kill -KILL "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  rm -f "$file"
+}
+
+cmd_start_apiserver() {
+  local dir="${1:?usage: control-plane.sh start-apiserver DIR [N]}"
+  start_apiserver "$dir" "${2:-1}"
+  wait_ready "$dir" "${2:-1}"
+}
+
+# A second kube-apiserver on the same etcd, with its admin kubeconfig at DIR/kubeconfig-2.
+cmd_add_apiserver() {
+  local dir="${1:?usage: control-plane.sh add-apiserver DIR}"
+  free_port > "$dir/port-2"
+  write_kubeconfig "$dir" "$dir/kubeconfig-2" "$(cat "$dir/port-2")"
+  cmd_start_apiserver "$dir" 2
 }
 
 cmd_compact() {
@@ -266,7 +293,9 @@ case "${1:-}" in
   build) cmd_build ;;
   up) cmd_up "${2:-}" ;;
   down) cmd_down "${2:-}" ;;
-  restart-apiserver) cmd_restart_apiserver "${2:-}" ;;
+  stop-apiserver) cmd_stop_apiserver "${2:-}" "${3:-1}" ;;
+  start-apiserver) cmd_start_apiserver "${2:-}" "${3:-1}" ;;
+  add-apiserver) cmd_add_apiserver "${2:-}" ;;
   compact) cmd_compact "${2:-}" ;;
   *) sed -n '2,18p' "$0" >&2; exit 2 ;;
 esac

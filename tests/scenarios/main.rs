@@ -15,6 +15,7 @@ mod fuzz;
 mod hostile;
 mod http1;
 mod kube;
+mod kube_faults;
 mod policies;
 mod protocols;
 mod reload;
