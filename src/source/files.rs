@@ -255,13 +255,11 @@ fn to_object(value: serde_json::Value) -> Result<Object, (Reason, String)> {
         ("v1", "Secret") => Object::Secret(Box::new(de(value, &kind, &name)?)),
         ("v1", "ConfigMap") => Object::ConfigMap(Box::new(de(value, &kind, &name)?)),
         ("erratum.dev/v1alpha1", "ErrorPagePolicy") => {
-            // The CRD's schema and CEL rules, as the API server applies them at admission.
+            // In the API server's order: strict decoding (unknown fields) first, then the
+            // CRD's schema and CEL rules, as applied at admission.
             let problems = super::strict::policy_problems(&value);
             if !problems.is_empty() {
-                return Err((
-                    Reason::Schema,
-                    format!("{kind} {name} is invalid: {}", problems.join("; ")),
-                ));
+                return Err((Reason::Schema, format!("{kind} {name} is invalid: {}", problems.join("; "))));
             }
             Object::ErrorPagePolicy(Box::new(de(value, &kind, &name)?))
         }

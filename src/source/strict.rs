@@ -21,10 +21,15 @@ use serde::de::DeserializeOwned;
 pub fn deserialize<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
     let mut unknown = Vec::new();
     let mut track = serde_path_to_error::Track::new();
-    let result = serde_ignored::deserialize(
-        serde_path_to_error::Deserializer::new(value, &mut track),
-        |path| unknown.push(format!("\"{}\"", field_path(&path))),
-    );
+    let result =
+        serde_ignored::deserialize(serde_path_to_error::Deserializer::new(value, &mut track), |path| {
+            let path = field_path(&path);
+            // Some types (kube's derived custom resources) leave the type fields to the caller,
+            // which has already matched them.
+            if path != "apiVersion" && path != "kind" {
+                unknown.push(format!("\"{path}\""));
+            }
+        });
     match result {
         Err(e) => Err(format!("{}: {e}", pointer_path(&track.path().to_string()))),
         Ok(_) if !unknown.is_empty() => {
@@ -75,6 +80,7 @@ fn from_pointer(pointer: &str) -> String {
 }
 
 struct PolicySchema {
+    raw: serde_json::Value,
     schema: jsonschema::Validator,
     cel: kube_cel::CompiledSchema,
 }
@@ -92,16 +98,56 @@ static POLICY_SCHEMA: LazyLock<Result<PolicySchema, String>> = LazyLock::new(|| 
     Ok(PolicySchema {
         schema: jsonschema::validator_for(&schema).map_err(|e| e.to_string())?,
         cel: kube_cel::compile_schema(&schema),
+        raw: schema,
     })
 });
 
-/// What the API server's schema and CEL validation would say about an ErrorPagePolicy
-/// (empty: it would accept it). Messages read like the server's: `field.path: what is wrong`.
+/// Fields of `value` that the structural schema does not declare, as the API server finds
+/// them for a custom resource when it decodes strictly (before any validation).
+fn undeclared(schema: &serde_json::Value, value: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&serde_json::Value::Bool(true)) {
+        return;
+    }
+    match value {
+        serde_json::Value::Object(map) => {
+            let properties = schema.get("properties").and_then(|p| p.as_object());
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            for (key, v) in map {
+                match (properties.and_then(|p| p.get(key)), additional) {
+                    (Some(s), _) | (None, Some(s)) => undeclared(s, v, &join(key), out),
+                    (None, None) if properties.is_some() => out.push(format!("\"{}\"", join(key))),
+                    (None, None) => {}
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            if let Some(s) = schema.get("items") {
+                for (i, v) in items.iter().enumerate() {
+                    undeclared(s, v, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What the API server would say about an ErrorPagePolicy (empty: it would accept it), in
+/// its order: strict decoding against the structural schema (unknown fields) stops first;
+/// then the schema's constraints and the CEL rules. Messages read like the server's.
 pub fn policy_problems(value: &serde_json::Value) -> Vec<String> {
     let schema = match &*POLICY_SCHEMA {
         Ok(s) => s,
         Err(e) => return vec![format!("the ErrorPagePolicy schema cannot be compiled: {e}")],
     };
+    let mut unknown = Vec::new();
+    undeclared(&schema.raw, value, "", &mut unknown);
+    // The type fields and ObjectMeta are the server's own, not the CRD's schema.
+    unknown.retain(|f| !matches!(f.as_str(), "\"apiVersion\"" | "\"kind\"" | "\"metadata\""));
+    if !unknown.is_empty() {
+        let plural = if unknown.len() == 1 { "" } else { "s" };
+        return vec![format!("strict decoding error: unknown field{plural} {}", unknown.join(", "))];
+    }
     let mut problems: Vec<String> = schema
         .schema
         .iter_errors(value)
@@ -114,7 +160,11 @@ pub fn policy_problems(value: &serde_json::Value) -> Vec<String> {
         // CEL rules assume a value that passed the schema (as in the server).
         if let Err(errors) = kube_cel::Validator::new().validate_compiled(&schema.cel, value, None) {
             problems.extend(errors.iter().map(|e| {
-                if e.field_path.is_empty() { e.message.clone() } else { format!("{}: {}", e.field_path, e.message) }
+                if e.field_path.is_empty() {
+                    e.message.clone()
+                } else {
+                    format!("{}: {}", e.field_path, e.message)
+                }
             }));
         }
     }
@@ -157,7 +207,9 @@ mod tests {
             serde_json::json!({"apiVersion": "erratum.dev/v1alpha1", "kind": "ErrorPagePolicy",
                 "metadata": {"name": "p", "namespace": "n"}, "spec": spec})
         };
-        assert!(policy_problems(&policy(serde_json::json!({"errorResponses": [{"codes": ["503"]}]}))).is_empty());
+        assert!(
+            policy_problems(&policy(serde_json::json!({"errorResponses": [{"codes": ["503"]}]}))).is_empty()
+        );
         let bad = policy_problems(&policy(serde_json::json!({"errorResponses": [{"codes": ["5XX"]}]})));
         assert!(bad.iter().any(|p| p.starts_with("spec.errorResponses[0].codes[0]")), "{bad:?}");
         let cel = policy_problems(&policy(

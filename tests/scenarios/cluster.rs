@@ -36,7 +36,11 @@ fn run_script(args: &[&str]) -> String {
         out.status.success(),
         "scripts/control-plane.sh {}: {}",
         args.join(" "),
-        String::from_utf8_lossy(&out.stderr).lines().filter(|l| !l.starts_with("go: ")).collect::<Vec<_>>().join("\n")
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| !l.starts_with("go: "))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
@@ -232,7 +236,10 @@ impl ControlPlane {
                 if let Some(sub) = o["subresource"].as_str() {
                     resource = format!("{resource}/{sub}");
                 }
-                let at = e["stageTimestamp"].as_str().and_then(|t| t.parse().ok()).unwrap_or(Timestamp::UNIX_EPOCH);
+                let at = e["stageTimestamp"]
+                    .as_str()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(Timestamp::UNIX_EPOCH);
                 (
                     at,
                     (
@@ -275,9 +282,10 @@ impl Drop for ControlPlane {
 /// A client for `kubeconfig`, on the caller's runtime.
 pub async fn client_of(kubeconfig: &Path) -> kube::Client {
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-        .await
-        .unwrap();
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .unwrap();
     kube::Client::try_from(config).unwrap()
 }
 

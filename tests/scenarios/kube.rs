@@ -81,7 +81,8 @@ impl Erratum {
     }
 
     pub async fn metric(&self, prefix: &str) -> Option<f64> {
-        let text = client().get(format!("http://{}/metrics", self.admin)).send().await.ok()?.text().await.ok()?;
+        let text =
+            client().get(format!("http://{}/metrics", self.admin)).send().await.ok()?.text().await.ok()?;
         text.lines().find(|l| l.starts_with(prefix))?.rsplit(' ').next()?.parse().ok()
     }
 }
@@ -126,8 +127,10 @@ async fn routes_pages_status_and_events_through_the_real_api_server() {
     let ns = cp.namespace("routing").await;
     let o = routable_origin().await;
     ns.apply(&storefront(o.addr)).await;
-    ns.apply("apiVersion: v1\nkind: Service\nmetadata: {name: erratum}\nspec: {ports: [{name: http, port: 80}]}\n")
-        .await;
+    ns.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: erratum}\nspec: {ports: [{name: http, port: 80}]}\n",
+    )
+    .await;
     let cluster_ip = ns.get("v1", "Service", "erratum").await.unwrap()["spec"]["clusterIP"]
         .as_str()
         .expect("the server allocated a cluster IP")
@@ -180,7 +183,9 @@ async fn routes_pages_status_and_events_through_the_real_api_server() {
     eventually("invalid status written", || async {
         ns.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "p").await.is_some_and(|p| {
             p["status"]["observedGeneration"] == 3
-                && p["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["reason"] == "LastGoodServing"))
+                && p["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["reason"] == "LastGoodServing"))
         })
     })
     .await;
@@ -205,6 +210,10 @@ async fn routes_pages_status_and_events_through_the_real_api_server() {
     .await;
     let lease = ns.get("coordination.k8s.io/v1", "Lease", "erratum-leader").await.expect("a Lease");
     assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    // Deletion is watched too.
+    ns.delete("networking.k8s.io/v1", "Ingress", "storefront").await;
+    eventually("the deleted Ingress stops routing", || status_of(e.url("/"), "shop.example").map_eq(404))
+        .await;
     assert_eq!(e.terminate(), Some(0));
     cp.assert_rbac_allowed_everything(&ns.name);
     let calls = cp.erratum_calls();
@@ -249,15 +258,17 @@ async fn one_replica_leads_and_the_other_takes_over_within_the_lease() {
     a.ready().await;
     b.ready().await;
     eventually("one leader", || async {
-        a.metric("erratum_leader ").await.unwrap_or(0.0) + b.metric("erratum_leader ").await.unwrap_or(0.0) == 1.0
+        a.metric("erratum_leader ").await.unwrap_or(0.0) + b.metric("erratum_leader ").await.unwrap_or(0.0)
+            == 1.0
     })
     .await;
     assert_eq!(status_of(a.url("/"), "shop.example").await, 200, "both serve");
     assert_eq!(status_of(b.url("/"), "shop.example").await, 200, "both serve");
-    let holder = ns.get("coordination.k8s.io/v1", "Lease", "erratum-leader").await.unwrap()["spec"]["holderIdentity"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let holder =
+        ns.get("coordination.k8s.io/v1", "Lease", "erratum-leader").await.unwrap()["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap()
+            .to_string();
     let (leader, follower, follower_name) =
         if holder == "replica-a" { (&mut a, &b, "replica-b") } else { (&mut b, &a, "replica-a") };
     assert_eq!(follower.metric("erratum_leader ").await, Some(0.0));
@@ -266,14 +277,17 @@ async fn one_replica_leads_and_the_other_takes_over_within_the_lease() {
     // holder releases it on shutdown) and writes status from then on.
     let stopped = std::time::Instant::now();
     assert_eq!(leader.terminate(), Some(0));
-    eventually("the follower takes over", || async { follower.metric("erratum_leader ").await == Some(1.0) }).await;
+    eventually("the follower takes over", || async { follower.metric("erratum_leader ").await == Some(1.0) })
+        .await;
     let took = stopped.elapsed();
     assert!(took < erratum::controller::leader::LEASE_DURATION, "took over after {took:?}");
     let lease = ns.get("coordination.k8s.io/v1", "Lease", "erratum-leader").await.unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], follower_name);
     ns.apply(&policy("shop", "p", "errorResponses:\n- codes: ['404']\n  page: {inline: x}\n")).await;
     eventually("the new leader writes status", || async {
-        ns.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "p").await.is_some_and(|p| p["status"]["observedGeneration"] == 1)
+        ns.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "p")
+            .await
+            .is_some_and(|p| p["status"]["observedGeneration"] == 1)
     })
     .await;
     eprintln!("leader hand-over after SIGTERM: {took:?}");
@@ -338,14 +352,19 @@ async fn api_objects_changing_a_hundred_times_a_second_fail_no_request() {
     for i in 0..300u32 {
         let page = if i % 10 == 9 { "'{{nope}}'".to_string() } else { format!("'v{i}'") };
         let next = tokio::time::Instant::now() + Duration::from_millis(10);
-        ns.apply(&policy("shop", "p", &format!("errorResponses:\n- codes: ['404']\n  page: {{inline: {page}}}\n")))
-            .await;
+        ns.apply(&policy(
+            "shop",
+            "p",
+            &format!("errorResponses:\n- codes: ['404']\n  page: {{inline: {page}}}\n"),
+        ))
+        .await;
         ns.apply(&ingress("shop", "churn", &[("shop.example", &format!("/v{i}"), "Exact", "web")])).await;
         tokio::time::sleep_until(next).await;
     }
     let churned = started.elapsed();
     ns.apply(&policy("shop", "p", "errorResponses:\n- codes: ['404']\n  page: {inline: final}\n")).await;
-    eventually("the final version serves", || body_of(e.url("/missing/x"), "shop.example").map_eq("final")).await;
+    eventually("the final version serves", || body_of(e.url("/missing/x"), "shop.example").map_eq("final"))
+        .await;
     ns.apply(&policy("shop", "p", "errorResponses:\n- codes: ['404']\n  page: {inline: '{{nope}}'}\n")).await;
     eventually("the unusable version is reported", || async {
         ns.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "p").await.is_some_and(|p| {
@@ -354,7 +373,11 @@ async fn api_objects_changing_a_hundred_times_a_second_fail_no_request() {
         })
     })
     .await;
-    assert_eq!(body_of(e.url("/missing/x"), "shop.example").await, "final", "the unusable version lost nothing");
+    assert_eq!(
+        body_of(e.url("/missing/x"), "shop.example").await,
+        "final",
+        "the unusable version lost nothing"
+    );
     assert_eq!(status_of(e.url("/v299"), "shop.example").await, 200);
     let (served, failed) = load.stop().await;
     let rss_after = rss_kib(e.child.id());
@@ -389,7 +412,12 @@ async fn a_thousand_ingresses_created_through_the_api_route() {
             for i in (w..N).step_by(4) {
                 let svc = format!("web{i}");
                 ns.apply(&backend("scale", &svc, &[addr])).await;
-                ns.apply(&ingress("scale", &format!("i{i}"), &[(&format!("h{i}.example"), "/", "Prefix", &svc)])).await;
+                ns.apply(&ingress(
+                    "scale",
+                    &format!("i{i}"),
+                    &[(&format!("h{i}.example"), "/", "Prefix", &svc)],
+                ))
+                .await;
             }
         }));
     }

@@ -53,7 +53,8 @@ async fn kube_apiserver_killed_and_etcd_compacted_lose_no_request_and_no_update(
     assert!(lists_of(&cp, "ingresses", &ns.name) > lists_before, "erratum relisted Ingresses");
     // And a change after the restart is seen through the resumed watch.
     ns.apply(&ingress("shop", "third", &[("third.example", "/", "Prefix", "web")])).await;
-    eventually("a change after the restart routes", || status_of(e.url("/"), "third.example").map_eq(200)).await;
+    eventually("a change after the restart routes", || status_of(e.url("/"), "third.example").map_eq(200))
+        .await;
     cp.assert_rbac_allowed_everything(&ns.name);
 }
 
@@ -68,7 +69,13 @@ async fn the_crd_deleted_and_created_again_and_rbac_revoked_and_restored() {
     let o = routable_origin().await;
     ns.apply(&storefront(o.addr)).await;
     let page = |text: &str| {
-        policy("shop", "p", &format!("errorResponses:\n- codes: ['503']\n  page: {{inline: {text}, contentType: text/plain}}\n"))
+        policy(
+            "shop",
+            "p",
+            &format!(
+                "errorResponses:\n- codes: ['503']\n  page: {{inline: {text}, contentType: text/plain}}\n"
+            ),
+        )
     };
     ns.apply(&page("first")).await;
     let e = Erratum::spawn(&cp, &ns, &[]);
@@ -81,13 +88,20 @@ async fn the_crd_deleted_and_created_again_and_rbac_revoked_and_restored() {
     cp.kubectl_ok(&["delete", "crd", "errorpagepolicies.erratum.dev", "--wait=true", "--timeout=60s"]);
     eventually("the deleted policy no longer applies", || async {
         let r = kube_client().get(e.url("/unavailable")).header("host", "shop.example").send().await;
-        r.is_ok_and(|r| r.status() == 503 && r.headers().get("content-type").is_some_and(|c| c != "text/plain"))
+        r.is_ok_and(|r| {
+            r.status() == 503 && r.headers().get("content-type").is_some_and(|c| c != "text/plain")
+        })
     })
     .await;
     // ... and created again: erratum's watch picks policies up again by itself.
     let crd = cluster::root().join("crds/errorpagepolicy.yaml");
     cp.kubectl_ok(&["apply", "-f", crd.to_str().unwrap()]);
-    cp.kubectl_ok(&["wait", "--for=condition=Established", "--timeout=60s", "crd/errorpagepolicies.erratum.dev"]);
+    cp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/errorpagepolicies.erratum.dev",
+    ]);
     ns.apply(&page("second")).await;
     eventually_within(Duration::from_secs(90), "a policy of the re-created CRD applies", || async {
         page_is(&e, "second").await

@@ -84,10 +84,26 @@ async fn a_hundred_changes_a_second_fail_no_request_and_free_old_tables() {
     h.write_and_wait("churn.yaml", &good("final")).await;
     let body = h.get("h.example", "/missing/x").await.text().await.unwrap();
     assert_eq!(body, "version final");
+    // A version the API server would refuse (a code out of range) is refused at load, as
+    // kubectl would refuse it: the file's last good objects serve on, and the refusal is counted.
+    let refused = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("erratum_manifest_errors_total{reason=\"schema\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let refused_before = refused(&h.metrics().await);
     let broken = good("final").replace("codes: ['404']", "codes: ['999']");
     h.write_and_wait("churn.yaml", &broken).await;
     let body = h.get("h.example", "/missing/x").await.text().await.unwrap();
-    assert_eq!(body, "version final", "an invalid version of the policy loses nothing");
+    assert_eq!(body, "version final", "a refused version of the policy loses nothing");
+    assert!(refused(&h.metrics().await) > refused_before, "and it is counted");
+    // A version the server accepts but erratum cannot use is reported in the policy's status.
+    let unusable = good("final").replace("version final", "{{nope}}");
+    assert_ne!(unusable, good("final"));
+    h.write_and_wait("churn.yaml", &unusable).await;
+    let body = h.get("h.example", "/missing/x").await.text().await.unwrap();
+    assert_eq!(body, "version final", "an unusable version of the policy loses nothing");
     let status = h.policy_status("ns", "p").await;
     assert_eq!(condition(&status, "Accepted")["status"], "False", "and it is reported: {status}");
     assert_eq!(h.status("h.example", "/final").await, 200);
