@@ -94,6 +94,13 @@ cmd_build() {
     echo "$BIN"; return 0
   fi
   need_go
+  # Tests start control planes in parallel: one build at a time, the others wait for it.
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/build.lock"
+  flock 9
+  if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kubectl" ] && [ -x "$BIN/etcd" ] && [ -x "$BIN/etcdctl" ]; then
+    echo "$BIN"; return 0
+  fi
   export GOTOOLCHAIN=local GOWORK=off CGO_ENABLED=0 GOFLAGS=-mod=mod
   # Only the module proxy is reachable: never fall back to cloning from VCS hosts.
   case "$(go env GOPROXY)" in

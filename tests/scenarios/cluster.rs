@@ -74,9 +74,15 @@ pub fn private(what: &str) -> ControlPlane {
 
 impl ControlPlane {
     fn start(name: &str, shared: bool) -> Self {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("control-plane")
-            .join(format!("{}-{name}", std::process::id()));
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("control-plane");
+        // Folders of earlier runs (their watchdogs stopped the processes) go.
+        for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let pid = entry.file_name().to_string_lossy().split('-').next().unwrap_or("").to_string();
+            if !Path::new("/proc").join(&pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = base.join(format!("{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let started = std::time::Instant::now();
