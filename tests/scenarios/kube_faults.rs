@@ -93,6 +93,11 @@ async fn the_crd_deleted_and_created_again_and_rbac_revoked_and_restored() {
         })
     })
     .await;
+    // A replica started without the CRD says so and routes Ingresses.
+    let late = Erratum::spawn(&cp, &ns, &["--identity", "late"]);
+    late.ready().await;
+    assert_eq!(status_of(late.url("/"), "shop.example").await, 200);
+    assert!(late.logs().contains("ErrorPagePolicy CRD is not installed"), "{}", late.logs());
     // ... and created again: erratum's watch picks policies up again by itself.
     let crd = cluster::root().join("crds/errorpagepolicy.yaml");
     cp.kubectl_ok(&["apply", "-f", crd.to_str().unwrap()]);
@@ -107,6 +112,12 @@ async fn the_crd_deleted_and_created_again_and_rbac_revoked_and_restored() {
         page_is(&e, "second").await
     })
     .await;
+    // The replica that started without it looks again (every 30 s) and starts watching.
+    eventually_within(Duration::from_secs(90), "the late replica finds the CRD", || async {
+        page_is(&late, "second").await
+    })
+    .await;
+    drop(late);
 
     // RBAC on ErrorPagePolicies revoked. Open watches outlive a revocation; a restart of
     // kube-apiserver makes erratum ask again, and be refused.
