@@ -34,7 +34,7 @@ need_go() {
     || die "Go ${v:-?} is too old; install Go >= 1.26 (k8s.io/kubernetes v$K8S_VERSION declares go 1.26)"
 }
 
-# Builds one program from a throw-away wrapper module. $1 = module dir, the rest = `go get -tool` args.
+# A fresh, empty wrapper module in $1 (the programs are added to it with `go get -tool`).
 wrapper_module() {
   local dir="$1"
   rm -rf "$dir"; mkdir -p "$dir"
@@ -89,8 +89,10 @@ build_etcd() {
   cp go.mod "$BIN/etcd.go.mod"
 }
 
+built() { [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kubectl" ] && [ -x "$BIN/etcd" ] && [ -x "$BIN/etcdctl" ]; }
+
 cmd_build() {
-  if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kubectl" ] && [ -x "$BIN/etcd" ] && [ -x "$BIN/etcdctl" ]; then
+  if built; then
     echo "$BIN"; return 0
   fi
   need_go
@@ -98,7 +100,7 @@ cmd_build() {
   mkdir -p "$CACHE"
   exec 9>"$CACHE/build.lock"
   flock 9
-  if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kubectl" ] && [ -x "$BIN/etcd" ] && [ -x "$BIN/etcdctl" ]; then
+  if built; then
     echo "$BIN"; return 0
   fi
   export GOTOOLCHAIN=local GOWORK=off CGO_ENABLED=0 GOFLAGS=-mod=mod

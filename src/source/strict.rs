@@ -32,12 +32,15 @@ pub fn deserialize<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, S
         });
     match result {
         Err(e) => Err(format!("{}: {e}", pointer_path(&track.path().to_string()))),
-        Ok(_) if !unknown.is_empty() => {
-            let plural = if unknown.len() == 1 { "" } else { "s" };
-            Err(format!("strict decoding error: unknown field{plural} {}", unknown.join(", ")))
-        }
+        Ok(_) if !unknown.is_empty() => Err(unknown_fields(&unknown)),
         Ok(v) => Ok(v),
     }
+}
+
+/// The API server's words for fields it does not know (each already quoted).
+fn unknown_fields(quoted: &[String]) -> String {
+    let plural = if quoted.len() == 1 { "" } else { "s" };
+    format!("strict decoding error: unknown field{plural} {}", quoted.join(", "))
 }
 
 /// serde_ignored's path in the API server's notation: `spec.rules[0].http`.
@@ -145,8 +148,7 @@ pub fn policy_problems(value: &serde_json::Value) -> Vec<String> {
     // The type fields and ObjectMeta are the server's own, not the CRD's schema.
     unknown.retain(|f| !matches!(f.as_str(), "\"apiVersion\"" | "\"kind\"" | "\"metadata\""));
     if !unknown.is_empty() {
-        let plural = if unknown.len() == 1 { "" } else { "s" };
-        return vec![format!("strict decoding error: unknown field{plural} {}", unknown.join(", "))];
+        return vec![unknown_fields(&unknown)];
     }
     let mut problems: Vec<String> = schema
         .schema

@@ -45,6 +45,17 @@ fn run_script(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The stdout of a command that must have succeeded (`what` names it in the failure).
+pub fn succeeded(what: &str, out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A running etcd + kube-apiserver (stopped on drop, and by the script's watchdog when this
 /// test binary exits).
 pub struct ControlPlane {
@@ -165,17 +176,14 @@ impl ControlPlane {
         child.wait_with_output().unwrap()
     }
 
+    /// `kubectl apply -f -` of `yaml`, which must succeed.
+    pub fn kubectl_apply(&self, yaml: &str) -> String {
+        succeeded("kubectl apply", self.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)))
+    }
+
     /// kubectl that must succeed; its stdout.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(&format!("kubectl {}", args.join(" ")), self.kubectl(args))
     }
 
     /// An admin client on the caller's runtime.
@@ -190,7 +198,7 @@ impl ControlPlane {
     pub async fn namespace(&self, name: &str) -> Ns {
         let client = self.client().await;
         let ns = Ns { name: name.to_string(), client };
-        ns.apply_cluster(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n")).await;
+        ns.apply(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n")).await;
         let install = std::fs::read_to_string(root().join("deploy/install.yaml")).unwrap();
         let roles: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&install)
             .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
@@ -349,10 +357,6 @@ impl Ns {
         for v in docs {
             self.apply_value(v).await;
         }
-    }
-
-    async fn apply_cluster(&self, yaml: &str) {
-        self.apply(yaml).await
     }
 
     pub async fn apply_value(&self, mut v: Value) {

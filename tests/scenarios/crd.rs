@@ -1,8 +1,9 @@
 //! The generated CRD: committed copy in sync, and every example valid against its schema and
 //! CEL rules (offline: file mode's `source::strict`), and against erratum's own validation.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use crate::support::manifest_files;
 use erratum::crd::crd_yaml;
 use erratum::index::Index;
 use erratum::source::files::parse_manifest;
@@ -83,21 +84,9 @@ fn the_install_runs_locked_down_and_keeps_admin_off_the_public_service() {
     }
 }
 
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            yaml_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            out.push(path);
-        }
-    }
-}
-
 #[test]
 fn every_example_is_valid() {
-    let mut files = Vec::new();
-    yaml_files(&root().join("examples"), &mut files);
+    let files = manifest_files(&root().join("examples"));
     let mut policies = 0;
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
@@ -128,8 +117,7 @@ fn every_example_is_valid() {
 
 #[test]
 fn every_invalid_policy_of_the_corpus_is_refused() {
-    let mut files = Vec::new();
-    yaml_files(&root().join("tests/corpus/invalid"), &mut files);
+    let files = manifest_files(&root().join("tests/corpus/invalid"));
     let mut policies = 0;
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();

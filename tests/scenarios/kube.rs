@@ -117,6 +117,17 @@ pub async fn routable_origin() -> Origin {
     Origin::start(SocketAddr::new(cluster::routable_ip(), 0)).await.expect("origin starts")
 }
 
+/// A namespace of its own holding the shop (`storefront`: Service `web` on a routable origin,
+/// Ingress for `shop.example`), and an erratum watching it, ready.
+pub async fn shop(cp: &ControlPlane, namespace: &str) -> (Ns, Origin, Erratum) {
+    let ns = cp.namespace(namespace).await;
+    let o = routable_origin().await;
+    ns.apply(&storefront(o.addr)).await;
+    let e = Erratum::spawn(cp, &ns, &[]);
+    e.ready().await;
+    (ns, o, e)
+}
+
 fn condition<'a>(p: &'a Value, type_: &str) -> Option<&'a Value> {
     p["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
 }
@@ -338,11 +349,7 @@ impl Traffic {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_objects_changing_a_hundred_times_a_second_fail_no_request() {
     let cp = cluster::shared();
-    let ns = cp.namespace("churn").await;
-    let o = routable_origin().await;
-    ns.apply(&storefront(o.addr)).await;
-    let e = Erratum::spawn(cp, &ns, &[]);
-    e.ready().await;
+    let (ns, _origin, e) = shop(cp, "churn").await;
     assert_eq!(status_of(e.url("/missing/x"), "shop.example").await, 404);
     let rss_before = rss_kib(e.child.id());
     let load = Traffic::start(e.url("/missing/x"), "shop.example", 404);

@@ -10,29 +10,17 @@ use erratum::source::files::{Reason, parse_manifest};
 use serde_json::Value;
 
 use crate::cluster::{self, root};
+use crate::support::manifest_files;
 
 /// The two tests below write the same example objects: one at a time.
 static EXAMPLES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn manifests(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            manifests(&path, out);
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") {
-            out.push(path);
-        }
-    }
-}
-
 /// Every corpus file: examples, fuzz corpus, tests/corpus.
 fn corpus() -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for dir in ["examples", "fuzz/corpus/manifests", "tests/corpus"] {
-        manifests(&root().join(dir), &mut files);
-    }
-    files.sort();
-    files
+    ["examples", "fuzz/corpus/manifests", "tests/corpus"]
+        .into_iter()
+        .flat_map(|dir| manifest_files(&root().join(dir)))
+        .collect()
 }
 
 fn namespaces_of(files: &[PathBuf]) -> std::collections::BTreeSet<String> {
@@ -61,9 +49,7 @@ fn namespaces_of(files: &[PathBuf]) -> std::collections::BTreeSet<String> {
 
 fn create_namespaces(cp: &cluster::ControlPlane, names: impl IntoIterator<Item = String>) {
     for ns in names {
-        let yaml = format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n");
-        let out = cp.kubectl_stdin(&["apply", "-f", "-"], Some(&yaml));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        cp.kubectl_apply(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"));
     }
 }
 
@@ -159,8 +145,7 @@ async fn file_mode_judges_the_corpus_like_the_api_server() {
 async fn the_examples_apply_with_kubectl_and_get_shows_the_columns() {
     let _one_at_a_time = EXAMPLES.lock().await;
     let cp = cluster::shared();
-    let mut files = Vec::new();
-    manifests(&root().join("examples/policies"), &mut files);
+    let files = manifest_files(&root().join("examples/policies"));
     create_namespaces(cp, namespaces_of(&files));
     for f in &files {
         cp.kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);

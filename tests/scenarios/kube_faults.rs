@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::cluster::{self, Ns, client_of, eventually, eventually_within};
-use crate::kube::{Erratum, MapEq, Traffic, body_of, routable_origin, status_of};
+use crate::kube::{Erratum, MapEq, Traffic, body_of, shop, status_of};
 use crate::support::*;
 
 fn lists_of(cp: &cluster::ControlPlane, resource: &str, ns: &str) -> usize {
@@ -17,11 +17,7 @@ fn lists_of(cp: &cluster::ControlPlane, resource: &str, ns: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_apiserver_killed_and_etcd_compacted_lose_no_request_and_no_update() {
     let cp = cluster::private("storage");
-    let ns = cp.namespace("faults").await;
-    let o = routable_origin().await;
-    ns.apply(&storefront(o.addr)).await;
-    let e = Erratum::spawn(&cp, &ns, &[]);
-    e.ready().await;
+    let (ns, _origin, e) = shop(&cp, "faults").await;
     let other = Ns { name: ns.name.clone(), client: client_of(&cp.add_apiserver()).await };
     let lists_before = lists_of(&cp, "ingresses", &ns.name);
     let traffic = Traffic::start(e.url("/"), "shop.example", 200);
@@ -49,7 +45,13 @@ async fn kube_apiserver_killed_and_etcd_compacted_lose_no_request_and_no_update(
     eprintln!("kube-apiserver killed, etcd compacted at {revision}: {served} requests, {failed} failed");
     assert!(served > 0);
     assert_eq!(failed, 0, "no request failed: {}", e.logs());
-    // The watch could not resume from a compacted resourceVersion: erratum listed again.
+    // The watch could not resume from a compacted resourceVersion (410 Expired): erratum
+    // listed again.
+    assert!(
+        e.logs().lines().any(|l| l.contains("too old resource version") && l.contains("\"Ingress\"")),
+        "the Ingress watch was refused with 410: {}",
+        e.logs()
+    );
     assert!(lists_of(&cp, "ingresses", &ns.name) > lists_before, "erratum relisted Ingresses");
     // And a change after the restart is seen through the resumed watch.
     ns.apply(&ingress("shop", "third", &[("third.example", "/", "Prefix", "web")])).await;
@@ -65,9 +67,7 @@ async fn page_is(e: &Erratum, want: &'static str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_crd_deleted_and_created_again_and_rbac_revoked_and_restored() {
     let cp = cluster::private("config");
-    let ns = cp.namespace("config").await;
-    let o = routable_origin().await;
-    ns.apply(&storefront(o.addr)).await;
+    let (ns, _origin, e) = shop(&cp, "config").await;
     let page = |text: &str| {
         policy(
             "shop",
@@ -78,8 +78,6 @@ async fn the_crd_deleted_and_created_again_and_rbac_revoked_and_restored() {
         )
     };
     ns.apply(&page("first")).await;
-    let e = Erratum::spawn(&cp, &ns, &[]);
-    e.ready().await;
     eventually("the page is served", || async { page_is(&e, "first").await }).await;
     cp.assert_rbac_allowed_everything(&ns.name);
     let traffic = Traffic::start(e.url("/"), "shop.example", 200);
@@ -129,7 +127,7 @@ async fn the_crd_deleted_and_created_again_and_rbac_revoked_and_restored() {
         .to_string();
     let revoked = role.replace("[\"erratum.dev\"]", "[\"erratum.dev.revoked\"]");
     assert_ne!(revoked, role);
-    cp.kubectl_stdin(&["apply", "-f", "-"], Some(&revoked));
+    cp.kubectl_apply(&revoked);
     cp.stop_apiserver(1);
     cp.start_apiserver(1);
     ns.apply(&page("while-revoked")).await;
@@ -142,8 +140,7 @@ async fn the_crd_deleted_and_created_again_and_rbac_revoked_and_restored() {
     assert_eq!(status_of(e.url("/"), "shop.example").await, 200);
 
     // Restored: the change made meanwhile arrives.
-    let out = cp.kubectl_stdin(&["apply", "-f", "-"], Some(&role));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    cp.kubectl_apply(&role);
     eventually_within(Duration::from_secs(90), "the change made while revoked applies", || async {
         page_is(&e, "while-revoked").await
     })

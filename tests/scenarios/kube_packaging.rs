@@ -22,14 +22,7 @@ fn helm() -> PathBuf {
 fn run_helm(cp: &cluster::ControlPlane, args: &[&str]) -> String {
     let out =
         Command::new(helm()).arg("--kubeconfig").arg(cp.kubeconfig()).args(args).output().expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    cluster::succeeded(&format!("helm {}", args.join(" ")), out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -151,6 +151,21 @@ pub fn storefront(origin: SocketAddr) -> String {
     .concat()
 }
 
+/// The manifests (`*.yaml`, `*.yml`, `*.json`) under `dir`, recursively, sorted.
+pub fn manifest_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(manifest_files(&path));
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
 /// An example manifest from `examples/`.
 pub fn example(path: &str) -> String {
     std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(path))
