@@ -21,8 +21,8 @@ use moka::notification::RemovalCause;
 use tokio_util::sync::CancellationToken;
 
 use super::intercept::ProxyError;
-use crate::index::ObjectKey;
 use crate::metrics::CacheMetrics;
+use crate::table::ObjectKey;
 use crate::table::TableReader;
 
 /// Default `--error-cache-max-bytes`.
@@ -211,7 +211,7 @@ pub struct NotCacheable;
 
 /// Result of a lookup.
 #[derive(Debug)]
-pub enum Lookup {
+pub enum CacheLookup {
     /// A fresh entry.
     Hit(Arc<CachedError>),
     /// No fresh entry. `coalesce` is set when the key was an error recently: concurrent misses
@@ -286,13 +286,22 @@ pub struct ErrorCache {
     max_bytes: u64,
     hits: Arc<AtomicU64>,
     misses: Arc<AtomicU64>,
+    /// Each policy version's counters, by its fingerprint: Prometheus' own lookup hashes both
+    /// label values on every call. Read-mostly: one atomic load and a probe per lookup; a
+    /// copy of the map once per new policy version.
+    owners: Arc<arc_swap::ArcSwap<HashMap<u64, Arc<OwnerMetrics>>>>,
 }
 
-/// A policy's error-cache counters, attached to it on first use.
+/// A policy's error-cache counters.
+#[derive(Debug)]
 struct OwnerMetrics {
     hits: prometheus::IntCounter,
     misses: prometheus::IntCounter,
 }
+
+/// Policy versions whose counters are kept before the map starts over (edits accumulate
+/// versions; starting over costs one label lookup per policy).
+const MAX_OWNERS: usize = 4096;
 
 impl fmt::Debug for ErrorCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -335,6 +344,7 @@ impl ErrorCache {
             max_bytes,
             hits: Arc::new(AtomicU64::new(0)),
             misses: Arc::new(AtomicU64::new(0)),
+            owners: Default::default(),
         }
     }
 
@@ -343,15 +353,27 @@ impl ErrorCache {
         &self.clock
     }
 
-    /// Looks a key up. `owner` labels the metrics.
-    pub async fn lookup(&self, key: &CacheKey, owner: &crate::table::ResolvedPolicy) -> Lookup {
+    /// The hit and miss counters of `owner` (this version of the policy).
+    fn owner_metrics(&self, owner: &crate::table::ResolvedPolicy) -> Arc<OwnerMetrics> {
+        if let Some(found) = self.owners.load().get(&owner.fingerprint) {
+            return found.clone();
+        }
         let labels = [owner.key.namespace.as_str(), owner.key.name.as_str()];
-        // The policy's hit and miss counters, found once per policy: Prometheus' own lookup
-        // hashes both label values on every call.
-        let counters = crate::table::attached(&owner.attached, || OwnerMetrics {
+        let made = Arc::new(OwnerMetrics {
             hits: self.metrics.hits.with_label_values(&labels),
             misses: self.metrics.misses.with_label_values(&labels),
         });
+        self.owners.rcu(|map| {
+            let mut map = if map.len() >= MAX_OWNERS { HashMap::new() } else { HashMap::clone(map) };
+            map.insert(owner.fingerprint, made.clone());
+            map
+        });
+        made
+    }
+
+    /// Looks a key up. `owner` labels the metrics.
+    pub async fn lookup(&self, key: &CacheKey, owner: &crate::table::ResolvedPolicy) -> CacheLookup {
+        let counters = self.owner_metrics(owner);
         let fingerprint = self.maybe.fingerprint(key);
         // Boxed: moka's futures are large, and every request future that awaits one inline
         // grows by their size (hyper moves the whole request future into place per request).
@@ -360,18 +382,12 @@ impl ErrorCache {
         match found {
             Some(e) if self.clock.now() < e.expires_at => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                match counters {
-                    Some(c) => c.hits.inc(),
-                    None => self.metrics.hits.with_label_values(&labels).inc(),
-                }
-                Lookup::Hit(e)
+                counters.hits.inc();
+                CacheLookup::Hit(e)
             }
             stale => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                match counters {
-                    Some(c) => c.misses.inc(),
-                    None => self.metrics.misses.with_label_values(&labels).inc(),
-                }
+                counters.misses.inc();
                 // Coalesce only keys that were errors recently: a miss on a key that has
                 // always answered 200 must not wait behind another request (design §6).
                 let coalesce = match stale {
@@ -379,7 +395,7 @@ impl ErrorCache {
                     None if maybe && self.recent.contains_key(&fingerprint) => Some(0),
                     None => None,
                 };
-                Lookup::Miss { coalesce }
+                CacheLookup::Miss { coalesce }
             }
         }
     }
@@ -549,73 +565,4 @@ impl ErrorCache {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(path: &str) -> CacheKey {
-        CacheKey { policies: 1, host: "h.example".into(), path_and_query: path.into(), format: 0 }
-    }
-
-    fn cache() -> (ErrorCache, crate::table::ResolvedPolicy) {
-        let metrics = CacheMetrics::register(&prometheus::Registry::new()).unwrap();
-        let spec = "errorResponses:\n- {codes: ['404'], errorCachingMinTTLSeconds: 30}\n";
-        let policy =
-            crate::table::policy::resolve(&Default::default(), &crate::fixtures::policy("ns", "p", spec));
-        (ErrorCache::new(1 << 20, Arc::new(SystemClock), metrics), policy.unwrap())
-    }
-
-    async fn store(c: &ErrorCache, owner: &ObjectKey, path: &str) {
-        let e = c.entry(
-            StatusCode::NOT_FOUND,
-            &HeaderMap::new(),
-            Bytes::new(),
-            None,
-            owner.clone(),
-            None,
-            Duration::from_secs(60),
-        );
-        c.insert(key(path), e).await;
-    }
-
-    #[test]
-    fn the_filter_counts_and_never_wraps() {
-        let m = MaybeKeys::new();
-        let fp = m.fingerprint(&key("/a"));
-        assert!(!m.may_contain(fp));
-        m.add(fp);
-        m.add(fp);
-        m.remove(fp);
-        assert!(m.may_contain(fp), "one of two counts left");
-        m.remove(fp);
-        m.remove(fp);
-        assert!(!m.may_contain(fp));
-        m.add(fp);
-        assert!(m.may_contain(fp), "a stray removal did not wrap the counter");
-    }
-
-    #[tokio::test]
-    async fn stored_keys_are_found_and_removed_keys_leave_the_filter() {
-        let (c, owner) = cache();
-        assert!(matches!(c.lookup(&key("/a"), &owner).await, Lookup::Miss { coalesce: None }));
-        store(&c, &owner.key, "/a").await;
-        // Replacing an entry keeps it findable: the old value's removal lowers one count only.
-        store(&c, &owner.key, "/a").await;
-        c.entries.run_pending_tasks().await;
-        c.recent.run_pending_tasks();
-        assert!(matches!(c.lookup(&key("/a"), &owner).await, Lookup::Hit(_)));
-        assert!(matches!(c.lookup(&key("/b"), &owner).await, Lookup::Miss { coalesce: None }));
-        // The policy's own counters (handles kept on the policy) are the exported series.
-        let count = |m: &prometheus::IntCounterVec| m.with_label_values(&["ns", "p"]).get();
-        assert_eq!((count(&c.metrics.hits), count(&c.metrics.misses)), (1, 2));
-
-        let purge = Purge { policy: None, host: None, prefix: Some("/a".into()) };
-        assert_eq!(c.purge(&purge).await, 1);
-        c.entries.run_pending_tasks().await;
-        // Still a recent error: misses on it coalesce.
-        assert!(matches!(c.lookup(&key("/a"), &owner).await, Lookup::Miss { coalesce: Some(0) }));
-        c.recent.invalidate_all();
-        c.recent.run_pending_tasks();
-        let fp = c.maybe.fingerprint(&key("/a"));
-        assert!(!c.maybe.may_contain(fp), "every removal was counted");
-    }
-}
+mod tests;

@@ -1,234 +1,109 @@
-//! The data plane: listeners, connections, TLS, graceful drain.
+//! The data plane: what happens to a request from the socket to the response.
 //!
-//! Data flow: accept -> (TLS handshake, certificate by SNI from the current table) ->
-//! erratum's own HTTP/1.1 loop for requests without a body ([`front`]), or from the first
-//! other request hyper's auto connection (HTTP/1.1 or HTTP/2, upgrades allowed) ->
-//! [`service::Proxy::handle`].
-//! The proxy sees only a [`TableReader`](crate::table::TableReader); it never imports kube.
+//! One request, phase by phase (one file each, as pingora-proxy keeps them):
+//!
+//! ```text
+//! listener ─> http1::server / hyper ─> admit ─┬─> forward ─> respond
+//!  (accept,     (HTTP/1.1 heads;       (checks, │   (upstream    (the one place a
+//!   TLS, slots)  bodies, HTTP/2)        routing)│    exchange)    Decision becomes
+//!                                              └─> cache_path    a response)
+//!                                                  (error cache, coalescing)
+//! ```
+//!
+//! - [`listener`]: accept loop, connection limit, TLS handshake, [`ProxyConfig`], [`ConnInfo`];
+//! - [`conns`]: the connection registry (limits, idle shedding, deadlines, drain);
+//! - [`http1`]: erratum's own HTTP/1.1 server and upstream client for bodiless requests;
+//! - [`admit`]: [`Proxy::handle`], request checks (size, ambiguity, readiness) and routing;
+//! - [`headers`]: request id, hop-by-hop removal, forwarded fields;
+//! - [`cache_path`]: which requests the error cache answers, coalescing, storing errors;
+//! - [`forward`]: the upstream exchange, timeouts, upgrades;
+//! - [`respond`]: applies [`intercept::decide`]'s [`Decision`](intercept::Decision), counts;
+//! - [`intercept`]: `decide()`, pure: the one decision behind every error status;
+//! - [`cache`], [`ttl`]: the error-cache store and its TTL rules;
+//! - [`upstream`]: connection pools to endpoints; [`pages`]: fetched error pages; [`tls`].
+//!
+//! The proxy sees only the [`table`](crate::table) (one atomic load per request); it never
+//! imports kube, the CRD types or the Index (checked by `tests/scenarios/layering.rs`).
 
+pub mod admit;
 pub mod cache;
+pub mod cache_path;
 pub mod conns;
-pub mod front;
-pub mod h1;
+pub mod forward;
+pub mod headers;
+pub mod http1;
 pub mod intercept;
+pub mod listener;
 pub mod pages;
-pub mod service;
+pub mod respond;
 pub mod tls;
 pub mod ttl;
 pub mod upstream;
 
-use std::sync::Arc;
-use std::task::Poll;
-use std::time::Duration;
-
 use bytes::Bytes;
-use http::HeaderValue;
-use http::header::CONNECTION;
-use http::{Request, Response};
+use http::{Request, Version, header};
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulConnection;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ProxyMetrics;
+use crate::table::TableReader;
+use cache::ErrorCache;
 pub use conns::Connections;
-pub use service::{ConnInfo, Proxy, ProxyConfig};
+pub use listener::{ConnInfo, ProxyConfig, TLS_HANDSHAKE_TIMEOUT, serve};
+use pages::PageStore;
+use upstream::Upstreams;
 
 /// Error type carried by bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Response body type.
+/// The body of every response erratum sends and of every request it forwards.
 pub type Body = BoxBody<Bytes, BoxError>;
-/// Request body type: hyper's for the requests hyper reads, none for those [`front`] reads
-/// (it answers only requests without a body).
+/// Request body type: hyper's for the requests hyper reads, none for those
+/// [`http1::server`] reads (it answers only requests without a body).
 pub type RequestBody = http_body_util::Either<hyper::body::Incoming, http_body_util::Empty<Bytes>>;
 
-/// Longest a client may take to finish the TLS handshake.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
-
-/// Builds the hyper connection builder with erratum's limits. A connection handed to hyper
-/// takes a copy with its own HTTP/1 timer ([`conns::HeadTimer`]).
-fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(config.max_header_bytes.max(8192))
-        .max_headers(config.max_headers);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
-        .max_pending_accept_reset_streams(64)
-        .max_local_error_reset_streams(256);
-    b
-}
-
-/// Serves one listener until `shutdown` fires, then drains in-flight requests for at most
-/// `drain`. `tls` turns the listener into HTTPS. `conns` is shared by all listeners: one
-/// connection limit for the process.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    proxy: Arc<Proxy>,
+/// The request handler shared by every connection. Its phases are `impl Proxy` blocks in
+/// the files named above.
+#[derive(Debug)]
+pub struct Proxy {
+    table: TableReader,
+    client: Upstreams,
     metrics: ProxyMetrics,
-    conns: Arc<Connections>,
-    shutdown: CancellationToken,
-    drain: Duration,
-) {
-    let name = if tls.is_some() { "https" } else { "http" };
-    let builder = Arc::new(builder(proxy.config()));
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(listener = name, "accept failed: {e}");
-                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                    continue;
-                }
-            },
-        };
-        // A slot for the accepted client. At the limit this sheds idle connections and waits;
-        // meanwhile the loop accepts nothing more (new clients wait in the kernel backlog).
-        // Shedding happens only when a client is actually waiting.
-        let slot = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            slot = conns.acquire() => match slot {
-                Some(slot) => slot,
-                None => break,
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let gauge = metrics.connections.with_label_values(&[name]);
-        conns.tracker().spawn(async move {
-            gauge.inc();
-            let slot = Arc::new(slot);
-            let conn = ConnInfo::new(peer, tls.is_some()).with_slot(slot.clone());
-            let result = match tls {
-                None => serve_connection(stream, &builder, &proxy, conn, &slot).await,
-                Some(acceptor) => {
-                    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-                    let handshake = tokio::select! {
-                        _ = slot.signals.closed() => return gauge.dec(),
-                        h = handshake => h,
-                    };
-                    match handshake {
-                        Ok(Ok(tls_stream)) => {
-                            serve_connection(tls_stream, &builder, &proxy, conn, &slot).await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, "TLS handshake failed: {e}");
-                            Ok(())
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            Ok(())
-                        }
-                    }
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, "connection ended with error: {e}");
-            }
-            gauge.dec();
-            drop(slot);
-        });
-    }
-    drop(listener);
-    // The registry asks every connection to close when `shutdown` fires: idle ones close
-    // now, busy ones after their current response.
-    conns.tracker().close();
-    if tokio::time::timeout(drain, conns.tracker().wait()).await.is_err() {
-        tracing::warn!(listener = name, "drain time of {drain:?} elapsed; closing remaining connections");
-    }
+    config: ProxyConfig,
+    pages: PageStore,
+    cache: Option<ErrorCache>,
+    /// Metric handles per Ingress of the current table (proxy state, kept out of the table).
+    by_ingress: respond::IngressMetrics,
 }
 
-/// Serves one client connection: erratum's own HTTP/1.1 loop ([`front`]) while requests are
-/// simple, then hyper's server connection for the rest, from the first request that is not.
-async fn serve_connection<IO>(
-    io: IO,
-    builder: &auto::Builder<TokioExecutor>,
-    proxy: &Arc<Proxy>,
-    conn: ConnInfo,
-    slot: &Arc<conns::Slot>,
-) -> Result<(), BoxError>
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let config = proxy.config();
-    let own = conn.clone().one_at_a_time();
-    let front = front::Front {
-        handle: |req| answer(proxy, &own, req),
-        slot,
-        max_head: config.max_header_bytes,
-        max_headers: config.max_headers,
-    };
-    let (io, read) = match front::serve(front, io).await? {
-        front::Ended::Done => return Ok(()),
-        front::Ended::Handover(io, read) => (io, read),
-    };
-    let proxy = proxy.clone();
-    let service = service_fn(move |req: Request<Incoming>| {
-        let proxy = proxy.clone();
-        let conn = conn.clone();
-        // Boxed: the request future is a few KiB, and hyper moves the service future into
-        // place per request (HTTP/2: into a task of its own, twice).
-        let close = Proxy::must_close_after(&req);
-        let handled = Box::pin(async move { answer(&proxy, &conn, req.map(RequestBody::Left)).await });
-        async move {
-            let mut resp = handled.await;
-            if close {
-                resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            Ok::<_, std::convert::Infallible>(resp)
-        }
-    });
-    // hyper's copy of the builder, with this connection's head deadline as its timer.
-    let mut builder = builder.clone();
-    builder.http1().timer(slot.head_timer());
-    let io = TokioIo::new(front::Rewind::new(io, read));
-    drive(builder.serve_connection_with_upgrades(io, service).into_owned(), &slot.signals).await
-}
-
-/// One request through the proxy, with the connection's bookkeeping (both server sides).
-/// (A request that must end its connection — [`Proxy::must_close_after`] — has a body, so it
-/// is hyper's; its service adds the close.)
-async fn answer(proxy: &Proxy, conn: &ConnInfo, req: Request<RequestBody>) -> Response<Body> {
-    // Busy while in the handler: at the limit, idle connections are shed first.
-    let guard = conn.slot.as_ref().map(|slot| slot.busy());
-    let resp = proxy.handle(req, conn.clone()).await;
-    drop(guard);
-    resp
-}
-
-/// Serves a connection until it ends; once asked to close, finishes the request in progress
-/// and closes (HTTP/1.1: no keep-alive; HTTP/2: GOAWAY).
-async fn drive<C>(conn: C, signals: &conns::Signals) -> Result<(), BoxError>
-where
-    C: GracefulConnection<Error = BoxError>,
-{
-    let mut conn = std::pin::pin!(conn);
-    // The connection first: it is what wakes this task almost every time. The close check
-    // is an atomic load (a cancellation token's future cost ~2 % of a request here).
-    let closing = std::future::poll_fn(|cx| match conn.as_mut().poll(cx) {
-        Poll::Ready(result) => Poll::Ready(Some(result)),
-        Poll::Pending => signals.poll_close(cx).map(|()| None),
-    })
-    .await;
-    if let Some(result) = closing {
-        return result;
+impl Proxy {
+    /// Creates the handler and starts its page fetcher (stopped by `shutdown`).
+    pub fn new(
+        table: TableReader,
+        metrics: ProxyMetrics,
+        config: ProxyConfig,
+        cache: Option<ErrorCache>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let client = Upstreams::new(config.connect_timeout);
+        let pages = PageStore::spawn(table.clone(), client.clone(), metrics.clone(), shutdown);
+        Self { client, table, metrics, config, pages, cache, by_ingress: Default::default() }
     }
-    conn.as_mut().graceful_shutdown();
-    conn.await
+
+    /// The data-plane configuration.
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
+    }
+
+    /// The pinned error pages.
+    pub fn pages(&self) -> &PageStore {
+        &self.pages
+    }
+
+    /// Whether the connection must close after answering `req`: a chunked HTTP/1 request may
+    /// have carried a Content-Length that hyper dropped (RFC 9112 §6.3: chunked wins), so
+    /// whatever follows its body on the connection is suspect. Checked by the connection's
+    /// service before [`Proxy::handle`] (no extra future layer on the request path).
+    pub fn must_close_after<B>(req: &Request<B>) -> bool {
+        req.version() != Version::HTTP_2 && req.headers().contains_key(header::TRANSFER_ENCODING)
+    }
 }

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::intercept::{FetchedPage, Pages};
 use super::upstream::Upstreams;
-use crate::crd::MAX_PAGE_BYTES;
 use crate::metrics::ProxyMetrics;
+use crate::table::MAX_PAGE_BYTES;
 use crate::table::{Pick, TableReader, route};
 
 /// How often pinned pages are fetched again.

@@ -22,12 +22,17 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::crd::ErrorPagePolicy;
-use crate::index::{Index, ObjectKey};
+use crate::index::Index;
 pub use backend::{Backend, Pick, PortRef, Target};
 pub use policy::ResolvedPolicy;
 pub use route::{HostRoutes, PathKind};
 pub use status::PolicyReport;
 pub use tls::TlsTable;
+
+// The table's vocabulary, as the data plane sees it: the proxy imports these from here and
+// never from `crd` or `index` (checked by `tests/scenarios/layering.rs`).
+pub use crate::crd::{MAX_PAGE_BYTES, MAX_TTL_SECONDS, Mode};
+pub use crate::index::ObjectKey;
 
 /// Annotation that makes an IngressClass the cluster default.
 pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
@@ -121,30 +126,9 @@ pub struct Route {
     pub backend: Arc<Backend>,
     /// ErrorPagePolicies that apply, highest precedence first.
     pub policies: Policies,
-    /// What the proxy attaches to the routes of this Ingress on first use.
-    pub attached: Attachment,
-}
-
-/// State the proxy attaches to a table object on its first use (metric handles): to the
-/// routes of one Ingress (shared by them) and to a policy. Empty when the table is built and
-/// never read by it: the snapshot stays immutable in everything that routes.
-///
-/// Not part of what the object is: two objects that differ only in it are equal.
-#[derive(Clone, Debug, Default)]
-pub struct Attachment(Arc<std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>>);
-
-impl PartialEq for Attachment {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for Attachment {}
-
-/// What is attached to `slot`, made by `init` on first use; `None` if something of another
-/// type is there (each kind of object carries one kind of attachment, so never in practice).
-pub fn attached<T: std::any::Any + Send + Sync>(slot: &Attachment, init: impl FnOnce() -> T) -> Option<&T> {
-    slot.0.get_or_init(|| Arc::new(init())).downcast_ref()
+    /// The owning Ingress's place in [`RoutingTable::ingress_keys`] (`None` for
+    /// `--default-backend`): a dense index the proxy keys its per-Ingress state by.
+    pub ingress_slot: Option<usize>,
 }
 
 /// The policies that apply to a route, highest precedence first (shared by all routes of one
@@ -153,7 +137,7 @@ pub type Policies = Arc<[Arc<ResolvedPolicy>]>;
 
 /// What a request matched: the route (if any) and the policies that apply to it.
 #[derive(Clone, Copy, Debug)]
-pub struct Lookup<'a> {
+pub struct RouteMatch<'a> {
     /// The route, or `None` when erratum answers 404 itself.
     pub route: Option<&'a Arc<Route>>,
     /// Policies for errors of this request, highest precedence first.
@@ -237,8 +221,8 @@ impl RoutingTable {
 
         b.resolve_policies(config, previous, &ours);
         b.table.fallback_policies = b.policies.fallback();
-        for ing in &ours {
-            b.add_ingress(ing);
+        for (slot, ing) in ours.iter().enumerate() {
+            b.add_ingress(ing, slot);
         }
         if b.table.catch_all.is_none()
             && let Some(default) = &config.default_backend
@@ -258,7 +242,7 @@ impl RoutingTable {
                 kind: PathKind::Prefix,
                 backend,
                 policies,
-                attached: Attachment::default(),
+                ingress_slot: None,
             }));
         }
         for ing in &ours {
@@ -285,7 +269,7 @@ impl RoutingTable {
     /// Like [`RoutingTable::find`] for a normalised host, with the policies for the request's
     /// errors: the route's, else those of the Ingress that owns the host, else the default
     /// policy.
-    pub fn lookup(&self, host: &str, path: &str) -> Lookup<'_> {
+    pub fn lookup(&self, host: &str, path: &str) -> RouteMatch<'_> {
         let routes =
             self.hosts.get(host).or_else(|| route::wildcard_suffix(host).and_then(|s| self.wildcards.get(s)));
         let (found, host_policies) = match routes {
@@ -293,9 +277,15 @@ impl RoutingTable {
             None => (self.hostless.find(path), None),
         };
         match found.or(self.catch_all.as_ref()) {
-            Some(route) => Lookup { route: Some(route), policies: &route.policies },
-            None => Lookup { route: None, policies: host_policies.unwrap_or(&self.fallback_policies) },
+            Some(route) => RouteMatch { route: Some(route), policies: &route.policies },
+            None => RouteMatch { route: None, policies: host_policies.unwrap_or(&self.fallback_policies) },
         }
+    }
+
+    /// Policies for a request no host is known for (a head refused before routing): the
+    /// default policy, if any.
+    pub fn unmatched_policies(&self) -> &[Arc<ResolvedPolicy>] {
+        &self.fallback_policies
     }
 
     /// Records when the table was published (the build itself reads no clock); status
@@ -505,12 +495,11 @@ impl Builder<'_> {
         Some(b)
     }
 
-    fn add_ingress(&mut self, ing: &Ingress) {
+    fn add_ingress(&mut self, ing: &Ingress, slot: usize) {
         let key = ObjectKey::of(&ing.metadata);
         let Some(spec) = ing.spec.as_ref() else { return };
         let policies =
             self.policies.per_ingress.get(&key).cloned().unwrap_or_else(|| self.policies.fallback());
-        let attached = Attachment::default();
 
         let default = match spec.default_backend.as_ref() {
             Some(b) => self.ingress_backend(&key, b).map(|backend| {
@@ -520,7 +509,7 @@ impl Builder<'_> {
                     kind: PathKind::Prefix,
                     backend,
                     policies: policies.clone(),
-                    attached: attached.clone(),
+                    ingress_slot: Some(slot),
                 })
             }),
             None => None,
@@ -561,7 +550,7 @@ impl Builder<'_> {
                     kind,
                     backend,
                     policies: policies.clone(),
-                    attached: attached.clone(),
+                    ingress_slot: Some(slot),
                 });
                 let routes = self.host_routes(&target, &policies);
                 let (map, map_key) = match kind {

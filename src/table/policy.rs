@@ -200,8 +200,6 @@ pub struct ResolvedPolicy {
     /// Hash of uid and generation: part of every error-cache key, so editing a policy
     /// invalidates its entries.
     pub fingerprint: u64,
-    /// What the proxy attaches on first use (the error cache's metric handles).
-    pub attached: super::Attachment,
     hosts: Vec<HostPattern>,
     paths: Vec<(PathKind, String)>,
     /// Exact codes to their rule (a B-tree: a handful of small keys, looked up on every
@@ -416,7 +414,6 @@ pub fn resolve(index: &Index, policy: &ErrorPagePolicy) -> Result<ResolvedPolicy
         by_code,
         class4,
         class5,
-        attached: super::Attachment::default(),
     })
 }
 

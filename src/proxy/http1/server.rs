@@ -1,7 +1,7 @@
 //! erratum's own HTTP/1.1 server side for the common request: no body, no upgrade.
 //!
 //! Data flow: accept (and TLS) -> [`serve`]: read a request head, parse it with `httparse`
-//! -> [`Proxy::handle`](super::service::Proxy::handle) -> write the response head and body
+//! -> [`Proxy::handle`](crate::proxy::Proxy::handle) -> write the response head and body
 //! -> next request on the same connection. The first request that is anything else (a body,
 //! `Expect`, an upgrade, CONNECT, HTTP/2's preface, a head that does not parse or is over the
 //! limits) hands the connection, with every byte read so far, to hyper's server connection
@@ -25,9 +25,9 @@ use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, Ve
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::conns::Slot;
-use super::h1::{self, MAX_HEADERS, Spans, bodiless, field, keeps_alive, span_of, tokens};
-use super::{Body, RequestBody};
+use super::wire::{self, MAX_HEADERS, Spans, bodiless, field, keeps_alive, span_of, tokens};
+use crate::proxy::conns::Slot;
+use crate::proxy::{Body, RequestBody};
 
 /// Read size for request heads.
 const READ_SIZE: usize = 8 * 1024;
@@ -35,12 +35,14 @@ const READ_SIZE: usize = 8 * 1024;
 const COALESCE: usize = 16 * 1024;
 
 /// What the own loop needs of the proxy, per connection.
-pub struct Front<'a, H> {
+pub struct Front<'a, H, R> {
     /// Answers one request (the proxy's handler with the connection's bookkeeping).
     pub handle: H,
+    /// Answers a head refused before it became a request (through the proxy's one decision).
+    pub refuse: R,
     /// The connection's slot: close requests and the head deadline.
     pub slot: &'a Arc<Slot>,
-    /// Largest request head accepted here (larger ones go to hyper, which answers 431).
+    /// Largest request head accepted (larger ones are refused with 431).
     pub max_head: usize,
     /// Most header fields accepted here.
     pub max_headers: usize,
@@ -53,6 +55,27 @@ pub enum Ended<IO> {
     /// A request the own loop does not answer: hyper takes over with the bytes read so far.
     Handover(IO, Bytes),
 }
+
+/// Why a request head was refused before it became a request. The connection closes after
+/// the answer: nothing after a head that does not parse can be read as the next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The head is over the size limit or has too many fields (431).
+    TooLarge,
+    /// The head is not valid HTTP/1.x (400); which part failed.
+    Malformed(&'static str),
+}
+
+/// HTTP/2's connection preface (RFC 9113 §3.4): a client speaking HTTP/2 with prior knowledge
+/// starts with it, and it is not an HTTP/1.x request line, so httparse refuses it. Such a
+/// connection is hyper's.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Longest a refused client's remaining bytes are read and discarded before the socket
+/// closes, and how many: closing with unread data sends a reset, which can destroy the
+/// answer before the client reads it (nginx's lingering close does the same).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
 
 /// A parsed request this loop answers, and whether the client wants the connection kept.
 struct Parsed {
@@ -72,6 +95,8 @@ enum Next {
     /// Not a request this loop answers. `Some` is the head, already taken off the buffer
     /// (it failed a check after the split): it goes to hyper in front of the rest.
     Handover(Option<Bytes>),
+    /// A head that is refused (and the connection closed after the answer).
+    Refuse(Refusal),
 }
 
 /// The next request at the start of `buf`.
@@ -85,7 +110,9 @@ fn parse(buf: &mut BytesMut, max_head: usize, max_headers: usize) -> Next {
     ) {
         Ok(httparse::Status::Complete(len)) if len <= max_head && parsed.headers.len() <= max_headers => len,
         Ok(httparse::Status::Partial) if buf.len() < max_head => return Next::More,
-        _ => return Next::Handover(None),
+        Ok(_) | Err(httparse::Error::TooManyHeaders) => return Next::Refuse(Refusal::TooLarge),
+        Err(_) if is_h2_preface(buf) => return Next::Handover(None),
+        Err(e) => return Next::Refuse(Refusal::Malformed(wire::invalid(e))),
     };
     let method = match parsed.method.map(|m| Method::from_bytes(m.as_bytes())) {
         Some(Ok(m)) if m != Method::CONNECT => m,
@@ -114,6 +141,12 @@ fn parse(buf: &mut BytesMut, max_head: usize, max_headers: usize) -> Next {
     Next::Request(Parsed { req, keep_alive })
 }
 
+/// Whether `buf` starts with (or is the start of) HTTP/2's preface.
+fn is_h2_preface(buf: &[u8]) -> bool {
+    let n = buf.len().min(H2_PREFACE.len());
+    buf[..n] == H2_PREFACE[..n]
+}
+
 /// Whether this loop answers a request with these fields (no body, no upgrade, no
 /// `Expect`), and then whether the client keeps the connection (RFC 9112 §9.3).
 fn answerable(fields: &[httparse::Header<'_>], version: Version) -> Option<bool> {
@@ -139,11 +172,12 @@ fn answerable(fields: &[httparse::Header<'_>], version: Version) -> Option<bool>
 }
 
 /// Serves `io` until it closes, or until a request this loop does not answer hands it to hyper.
-pub async fn serve<IO, H, F>(front: Front<'_, H>, mut io: IO) -> Result<Ended<IO>, io::Error>
+pub async fn serve<IO, H, F, R>(front: Front<'_, H, R>, mut io: IO) -> Result<Ended<IO>, io::Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
     H: Fn(Request<RequestBody>) -> F,
     F: Future<Output = Response<Body>>,
+    R: Fn(Refusal) -> Response<Body>,
 {
     let signals = &*front.slot.signals;
     let mut buf = BytesMut::with_capacity(READ_SIZE);
@@ -157,6 +191,22 @@ where
                 Next::Handover(None) => {
                     front.slot.disarm_head();
                     return Ok(Ended::Handover(io, buf.freeze()));
+                }
+                Next::Refuse(refusal) => {
+                    front.slot.disarm_head();
+                    let (parts, mut body) = (front.refuse)(refusal).into_parts();
+                    let (framing, _) = encode_head(
+                        &mut out,
+                        parts.status,
+                        &parts.headers,
+                        &body,
+                        false,
+                        Version::HTTP_11,
+                        false,
+                    );
+                    write_body(&mut io, &mut out, &mut body, framing).await?;
+                    linger(&mut io, &mut buf).await;
+                    return Ok(Ended::Done);
                 }
                 Next::Handover(Some(head)) => {
                     front.slot.disarm_head();
@@ -213,13 +263,30 @@ where
     }
 }
 
+/// Ends a refused connection without destroying its answer: shuts the write side, then
+/// reads and discards what the client still sends, bounded in bytes and time.
+async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO, buf: &mut BytesMut) {
+    let _ = io.shutdown().await;
+    let drained = async {
+        let mut seen = 0;
+        while seen < LINGER_BYTES {
+            buf.clear();
+            match std::future::poll_fn(|cx| poll_read(io, buf, cx)).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drained).await;
+}
+
 /// Reads more of the connection into `buf`.
 fn poll_read<IO: AsyncRead + Unpin>(
     io: &mut IO,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    h1::poll_fill(io, buf, cx, READ_SIZE)
+    wire::poll_fill(io, buf, cx, READ_SIZE)
 }
 
 /// How a response body goes on the wire (RFC 9112 §6).
@@ -450,157 +517,4 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http::HeaderValue;
-    use http_body_util::BodyExt;
-
-    fn parse_str(text: &str) -> (Next, BytesMut) {
-        let mut buf = BytesMut::from(text);
-        (parse(&mut buf, 1024, 10), buf)
-    }
-
-    fn request(text: &str) -> Parsed {
-        match parse_str(text).0 {
-            Next::Request(parsed) => parsed,
-            _ => panic!("not answered here: {text:?}"),
-        }
-    }
-
-    #[test]
-    fn simple_requests_are_parsed_and_taken_off_the_buffer() {
-        let (next, rest) = parse_str("GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-Two: 2\r\n\r\nGET /next");
-        let Next::Request(parsed) = next else { panic!("a request") };
-        assert_eq!(parsed.req.method(), Method::GET);
-        assert_eq!(parsed.req.uri(), "/a?b=1");
-        assert_eq!(parsed.req.headers()["x-two"], "2");
-        assert!(parsed.keep_alive);
-        assert_eq!(&rest[..], b"GET /next", "the next request stays");
-        assert!(matches!(parse_str("GET / HTTP/1.1\r\nHost: x\r\n").0, Next::More));
-    }
-
-    #[test]
-    fn keep_alive_follows_the_version_and_connection_tokens() {
-        assert!(!request("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
-        assert!(!request("GET / HTTP/1.0\r\n\r\n").keep_alive);
-        assert!(request("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
-        assert!(
-            request("HEAD / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").keep_alive,
-            "an empty body is no body"
-        );
-    }
-
-    #[test]
-    fn anything_else_goes_to_hyper_with_the_buffer_untouched() {
-        for text in [
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            "GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
-            "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-            "PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
-            "CONNECT h:443 HTTP/1.1\r\n\r\n",
-            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
-        ] {
-            let (next, rest) = parse_str(text);
-            assert!(matches!(next, Next::Handover(None)), "{text:?}");
-            assert_eq!(&rest[..], text.as_bytes(), "{text:?}");
-        }
-        let fields: String = (0..11).map(|i| format!("X-{i}: 1\r\n")).collect();
-        let (next, _) = parse_str(&format!("GET / HTTP/1.1\r\n{fields}\r\n"));
-        assert!(matches!(next, Next::Handover(None)), "more fields than allowed: hyper answers 431");
-        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(1100));
-        assert!(matches!(parse_str(&long).0, Next::Handover(None)), "a head past the limit: 431 from hyper");
-    }
-
-    fn head_of(
-        status: u16,
-        fields: &[(&str, &str)],
-        body: Body,
-        head_only: bool,
-        version: Version,
-    ) -> (String, Framing, bool) {
-        let mut headers = HeaderMap::new();
-        for (n, v) in fields {
-            headers.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
-        }
-        let mut out = Vec::new();
-        let status = StatusCode::from_u16(status).unwrap();
-        let (framing, keep) = encode_head(&mut out, status, &headers, &body, head_only, version, true);
-        (String::from_utf8(out).unwrap(), framing, keep)
-    }
-
-    fn full(text: &'static str) -> Body {
-        http_body_util::Full::new(Bytes::from_static(text.as_bytes())).map_err(|e| match e {}).boxed()
-    }
-
-    fn streamed() -> Body {
-        let frames = futures::stream::iter([Ok::<_, crate::proxy::BoxError>(http_body::Frame::data(
-            Bytes::from_static(b"x"),
-        ))]);
-        http_body_util::StreamBody::new(frames).boxed()
-    }
-
-    #[test]
-    fn framing_follows_the_body_not_the_handlers_fields() {
-        let (head, framing, keep) =
-            head_of(200, &[("content-length", "99"), ("x-a", "1")], full("hello"), false, Version::HTTP_11);
-        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
-        assert!(head.contains("content-length: 5\r\n") && !head.contains("99"), "{head}");
-        assert!(head.contains("x-a: 1\r\n") && head.contains("date: ") && head.ends_with("\r\n\r\n"));
-        assert_eq!((framing, keep), (Framing::Length(5), true));
-
-        let (head, framing, _) = head_of(200, &[], streamed(), false, Version::HTTP_11);
-        assert!(head.contains("transfer-encoding: chunked\r\n"));
-        assert_eq!(framing, Framing::Chunked);
-        let (head, framing, keep) = head_of(200, &[], streamed(), false, Version::HTTP_10);
-        assert!(head.contains("connection: close\r\n") && !head.contains("chunked"));
-        assert_eq!((framing, keep), (Framing::UntilClose, false));
-        let (_, framing, _) = head_of(200, &[("content-length", "1")], streamed(), false, Version::HTTP_11);
-        assert_eq!(framing, Framing::Length(1), "a stated length serves a body that does not know its own");
-    }
-
-    #[test]
-    fn bodiless_answers_keep_or_drop_their_length_fields() {
-        let (head, framing, _) = head_of(200, &[("content-length", "10")], full(""), true, Version::HTTP_11);
-        assert!(head.contains("content-length: 10\r\n"), "HEAD describes the GET: {head}");
-        assert_eq!(framing, Framing::None);
-        let (head, _, _) = head_of(304, &[("content-length", "10")], full(""), false, Version::HTTP_11);
-        assert!(head.contains("content-length: 10\r\n"));
-        let (head, framing, _) = head_of(204, &[("content-length", "0")], full(""), false, Version::HTTP_11);
-        assert!(!head.contains("content-length"), "{head}");
-        assert_eq!(framing, Framing::None);
-    }
-
-    #[test]
-    fn connection_fields_are_erratums() {
-        let (head, _, keep) = head_of(400, &[("connection", "close")], full("no"), false, Version::HTTP_11);
-        assert!(!keep && head.matches("connection").count() == 1 && head.contains("connection: close\r\n"));
-        let (head, _, keep) =
-            head_of(200, &[("connection", "x-private")], full("ok"), false, Version::HTTP_10);
-        assert!(keep && head.contains("connection: keep-alive\r\n") && !head.contains("x-private"));
-        let (_, _, keep) = head_of(200, &[], full("ok"), false, Version::HTTP_11);
-        assert!(keep);
-    }
-
-    #[tokio::test]
-    async fn bodies_go_out_in_their_framing_and_a_wrong_length_fails() {
-        let mut out = b"HEAD\r\n".to_vec();
-        let mut wire = Vec::new();
-        write_body(&mut wire, &mut out, &mut streamed(), Framing::Chunked).await.unwrap();
-        assert_eq!(wire, b"HEAD\r\n1\r\nx\r\n0\r\n\r\n");
-        let mut wire = Vec::new();
-        write_body(&mut wire, &mut Vec::new(), &mut full("hello"), Framing::Length(5)).await.unwrap();
-        assert_eq!(wire, b"hello");
-        assert!(
-            write_body(&mut Vec::new(), &mut Vec::new(), &mut full("hello"), Framing::Length(4))
-                .await
-                .is_err()
-        );
-        assert!(
-            write_body(&mut Vec::new(), &mut Vec::new(), &mut full("hello"), Framing::Length(6))
-                .await
-                .is_err()
-        );
-    }
-}
+mod tests;

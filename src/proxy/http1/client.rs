@@ -1,11 +1,11 @@
 //! Upstream HTTP/1.1 exchanges for requests without a body, written and read on the request's
 //! own task.
 //!
-//! Data flow: [`super::upstream::Upstreams::send`] hands a bodiless request that is not an
-//! upgrade to [`Conn::exchange`]; the response head comes back with a [`Body`] that reads the
+//! Data flow: [`Upstreams::send`](crate::proxy::upstream::Upstreams::send) hands a bodiless request that is not an
+//! upgrade to [`Conn::exchange`]; the response head comes back with a [`UpstreamBody`] that reads the
 //! rest from the same socket and gives the connection back to the pool (via [`Release`]) the
 //! moment its last byte is read. Requests with a body, and upgrades, go through hyper's client
-//! connection instead (`upstream.rs`).
+//! connection instead ([`upstream`](crate::proxy::upstream)).
 //!
 //! Why by hand: hyper's client connection runs in a task of its own and talks to the request
 //! through two channels (the request, then the body), so every proxied request wakes two tasks
@@ -20,15 +20,15 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Frame;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::wire::{MAX_HEADERS, Spans, bodiless, field, invalid, keeps_alive, poll_fill, tokens};
+
 /// Largest response head (status line and fields) read from an upstream.
 pub const MAX_HEAD: usize = 64 * 1024;
-/// Most header fields in a response head (hyper's default too).
-pub const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line (with extensions) and longest trailer section accepted.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
@@ -141,56 +141,6 @@ impl Conn {
     }
 }
 
-// HTTP/1.1 message rules shared by the upstream exchange here and the client side (`front.rs`).
-
-/// Reads more of `io` into `buf`, growing it by `size` when little room is left.
-pub(super) fn poll_fill<IO: tokio::io::AsyncRead + Unpin>(
-    io: &mut IO,
-    buf: &mut BytesMut,
-    cx: &mut Context<'_>,
-    size: usize,
-) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < size / 4 {
-        buf.reserve(size);
-    }
-    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
-}
-
-/// One header field line into `out`.
-pub(super) fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// The comma-separated tokens of a field value (`Connection`), trimmed.
-pub(super) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
-}
-
-/// Whether a message of `version` with these `Connection` values leaves the connection open
-/// (RFC 9112 §9.3): HTTP/1.1 unless `close`, HTTP/1.0 only with `keep-alive`.
-pub(super) fn keeps_alive<'a>(version: Version, connection: impl IntoIterator<Item = &'a [u8]>) -> bool {
-    let mut keep_alive = version == Version::HTTP_11;
-    for token in connection.into_iter().flat_map(tokens) {
-        if token.eq_ignore_ascii_case(b"close") {
-            keep_alive = false;
-        } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-            keep_alive = true;
-        }
-    }
-    keep_alive
-}
-
-/// Whether a response with `status` to a request (HEAD or not) has no body (RFC 9112 §6.3).
-pub(super) fn bodiless(head_request: bool, status: StatusCode) -> bool {
-    head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-}
-
 /// `req`'s head as HTTP/1.1 into `out`, its fields named in `set` replaced by those. Header
 /// names go out lower-case, as hyper writes them.
 fn encode_head<B>(out: &mut Vec<u8>, req: &Request<B>, set: &[(&HeaderName, &HeaderValue)]) {
@@ -236,56 +186,6 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Error> {
     *resp.version_mut() = version;
     *resp.headers_mut() = headers;
     Ok(Some(resp))
-}
-
-/// Where each part of a parsed head sits in its buffer, so the values can be slices of the
-/// head once it is split off the buffer (no copy per field). Offsets are u32: a head is at
-/// most a read past its limit. Filled in place: as a return value the array is copied.
-#[derive(Default)]
-pub(super) struct Spans {
-    fields: smallvec::SmallVec<[(u32, u32, u32, u32); 32]>,
-}
-
-impl Spans {
-    /// The spans of `fields`, parsed from `buf`.
-    pub(super) fn fill(&mut self, buf: &[u8], fields: &[httparse::Header<'_>]) {
-        self.fields.clear();
-        for field in fields {
-            let (n0, n1) = span_of(buf, field.name.as_bytes());
-            let (v0, v1) = span_of(buf, field.value);
-            self.fields.push((n0, n1, v0, v1));
-        }
-    }
-
-    /// The fields as a header map whose values share `head`'s bytes.
-    pub(super) fn headers(&self, head: &Bytes) -> Result<HeaderMap, &'static str> {
-        let mut headers = HeaderMap::with_capacity(self.fields.len());
-        for &(n0, n1, v0, v1) in &self.fields {
-            let (n0, n1, v0, v1) = (n0 as usize, n1 as usize, v0 as usize, v1 as usize);
-            let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| "field name")?;
-            let value = HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| "field value")?;
-            headers.append(name, value);
-        }
-        Ok(headers)
-    }
-}
-
-/// Where `part` (a slice of `buf`) sits in `buf`.
-pub(super) fn span_of(buf: &[u8], part: &[u8]) -> (u32, u32) {
-    let start = (part.as_ptr() as usize - buf.as_ptr() as usize) as u32;
-    (start, start + part.len() as u32)
-}
-
-fn invalid(e: httparse::Error) -> &'static str {
-    match e {
-        httparse::Error::HeaderName => "field name",
-        httparse::Error::HeaderValue => "field value",
-        httparse::Error::NewLine => "line ending",
-        httparse::Error::Status => "status code",
-        httparse::Error::Token => "token",
-        httparse::Error::TooManyHeaders => "too many fields",
-        httparse::Error::Version => "version",
-    }
 }
 
 /// Where reading the body that follows `head` starts (its framing, RFC 9112 §6.3), and whether
@@ -340,12 +240,12 @@ pub async fn send<B, R: Release>(
     req: &Request<B>,
     set: &[(&HeaderName, &HeaderValue)],
     release: R,
-) -> Result<Response<Body<R>>, Error> {
+) -> Result<Response<UpstreamBody<R>>, Error> {
     let head = conn.exchange(req, set).await?;
     let (state, keep_alive) = framing(req.method(), &head)?;
     // 101: the connection is the tunnel's; it never comes back.
     let keep_alive = keep_alive && head.status() != StatusCode::SWITCHING_PROTOCOLS;
-    let mut body = Body { conn: Some(conn), state, release: keep_alive.then_some(release) };
+    let mut body = UpstreamBody { conn: Some(conn), state, release: keep_alive.then_some(release) };
     if body.state == State::Done {
         body.finish();
     }
@@ -375,20 +275,20 @@ enum Chunk {
 }
 
 /// A response body read straight from its upstream connection.
-pub struct Body<R> {
+pub struct UpstreamBody<R> {
     conn: Option<Conn>,
     state: State,
     /// Where the connection goes when the body ends; `None` when it cannot be reused.
     release: Option<R>,
 }
 
-impl<R> std::fmt::Debug for Body<R> {
+impl<R> std::fmt::Debug for UpstreamBody<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Body").field("state", &self.state).finish()
+        f.debug_struct("UpstreamBody").field("state", &self.state).finish()
     }
 }
 
-impl<R: Release> Body<R> {
+impl<R: Release> UpstreamBody<R> {
     /// The body ended: the connection goes back if it can carry another request and nothing
     /// follows the response (bytes past its end would be read as the next response).
     fn finish(&mut self) {
@@ -408,7 +308,7 @@ impl<R: Release> Body<R> {
     }
 }
 
-impl<R: Release> http_body::Body for Body<R> {
+impl<R: Release> http_body::Body for UpstreamBody<R> {
     type Data = Bytes;
     type Error = Error;
 
@@ -500,242 +400,4 @@ impl<R: Release> http_body::Body for Body<R> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::BodyExt;
-    use tokio::io::AsyncReadExt;
-    use tokio::net::TcpListener;
-
-    /// Collects released connections.
-    #[derive(Clone, Default)]
-    struct Back(std::sync::Arc<std::sync::Mutex<Vec<Conn>>>);
-    impl Release for Back {
-        fn release(self, conn: Conn) {
-            self.0.lock().unwrap().push(conn);
-        }
-    }
-
-    /// A connection to an origin that reads one request head and answers `answer` in the
-    /// pieces given (a pause between them), then keeps the socket open until the test ends;
-    /// an empty piece closes it instead.
-    async fn origin(answer: Vec<&'static [u8]>) -> (Conn, tokio::sync::oneshot::Receiver<Vec<u8>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut got = Vec::new();
-            let mut byte = [0u8; 1];
-            while !got.ends_with(b"\r\n\r\n") {
-                if s.read(&mut byte).await.unwrap() == 0 {
-                    return;
-                }
-                got.push(byte[0]);
-            }
-            let _ = tx.send(got);
-            for piece in answer {
-                if piece.is_empty() {
-                    return;
-                }
-                s.write_all(piece).await.unwrap();
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-            let _ = s.read(&mut byte).await;
-        });
-        (Conn::new(TcpStream::connect(addr).await.unwrap()), rx)
-    }
-
-    fn get(method: Method) -> Request<()> {
-        Request::builder()
-            .method(method)
-            .uri("/a?b=c")
-            .header("host", "o")
-            .header("x-id", "1")
-            .body(())
-            .unwrap()
-    }
-
-    async fn answer(
-        pieces: Vec<&'static [u8]>,
-        method: Method,
-    ) -> (Result<(Response<()>, Bytes), Error>, usize) {
-        let (conn, _) = origin(pieces).await;
-        let back = Back::default();
-        let result = match send(conn, &get(method), &[], back.clone()).await {
-            Ok(resp) => {
-                let (parts, body) = resp.into_parts();
-                body.collect().await.map(|b| (Response::from_parts(parts, ()), b.to_bytes()))
-            }
-            Err(e) => Err(e),
-        };
-        let released = back.0.lock().unwrap().len();
-        (result, released)
-    }
-
-    #[tokio::test]
-    async fn the_request_head_is_written_whole() {
-        let (conn, head) = origin(vec![b"HTTP/1.1 204 No Content\r\n\r\n"]).await;
-        send(conn, &get(Method::GET), &[], Back::default()).await.unwrap();
-        assert_eq!(head.await.unwrap(), b"GET /a?b=c HTTP/1.1\r\nhost: o\r\nx-id: 1\r\n\r\n");
-        // Fields set by the caller replace the request's own of the same name.
-        let (conn, head) = origin(vec![b"HTTP/1.1 204 No Content\r\n\r\n"]).await;
-        let (id, new) = (HeaderName::from_static("x-id"), HeaderName::from_static("x-new"));
-        let (two, y) = (HeaderValue::from_static("2"), HeaderValue::from_static("y"));
-        send(conn, &get(Method::GET), &[(&id, &two), (&new, &y)], Back::default()).await.unwrap();
-        assert_eq!(head.await.unwrap(), b"GET /a?b=c HTTP/1.1\r\nhost: o\r\nx-id: 2\r\nx-new: y\r\n\r\n");
-    }
-
-    #[tokio::test]
-    async fn length_bodies_in_pieces_are_read_whole_and_the_connection_comes_back() {
-        let pieces: Vec<&[u8]> =
-            vec![b"HTTP/1.1 200 OK\r\nContent-Len", b"gth: 10\r\nX-A: b\r\n\r\n01234", b"56789"];
-        let (result, released) = answer(pieces, Method::GET).await;
-        let (head, body) = result.unwrap();
-        assert_eq!(head.status(), 200);
-        assert_eq!(head.headers()["x-a"], "b");
-        assert_eq!(body, "0123456789");
-        assert_eq!(released, 1);
-    }
-
-    #[tokio::test]
-    async fn chunked_bodies_with_extensions_and_trailers_are_decoded() {
-        let pieces: Vec<&[u8]> = vec![
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhel",
-            b"lo\r\n6\r\n world\r\n0\r\nx-t: 1\r\n\r\n",
-        ];
-        let (result, released) = answer(pieces, Method::GET).await;
-        assert_eq!(result.unwrap().1, "hello world");
-        assert_eq!(released, 1);
-    }
-
-    #[tokio::test]
-    async fn bad_chunks_fail_and_the_connection_is_not_reused() {
-        let (result, released) =
-            answer(vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"], Method::GET).await;
-        assert!(matches!(result, Err(Error::BadChunk)), "{result:?}");
-        assert_eq!(released, 0);
-        let (result, _) = answer(
-            vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabXX0\r\n\r\n"],
-            Method::GET,
-        )
-        .await;
-        assert!(matches!(result, Err(Error::BadChunk)), "{result:?}");
-    }
-
-    #[tokio::test]
-    async fn informational_responses_are_skipped() {
-        let pieces: Vec<&[u8]> = vec![
-            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n",
-            b"HTTP/1.1 503 Busy\r\ncontent-length: 2\r\n\r\nno",
-        ];
-        let (result, _) = answer(pieces, Method::GET).await;
-        let (head, body) = result.unwrap();
-        assert_eq!((head.status().as_u16(), &body[..]), (503, &b"no"[..]));
-        assert!(!head.headers().contains_key("link"));
-    }
-
-    #[tokio::test]
-    async fn bodies_without_length_run_until_close_and_are_never_reused() {
-        let (conn, _) = origin(vec![b"HTTP/1.1 200 OK\r\n\r\nall of it"]).await;
-        let back = Back::default();
-        let resp = send(conn, &get(Method::GET), &[], back.clone()).await.unwrap();
-        // The origin keeps the socket open: the body has not ended yet.
-        let mut body = resp.into_body();
-        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(first, "all of it");
-        assert!(!http_body::Body::is_end_stream(&body));
-        drop(body);
-        assert!(back.0.lock().unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn responses_that_end_the_connection_do_not_give_it_back() {
-        for (answer_head, reused) in [
-            (&b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"[..], 1),
-            (b"HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 2\r\n\r\nok", 0),
-            (b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok", 0),
-            (b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok", 1),
-            // Both lengths: read by the chunks, but never trusted again.
-            (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 9\r\n\r\n2\r\nok\r\n0\r\n\r\n", 0),
-        ] {
-            let (result, released) = answer(vec![answer_head], Method::GET).await;
-            assert_eq!(result.unwrap().1, "ok");
-            assert_eq!(released, reused, "{}", String::from_utf8_lossy(answer_head));
-        }
-        // No length: the body runs to the origin's close, and the connection goes with it.
-        let (result, released) = answer(vec![b"HTTP/1.1 200 OK\r\n\r\nall of it", b""], Method::GET).await;
-        assert_eq!(result.unwrap().1, "all of it");
-        assert_eq!(released, 0);
-    }
-
-    #[tokio::test]
-    async fn head_204_and_304_have_no_body() {
-        for (answer_head, method) in [
-            (&b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n"[..], Method::HEAD),
-            (b"HTTP/1.1 204 No Content\r\n\r\n", Method::GET),
-            (b"HTTP/1.1 304 Not Modified\r\ncontent-length: 1000\r\n\r\n", Method::GET),
-        ] {
-            let (result, released) = answer(vec![answer_head], method).await;
-            assert!(result.unwrap().1.is_empty());
-            assert_eq!(released, 1);
-        }
-    }
-
-    #[tokio::test]
-    async fn short_bodies_fail_and_bytes_past_the_end_are_not_the_next_response() {
-        let (result, released) =
-            answer(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort", b""], Method::GET).await;
-        assert!(matches!(result, Err(Error::IncompleteBody)), "{result:?}");
-        assert_eq!(released, 0);
-        let (result, released) =
-            answer(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nsh", b""], Method::GET).await;
-        assert!(matches!(result, Err(Error::IncompleteBody)), "{result:?}");
-        assert_eq!(released, 0);
-        let (result, released) = answer(
-            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n"],
-            Method::GET,
-        )
-        .await;
-        assert_eq!(result.unwrap().1, "ok");
-        assert_eq!(released, 0, "a connection with bytes past its response came back");
-    }
-
-    #[tokio::test]
-    async fn heads_are_checked() {
-        for (bad, want) in [
-            (&b"SSH-2.0-OpenSSH\r\n\r\n"[..], "invalid"),
-            (b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n", "content-length"),
-            (b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n", "content-length"),
-        ] {
-            let (result, _) = answer(vec![bad], Method::GET).await;
-            let err = result.unwrap_err().to_string();
-            assert!(err.contains(want), "{err}");
-        }
-        let (result, _) = answer(vec![b"HTTP/1.1 200 OK\r\ncontent-le", b""], Method::GET).await;
-        assert!(matches!(result, Err(Error::IncompleteHead)), "{result:?}");
-    }
-
-    #[tokio::test]
-    async fn closed_connections_are_reported_as_no_response() {
-        let (result, _) = answer(vec![b""], Method::GET).await;
-        assert!(matches!(result, Err(Error::NoResponse(_))), "{result:?}");
-    }
-
-    #[tokio::test]
-    async fn idle_connections_with_news_are_not_usable() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (send_stray, stray) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            stray.await.unwrap();
-            s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
-            let _ = s.read(&mut [0u8; 1]).await;
-        });
-        let mut conn = Conn::new(TcpStream::connect(addr).await.unwrap());
-        assert!(conn.is_usable());
-        send_stray.send(()).unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert!(!conn.is_usable());
-    }
-}
+mod tests;

@@ -1,0 +1,202 @@
+//! Admission and routing: the first phase of every request.
+//!
+//! Data flow: a connection's server side (erratum's HTTP/1.1 loop or hyper) -> [`Proxy::handle`]:
+//! request id, host and path normalised, the checks that refuse a request before it is
+//! routed (target too long, bad path, ambiguous framing, no table yet), the table lookup ->
+//! the error-cache path ([`cache_path`](super::cache_path)) or straight to
+//! [`forward`](super::forward). Refusals go through [`respond`](super::respond) like every
+//! other status. The table is loaded once per request (one atomic load, never a lock).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, Version};
+
+use super::headers::request_id;
+use super::intercept::{ProxyError, RequestInfo};
+use super::respond::{RouteMetrics, Scope};
+use super::{Body, ConnInfo, Proxy, RequestBody};
+use crate::table::{Route, route};
+
+/// What one routed request carries through the later phases.
+pub(super) struct Ctx<'a> {
+    pub route: &'a Arc<Route>,
+    pub scope: Scope<'a>,
+    pub info: &'a RequestInfo<'a>,
+    pub request_id: &'a HeaderValue,
+    pub raw_host: &'a RawHost,
+    /// The normalised path and the query: what the route matched is what the backend gets.
+    pub path_and_query: &'a http::uri::PathAndQuery,
+    /// The request carries credentials (Authorization or Cookie).
+    pub credentials: bool,
+    pub conn: ConnInfo,
+}
+
+impl Proxy {
+    /// Handles one request end to end. Never fails: every error becomes a response.
+    pub async fn handle(&self, req: Request<RequestBody>, conn: ConnInfo) -> Response<Body> {
+        let request_id = request_id(req.headers());
+        let table = self.table.load();
+        let raw_host = RawHost::of(&req);
+        let host = route::normalize_host(raw_host.as_str());
+        let method = req.method().clone();
+        let accept = req.headers().get(header::ACCEPT).cloned();
+        let request_uri = req.uri().clone();
+        let (path, invalid_path) = match route::normalize_path(request_uri.path()) {
+            Ok(path) => (path, None),
+            Err(e) => (Cow::Borrowed(request_uri.path()), Some(e)),
+        };
+        let info = RequestInfo {
+            method: &method,
+            host: &host,
+            path: &path,
+            accept: accept.as_ref().and_then(|a| a.to_str().ok()),
+            request_id: request_id.to_str().unwrap_or(""),
+        };
+        let unrouted =
+            Scope { policies: &[], route: None, metrics: None, info: &info, request_id: &request_id };
+        if request_uri.path_and_query().map_or(0, |pq| pq.as_str().len()) > self.config.max_uri_bytes {
+            return self.fail(&ProxyError::UriTooLong { limit: self.config.max_uri_bytes }, &unrouted);
+        }
+        if let Some(e) = invalid_path {
+            return self.fail(&ProxyError::BadRequest { reason: e.to_string() }, &unrouted);
+        }
+        if let Some(reason) = ambiguous(&req) {
+            // Never forwarded: a request two parsers could read two ways is how smuggling starts.
+            let mut resp = self.fail(&ProxyError::BadRequest { reason }, &unrouted);
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
+        if !table.is_ready() {
+            return self.fail(&ProxyError::NotReady, &unrouted);
+        }
+        let found = table.lookup(&host, info.path);
+        let Some(route) = found.route else {
+            let err =
+                ProxyError::NoRoute { host: raw_host.as_str().to_string(), path: info.path.to_string() };
+            return self.fail(&err, &Scope { policies: found.policies, ..unrouted });
+        };
+        let path_and_query = match (&path, request_uri.path_and_query()) {
+            (Cow::Borrowed(_), Some(pq)) => pq.clone(),
+            _ => {
+                let query = request_uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+                match http::uri::PathAndQuery::try_from(format!("{path}{query}")) {
+                    Ok(pq) => pq,
+                    Err(e) => {
+                        return self
+                            .fail(&ProxyError::BadRequest { reason: format!("path: {e}") }, &unrouted);
+                    }
+                }
+            }
+        };
+        let per_table = self.by_ingress.current(&table);
+        let metrics: Option<&RouteMetrics> = self.route_metrics(&per_table, &table, route);
+        let ctx = Ctx {
+            route,
+            scope: Scope {
+                policies: &route.policies,
+                route: Some(route),
+                metrics,
+                info: &info,
+                request_id: &request_id,
+            },
+            info: &info,
+            request_id: &request_id,
+            raw_host: &raw_host,
+            path_and_query: &path_and_query,
+            credentials: has_credentials(req.headers()),
+            conn,
+        };
+        match self.cacheable(route, &info, ctx.credentials, &path_and_query) {
+            Some(cacheable) => self.through_cache(req, &ctx, cacheable).await,
+            None => self.forward(req, &ctx, None).await.0,
+        }
+    }
+
+    /// Answers a request head the HTTP/1.1 server refused before it became a request (too
+    /// large, malformed): the same decision as every other error, with the policies that
+    /// apply where no host is known (the default policy), a request id, and the built-in page
+    /// unless a policy says otherwise. The connection closes after it.
+    pub fn refuse_head(&self, err: &ProxyError) -> Response<Body> {
+        let request_id = request_id(&HeaderMap::new());
+        let table = self.table.load();
+        let info = RequestInfo {
+            method: &Method::GET,
+            host: "",
+            path: "/",
+            accept: None,
+            request_id: request_id.to_str().unwrap_or(""),
+        };
+        let scope = Scope {
+            policies: table.unmatched_policies(),
+            route: None,
+            metrics: None,
+            info: &info,
+            request_id: &request_id,
+        };
+        let mut resp = self.fail(err, &scope);
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp
+    }
+}
+
+/// Why a request is ambiguous, if it is: hosts two parsers could disagree on (RFC 9112
+/// §3.2). Framing is hyper's: it rejects conflicting `Content-Length`s, a `Transfer-Encoding`
+/// without final `chunked`, obsolete line folding and malformed chunks with 400, and for
+/// `Transfer-Encoding` + `Content-Length` it drops the length, reads chunked and closes the
+/// connection after the response (RFC 9112 §6.3), so nothing behind the body is ever read.
+fn ambiguous<B>(req: &Request<B>) -> Option<String> {
+    let headers = req.headers();
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Some("more than one Host header".into());
+    }
+    if req.version() == Version::HTTP_11
+        && req.uri().authority().is_none()
+        && !headers.contains_key(header::HOST)
+    {
+        return Some("HTTP/1.1 request without Host".into());
+    }
+    None
+}
+
+fn has_credentials(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::AUTHORIZATION) || headers.contains_key(header::COOKIE)
+}
+
+/// The host as the client sent it (HTTP/2 `:authority`, else `Host`), held as the request's
+/// own bytes: no copy per request.
+pub(super) enum RawHost {
+    Authority(http::uri::Authority),
+    Header(HeaderValue),
+    Missing,
+}
+
+impl RawHost {
+    fn of<B>(req: &Request<B>) -> Self {
+        if let Some(authority) = req.uri().authority() {
+            return Self::Authority(authority.clone());
+        }
+        match req.headers().get(header::HOST) {
+            Some(h) if h.to_str().is_ok() => Self::Header(h.clone()),
+            _ => Self::Missing,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Authority(a) => a.as_str(),
+            Self::Header(h) => h.to_str().unwrap_or(""),
+            Self::Missing => "",
+        }
+    }
+
+    /// The host as a header value (for `Host` on HTTP/2 requests and `X-Forwarded-Host`).
+    pub(super) fn header_value(&self) -> Option<Cow<'_, HeaderValue>> {
+        match self {
+            Self::Authority(a) => HeaderValue::from_str(a.as_str()).ok().map(Cow::Owned),
+            Self::Header(h) => Some(Cow::Borrowed(h)),
+            Self::Missing => Some(Cow::Owned(HeaderValue::from_static(""))),
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The error-cache path: which requests the cache may answer, coalescing of concurrent
+//! misses, and storing the errors that come back (docs/error-semantics.md §B, §C, §J).
+//!
+//! Data flow: [`admit`](super::admit) -> [`Proxy::cacheable`] (a key, or pass by) ->
+//! [`Proxy::through_cache`]: a hit is rendered at once; a miss goes to
+//! [`forward`](super::forward), which hands an upstream error to [`Proxy::keep_error`] and an
+//! erratum-made 502/504 to [`Proxy::proxy_error`]. Entries hold what the origin sent; the page
+//! substitution runs when serving ([`respond`](super::respond)), never when storing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::header::{self, HeaderMap};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+
+use super::admit::Ctx;
+use super::cache::{CacheKey, CacheLookup, CachedError, MAX_ENTRY_BODY, NotCacheable};
+use super::intercept::{self, Decision, Outcome, ProxyError, RequestInfo};
+use super::respond::{Answer, whole};
+use super::{Body, BoxError, Proxy, RequestBody, ttl};
+use crate::table::{Mode, ResolvedPolicy, Route, accept};
+
+/// A request the error cache may answer: its key and the policy that owns the entry.
+pub type Cacheable = (CacheKey, Arc<ResolvedPolicy>);
+
+/// What [`Proxy::keep_error`] did with an upstream error.
+pub(super) enum Kept {
+    /// Answered: stored (the entry is returned for coalesced followers), or broken and
+    /// answered without storing.
+    Answered(Response<Body>, Option<Arc<CachedError>>),
+    /// Not stored (too large, or not cacheable): the response streams on as it is.
+    Not(http::response::Parts, Body),
+}
+
+impl Proxy {
+    /// The cache key of a request, when the error cache may answer it: GET/HEAD, a route
+    /// covered by a policy in Enforce mode, and no credentials unless a rule opts in.
+    pub(super) fn cacheable(
+        &self,
+        route: &Route,
+        info: &RequestInfo<'_>,
+        credentials: bool,
+        path_and_query: &http::uri::PathAndQuery,
+    ) -> Option<Cacheable> {
+        self.cache.as_ref()?;
+        if info.method != Method::GET && info.method != Method::HEAD {
+            return None;
+        }
+        let owner =
+            route.policies.iter().find(|p| p.mode == Mode::Enforce && p.covers(info.host, info.path))?;
+        if credentials && !route.policies.iter().any(|p| p.caches_with_credentials()) {
+            return None;
+        }
+        let policies = route.policies.iter().fold(0u64, |acc, p| acc.rotate_left(7) ^ p.fingerprint);
+        let format =
+            u8::try_from(accept::choose(info.accept, ["text/html", "application/json"])).unwrap_or(0);
+        let path_and_query = path_and_query.as_str().to_string();
+        Some((CacheKey { policies, host: info.host.to_string(), path_and_query, format }, owner.clone()))
+    }
+
+    /// Answers a cacheable request: from a fresh entry, else upstream — sharing one upstream
+    /// request among concurrent misses for a key that was an error recently.
+    pub(super) async fn through_cache(
+        &self,
+        req: Request<RequestBody>,
+        ctx: &Ctx<'_>,
+        cacheable: Cacheable,
+    ) -> Response<Body> {
+        let Some(cache) = &self.cache else { return self.forward(req, ctx, None).await.0 };
+        let (key, owner) = &cacheable;
+        let mut req = req;
+        match cache.lookup(key, owner).await {
+            CacheLookup::Hit(entry) => {
+                return self.render(Answer::Cached { entry: &entry, hit: true }, &ctx.scope);
+            }
+            CacheLookup::Miss { coalesce: Some(marker) } => {
+                // A key that was an error recently: concurrent misses share one upstream
+                // request (above all the herd that arrives when a popular entry expires).
+                let mut leader_response = None;
+                let mut pending = Some(req);
+                // Boxed: the flight holds a whole `forward` plus moka's machinery; inline it
+                // would make every request's future that much larger (see `ErrorCache::lookup`).
+                let shared = Box::pin(cache.flight(key, marker, &owner.key, async {
+                    // A flight runs its init once; should that ever change, the caller
+                    // forwards its own request below.
+                    let Some(req) = pending.take() else { return Err(NotCacheable) };
+                    let (resp, entry) = self.forward(req, ctx, Some(&cacheable)).await;
+                    leader_response = Some(resp);
+                    entry.ok_or(NotCacheable)
+                }))
+                .await;
+                if let Some(resp) = leader_response {
+                    return resp;
+                }
+                match (shared, pending.take()) {
+                    (Ok(entry), _) => {
+                        return self.render(Answer::Cached { entry: &entry, hit: true }, &ctx.scope);
+                    }
+                    (Err(_), Some(own)) => req = own,
+                    (Err(_), None) => {
+                        let err =
+                            ProxyError::UpstreamReset { upstream: "coalesced".into(), reason: "lost".into() };
+                        return self.fail(&err, &ctx.scope);
+                    }
+                }
+            }
+            CacheLookup::Miss { coalesce: None } => {}
+        }
+        self.forward(req, ctx, Some(&cacheable)).await.0
+    }
+
+    /// The cache TTL of an error, or `None` when it is not cached.
+    fn error_ttl(
+        &self,
+        ctx: &Ctx<'_>,
+        owner: &ResolvedPolicy,
+        status: StatusCode,
+        headers: &HeaderMap,
+        from_proxy: bool,
+    ) -> Option<Duration> {
+        let cache = self.cache.as_ref()?;
+        let code = status.as_u16();
+        let deciding = intercept::select(&ctx.route.policies, ctx.info, code, from_proxy)
+            .filter(|(p, _)| p.mode == Mode::Enforce);
+        let rule = deciding.map(|(_, r)| r);
+        if ctx.credentials && !rule.is_some_and(|r| r.cache_with_credentials) {
+            return None;
+        }
+        let default = deciding.map_or(owner.default_min_ttl, |(p, _)| p.default_min_ttl);
+        let ttl_rule = ttl::TtlRule::new(code, rule, default);
+        ttl::error_ttl(ctx.info.method, code, headers, ttl_rule, cache.clock().system_now())
+    }
+
+    /// An upstream error response of a cacheable request: stored when its TTL allows and its
+    /// body is whole and small enough, then answered from the entry.
+    pub(super) async fn keep_error(
+        &self,
+        parts: http::response::Parts,
+        body: Body,
+        ctx: &Ctx<'_>,
+        (key, owner): &Cacheable,
+        upstream: &str,
+    ) -> Kept {
+        let Some(cache) = &self.cache else { return Kept::Not(parts, body) };
+        let ttl = if parts.headers.contains_key(header::CONTENT_ENCODING) {
+            None // an encoded body would need the request's Accept-Encoding in the key
+        } else {
+            self.error_ttl(ctx, owner, parts.status, &parts.headers, false)
+        };
+        let Some(ttl) = ttl else { return Kept::Not(parts, body) };
+        match Box::pin(read_bounded(body, MAX_ENTRY_BODY, self.config.response_timeout)).await {
+            Bounded::Whole(bytes) => {
+                let service = Some(ctx.route.backend.service.clone());
+                let entry =
+                    cache.entry(parts.status, &parts.headers, bytes, None, owner.key.clone(), service, ttl);
+                cache.insert(key.clone(), entry.clone()).await;
+                Kept::Answered(
+                    self.render(Answer::Cached { entry: &entry, hit: false }, &ctx.scope),
+                    Some(entry),
+                )
+            }
+            Bounded::TooLarge(rest) => Kept::Not(parts, rest),
+            Bounded::Failed(reason) => {
+                // Rule 15: an incomplete response is never cached. When a policy replaces
+                // this status anyway, the broken body does not matter: the client gets the
+                // replacement (uncached); otherwise a 502.
+                let outcome = Outcome::Upstream { status: parts.status, headers: &parts.headers };
+                if let Decision::Replace { .. } =
+                    intercept::decide(&ctx.route.policies, ctx.info, outcome, &self.pages)
+                {
+                    return Kept::Answered(
+                        self.render(Answer::Upstream(parts, whole(Bytes::new())), &ctx.scope),
+                        None,
+                    );
+                }
+                let err = ProxyError::UpstreamReset { upstream: upstream.to_string(), reason };
+                Kept::Answered(self.fail(&err, &ctx.scope), None)
+            }
+        }
+    }
+
+    /// An erratum-made error on the way upstream. Connect failures and timeouts (502/504) count
+    /// as origin 5xx for caching (rule 41).
+    pub(super) async fn proxy_error(
+        &self,
+        err: ProxyError,
+        ctx: &Ctx<'_>,
+        cacheable: Option<&Cacheable>,
+    ) -> (Response<Body>, Option<Arc<CachedError>>) {
+        if let Some((key, owner)) = cacheable
+            && let Some(cache) = &self.cache
+            && matches!(err, ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamTimeout { .. })
+            && let Some(ttl) = self.error_ttl(ctx, owner, err.status(), &HeaderMap::new(), true)
+        {
+            self.note(&err, ctx.info);
+            let service = Some(ctx.route.backend.service.clone());
+            let status = err.status();
+            let entry = cache.entry(
+                status,
+                &HeaderMap::new(),
+                Bytes::new(),
+                Some(err),
+                owner.key.clone(),
+                service,
+                ttl,
+            );
+            cache.insert(key.clone(), entry.clone()).await;
+            return (self.render(Answer::Cached { entry: &entry, hit: false }, &ctx.scope), Some(entry));
+        }
+        (self.fail(&err, &ctx.scope), None)
+    }
+}
+
+/// A body read up to a bound.
+enum Bounded {
+    /// All of it.
+    Whole(Bytes),
+    /// Over the bound: what was read followed by the rest, to stream on uncached.
+    TooLarge(Body),
+    /// The body failed (reset, wrong length, timeout): the response is incomplete.
+    Failed(String),
+}
+
+async fn read_bounded(mut body: Body, limit: usize, timeout: Duration) -> Bounded {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    let read = tokio::time::timeout(timeout, async {
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        total += data.len();
+                        chunks.push(data);
+                        if total > limit {
+                            return Ok(false);
+                        }
+                    }
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(true)
+    })
+    .await;
+    match read {
+        Err(_) => Bounded::Failed(format!("body not complete within {timeout:?}")),
+        Ok(Err(e)) => Bounded::Failed(e),
+        Ok(Ok(true)) => {
+            let mut whole = bytes::BytesMut::with_capacity(total);
+            for c in chunks {
+                whole.extend_from_slice(&c);
+            }
+            Bounded::Whole(whole.freeze())
+        }
+        Ok(Ok(false)) => {
+            let head = futures::stream::iter(chunks.into_iter().map(|c| Ok::<_, BoxError>(Frame::data(c))));
+            let rest = http_body_util::BodyStream::new(body);
+            Bounded::TooLarge(BodyExt::boxed(StreamBody::new(head.chain(rest))))
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Unit tests of `intercept`.
+
+use super::*;
+use crate::fixtures;
+use crate::index::Index;
+use crate::table::policy;
+
+fn resolved(spec_yaml: &str) -> Arc<ResolvedPolicy> {
+    let p = fixtures::policy("ns", "p", spec_yaml);
+    Arc::new(policy::resolve(&Index::default(), &p).expect("valid policy"))
+}
+
+fn req<'a>(method: &'a Method, accept: Option<&'a str>) -> RequestInfo<'a> {
+    RequestInfo { method, host: "h.example", path: "/x", accept, request_id: "rid" }
+}
+
+fn upstream(code: u16, headers: &HeaderMap) -> Outcome<'_> {
+    Outcome::Upstream { status: StatusCode::from_u16(code).unwrap(), headers }
+}
+
+#[test]
+fn proxy_errors_map_to_semantics_rule_42() {
+    let up = || "10.0.0.1:80".to_string();
+    assert_eq!(
+        ProxyError::UpstreamConnect { upstream: up(), reason: "refused".into() }.status(),
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(
+        ProxyError::UpstreamTimeout { upstream: up(), after: std::time::Duration::from_secs(1) }.status(),
+        StatusCode::GATEWAY_TIMEOUT
+    );
+    assert_eq!(
+        ProxyError::UpstreamReset { upstream: up(), reason: "reset".into() }.status(),
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(ProxyError::NoRoute { host: "h".into(), path: "/".into() }.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        ProxyError::NoEndpoints { service: "a/b".into(), reason: "none".into() }.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[test]
+fn upstream_responses_pass_through_without_a_policy() {
+    let h = HeaderMap::new();
+    assert!(matches!(
+        decide(&[], &req(&Method::GET, None), upstream(503, &h), &NoPages),
+        Decision::PassThrough
+    ));
+}
+
+#[test]
+fn builtin_pages_carry_their_length_and_negotiate() {
+    let r = builtin(StatusCode::BAD_GATEWAY, None);
+    assert_eq!(r.headers[header::CONTENT_LENGTH], r.body.len().to_string().as_str());
+    assert!(std::str::from_utf8(&r.body).unwrap().contains("502 Bad Gateway"));
+    let j = builtin(StatusCode::BAD_GATEWAY, Some("application/json"));
+    assert_eq!(j.headers[header::CONTENT_TYPE], "application/problem+json");
+    let v: serde_json::Value = serde_json::from_slice(&j.body).unwrap();
+    assert_eq!(v["status"], 502);
+}
+
+#[test]
+fn exact_codes_beat_classes() {
+    let p = resolved(
+        "errorResponses:\n- {codes: ['5xx'], page: {inline: class}}\n- {codes: ['503'], page: {inline: exact}}\n",
+    );
+    let h = HeaderMap::new();
+    let body =
+        |code| match decide(std::slice::from_ref(&p), &req(&Method::GET, None), upstream(code, &h), &NoPages)
+        {
+            Decision::Replace { reply, .. } => reply.body,
+            other => panic!("{other:?}"),
+        };
+    assert_eq!(body(503), "exact");
+    assert_eq!(body(502), "class");
+}
+
+#[test]
+fn a_2xx_override_applies_to_get_and_head_only_by_default() {
+    let p = resolved("errorResponses:\n- {codes: ['404'], responseCode: 200, page: {inline: spa}}\n");
+    let h = HeaderMap::new();
+    for (m, replaced) in
+        [(Method::GET, true), (Method::HEAD, true), (Method::POST, false), (Method::DELETE, false)]
+    {
+        let d = decide(std::slice::from_ref(&p), &req(&m, None), upstream(404, &h), &NoPages);
+        assert_eq!(matches!(d, Decision::Replace { .. }), replaced, "{m}");
+    }
+}
+
+#[test]
+fn status_only_rules_rewrite_and_keep_the_body() {
+    let p = resolved("errorResponses:\n- {codes: ['5xx'], responseCode: 500}\n");
+    let h = HeaderMap::new();
+    match decide(std::slice::from_ref(&p), &req(&Method::GET, None), upstream(503, &h), &NoPages) {
+        Decision::Rewrite { status, headers, .. } => {
+            assert_eq!(status, 500);
+            assert_eq!(headers["x-error-origin-status"], "503");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn ttl_only_rules_change_nothing() {
+    let p = resolved("errorResponses:\n- {codes: ['404'], errorCachingMinTTLSeconds: 30}\n");
+    let h = HeaderMap::new();
+    assert!(matches!(
+        decide(std::slice::from_ref(&p), &req(&Method::GET, None), upstream(404, &h), &NoPages),
+        Decision::PassThrough
+    ));
+}
+
+#[test]
+fn report_only_changes_nothing() {
+    let p = resolved("mode: ReportOnly\nerrorResponses:\n- {codes: ['503'], page: {inline: x}}\n");
+    let h = HeaderMap::new();
+    assert!(matches!(
+        decide(std::slice::from_ref(&p), &req(&Method::GET, None), upstream(503, &h), &NoPages),
+        Decision::Report(_)
+    ));
+}
+
+#[test]
+fn source_selects_upstream_or_proxy_errors() {
+    let up = resolved("source: Upstream\nerrorResponses:\n- {codes: ['502'], page: {inline: up}}\n");
+    let px = resolved("source: Proxy\nerrorResponses:\n- {codes: ['502'], page: {inline: px}}\n");
+    let h = HeaderMap::new();
+    let err = ProxyError::UpstreamConnect { upstream: "a".into(), reason: "refused".into() };
+    let body = |p: &Arc<ResolvedPolicy>, o| match decide(
+        std::slice::from_ref(p),
+        &req(&Method::GET, None),
+        o,
+        &NoPages,
+    ) {
+        Decision::Replace { reply, applied } => (reply.body, applied.is_some()),
+        Decision::PassThrough => (Bytes::from_static(b"pass"), false),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(body(&up, upstream(502, &h)).0, "up");
+    assert!(!body(&up, Outcome::Proxy(&err)).1, "an Upstream policy leaves proxy errors built-in");
+    assert_eq!(body(&px, upstream(502, &h)).0, "pass");
+    assert_eq!(body(&px, Outcome::Proxy(&err)).0, "px");
+}
+
+#[test]
+fn rule_46_headers_on_a_substituted_response() {
+    let p = resolved(
+        "errorResponses:\n- codes: ['401']\n  page: {inline: login, contentType: text/plain}\n  copyHeaders: [WWW-Authenticate]\n  setHeaders: {Retry-After: '5'}\n",
+    );
+    let mut h = HeaderMap::new();
+    h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    h.insert(header::SET_COOKIE, HeaderValue::from_static("secret=1"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+    let Decision::Replace { reply, .. } =
+        decide(std::slice::from_ref(&p), &req(&Method::GET, None), upstream(401, &h), &NoPages)
+    else {
+        panic!()
+    };
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.headers[header::CONTENT_TYPE], "text/plain");
+    assert_eq!(reply.headers[header::CONTENT_LENGTH], "5");
+    assert_eq!(reply.headers[header::WWW_AUTHENTICATE], "Bearer");
+    assert_eq!(reply.headers["retry-after"], "5");
+    assert_eq!(reply.headers["x-error-origin-status"], "401");
+    assert_eq!(reply.headers[header::CACHE_CONTROL], "max-age=60", "rule 19: the origin's Cache-Control");
+    assert!(!reply.headers.contains_key(header::SET_COOKIE), "only listed headers are copied");
+}
+
+#[test]
+fn path_pages_fall_back_to_the_original_status_rule_47() {
+    let p =
+        resolved("errorResponses:\n- {codes: ['500'], responseCode: 200, page: {path: /errors/500.html}}\n");
+    let h = HeaderMap::new();
+    let Decision::Replace { reply, applied } =
+        decide(std::slice::from_ref(&p), &req(&Method::GET, None), upstream(500, &h), &NoPages)
+    else {
+        panic!()
+    };
+    assert_eq!(reply.status, 500, "never the override without the page");
+    assert!(applied.unwrap().page_missing);
+}

@@ -1,0 +1,317 @@
+//! The one place where a [`Decision`] becomes a response, whatever the status was made by.
+//!
+//! Data flow: every phase that has an answer — an upstream response ([`forward`](super::forward)),
+//! a cached error ([`cache_path`](super::cache_path)), an error erratum made itself
+//! ([`admit`](super::admit), [`forward`](super::forward), the HTTP/1.1 server's head checks)
+//! — hands it here as an [`Answer`]; [`Proxy::render`] asks [`intercept::decide`] what to
+//! send, applies it, and counts the request. `decide()` stays pure; this is its only caller
+//! on the request path.
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use futures::FutureExt;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::cache::CachedError;
+use super::headers::{X_REQUEST_ID, strip_hop_by_hop};
+use super::intercept::{self, Applied, Decision, Outcome, ProxyError, Reply, RequestInfo};
+use super::{Body, Proxy};
+use crate::metrics::{STATUS_CLASSES, status_class_index};
+use crate::table::{Mode, ResolvedPolicy, Route, RoutingTable};
+
+/// Most bytes of a replaced upstream body read so its connection can go back to the pool;
+/// beyond it (or after [`DRAIN_TIMEOUT`]) the connection is closed instead.
+pub const DRAIN_LIMIT: usize = 256 * 1024;
+/// Longest a replaced upstream body is drained.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+pub(super) static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// What a decision is applied to.
+pub enum Answer<'a> {
+    /// An upstream response: its head, and its body (streamed on, or drained when replaced).
+    Upstream(http::response::Parts, Body),
+    /// A cached error; `hit` when it was stored before this request.
+    Cached {
+        /// The entry.
+        entry: &'a CachedError,
+        /// Served from an earlier request's entry (`X-Cache: ErrorHit`, `Age`).
+        hit: bool,
+    },
+    /// erratum failed the request itself (routing, upstream connect, timeout, bad request).
+    Failed(&'a ProxyError),
+}
+
+/// The request an answer is for.
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    /// Policies for the request's errors, highest precedence first.
+    pub policies: &'a [Arc<ResolvedPolicy>],
+    /// The route, when the request matched one (metric labels).
+    pub route: Option<&'a Arc<Route>>,
+    /// The route's metric handles, when found.
+    pub metrics: Option<&'a RouteMetrics>,
+    /// The request facts `decide()` reads.
+    pub info: &'a RequestInfo<'a>,
+    /// `X-Request-ID` in effect.
+    pub request_id: &'a HeaderValue,
+}
+
+impl Proxy {
+    /// Applies `decide()` to `answer` and counts the request: the response erratum sends.
+    pub(super) fn render(&self, answer: Answer<'_>, scope: &Scope<'_>) -> Response<Body> {
+        let outcome = match &answer {
+            Answer::Upstream(parts, _) => Outcome::Upstream { status: parts.status, headers: &parts.headers },
+            Answer::Cached { entry, .. } => match &entry.proxy_error {
+                Some(err) => Outcome::Proxy(err),
+                None => Outcome::Upstream { status: entry.status, headers: &entry.headers },
+            },
+            Answer::Failed(err) => {
+                self.note(err, scope.info);
+                Outcome::Proxy(err)
+            }
+        };
+        let decision = intercept::decide(scope.policies, scope.info, outcome, &self.pages);
+        let upstream = match &answer {
+            Answer::Upstream(parts, _) => Some(parts.status),
+            Answer::Cached { entry, .. } => entry.proxy_error.is_none().then_some(entry.status),
+            Answer::Failed(_) => None,
+        };
+        let cached = match &answer {
+            Answer::Cached { entry, hit } => Some((entry.stored_at, *hit)),
+            _ => None,
+        };
+        // The status and extra fields on the answer's own head, unless it is replaced.
+        let (rewrite, pass_101) = match decision {
+            Decision::Replace { reply, applied } => {
+                if let Some(applied) = &applied {
+                    self.record(applied, applied.policy.mode == Mode::ReportOnly);
+                }
+                if let Answer::Upstream(_, body) = answer {
+                    drain(body);
+                }
+                let resp = into_response(reply, scope.request_id);
+                return self.finish(resp, cached, upstream, scope);
+            }
+            Decision::PassThrough => (None, true),
+            Decision::Report(applied) => {
+                self.record(&applied, true);
+                (None, false)
+            }
+            Decision::Rewrite { status, headers, applied } => {
+                self.record(&applied, false);
+                (Some((status, headers)), false)
+            }
+        };
+        let mut resp = match answer {
+            Answer::Upstream(mut parts, body) => {
+                let keep_upgrade = pass_101 && parts.status == StatusCode::SWITCHING_PROTOCOLS;
+                strip_hop_by_hop(&mut parts.headers, keep_upgrade);
+                Response::from_parts(parts, body)
+            }
+            Answer::Cached { entry, .. } => {
+                let mut resp = Response::new(whole(entry.body.clone()));
+                *resp.status_mut() = entry.status;
+                *resp.headers_mut() = entry.headers.clone();
+                resp
+            }
+            // `decide()` replaces every error erratum made; should that ever change, the
+            // built-in page still answers (never a panic on the request path).
+            Answer::Failed(err) => {
+                into_response(intercept::builtin(err.status(), scope.info.accept), scope.request_id)
+            }
+        };
+        if let Some((status, headers)) = rewrite {
+            *resp.status_mut() = status;
+            for (name, value) in &headers {
+                resp.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        self.finish(resp, cached, upstream, scope)
+    }
+
+    /// What every rendered response gets last: the cache fields and the request count.
+    fn finish(
+        &self,
+        mut resp: Response<Body>,
+        cached: Option<(std::time::Instant, bool)>,
+        upstream: Option<StatusCode>,
+        scope: &Scope<'_>,
+    ) -> Response<Body> {
+        if let Some((stored_at, hit)) = cached {
+            let headers = resp.headers_mut();
+            let x_cache = if hit { "ErrorHit from erratum" } else { "Error from erratum" };
+            headers.insert(X_CACHE.clone(), HeaderValue::from_static(x_cache));
+            if hit && let Some(cache) = &self.cache {
+                let age = cache.clock().now().saturating_duration_since(stored_at).as_secs();
+                headers.insert(header::AGE, HeaderValue::from(age));
+            }
+        }
+        self.count(scope, resp.status(), upstream);
+        resp
+    }
+
+    /// An error erratum made, answered through the one decision (routing and admission
+    /// errors, upstream failures, and the HTTP/1.1 server's head checks).
+    pub(super) fn fail(&self, err: &ProxyError, scope: &Scope<'_>) -> Response<Body> {
+        self.render(Answer::Failed(err), scope)
+    }
+
+    /// Counts an error erratum made and logs it at debug level: under an outage every request
+    /// fails, and a log line each would cost more than the request; the
+    /// `erratum_proxy_errors_total{reason}` counter is the signal to alert on.
+    pub(super) fn note(&self, err: &ProxyError, info: &RequestInfo<'_>) {
+        tracing::debug!(request_id = info.request_id, "{err}");
+        self.metrics.proxy_errors.with_label_values(&[err.reason()]).inc();
+    }
+
+    fn record(&self, applied: &Applied, report_only: bool) {
+        let key = &applied.policy.key;
+        let code = applied.code.as_str();
+        let counter =
+            if report_only { &self.metrics.error_pages_report_only } else { &self.metrics.error_pages };
+        counter.with_label_values(&[key.namespace.as_str(), key.name.as_str(), code, applied.source()]).inc();
+        if applied.page_missing {
+            self.metrics.page_fallbacks.with_label_values(&[key.namespace.as_str(), key.name.as_str()]).inc();
+        }
+    }
+
+    fn count(&self, scope: &Scope<'_>, served: StatusCode, upstream: Option<StatusCode>) {
+        let served = status_class_index(Some(served.as_u16()));
+        let upstream = status_class_index(upstream.map(|s| s.as_u16()));
+        let route = scope.route.map(|r| &**r);
+        let labels = |(ns, ing)| [ns, ing, STATUS_CLASSES[served], STATUS_CLASSES[upstream]];
+        match scope.metrics {
+            Some(m) => m.requests[served][upstream]
+                .get_or_init(|| self.metrics.requests.with_label_values(&labels(labels_of(route))))
+                .inc(),
+            None => self.metrics.requests.with_label_values(&labels(labels_of(route))).inc(),
+        }
+    }
+
+    /// Records an upstream's time to answer for `route`.
+    pub(super) fn observe_upstream(&self, scope: &Scope<'_>, seconds: f64) {
+        match scope.metrics {
+            Some(m) => m.upstream_seconds.observe(seconds),
+            None => {
+                let (ns, ing) = labels_of(scope.route.map(|r| &**r));
+                self.metrics.upstream_seconds.with_label_values(&[ns, ing]).observe(seconds);
+            }
+        }
+    }
+
+    /// The metric handles of `route`'s Ingress in `table` (made on first use), from the
+    /// per-table set `current` holds; `None` for routes of no Ingress, or if another table
+    /// was published in between (the caller then finds the handles by label).
+    pub(super) fn route_metrics<'m>(
+        &self,
+        current: &'m Option<Arc<PerTable>>,
+        table: &Arc<RoutingTable>,
+        route: &Route,
+    ) -> Option<&'m RouteMetrics> {
+        let per_table = current.as_ref().filter(|p| std::ptr::eq(p.table.as_ptr(), Arc::as_ptr(table)))?;
+        let slot = per_table.slots.get(route.ingress_slot?)?;
+        Some(slot.get_or_init(|| {
+            let (ns, ing) = labels_of(Some(route));
+            RouteMetrics {
+                upstream_seconds: self.metrics.upstream_seconds.with_label_values(&[ns, ing]),
+                requests: Default::default(),
+            }
+        }))
+    }
+}
+
+/// Metric handles of one Ingress's routes. Prometheus finds a labelled child by hashing every
+/// label value on each call: 0.37 µs of a proxied request's ~12 µs for its three lookups
+/// (BENCHMARKS.md). These are found once per table and Ingress.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    upstream_seconds: prometheus::Histogram,
+    /// `requests` children by (served, upstream) status class, made on first use so that
+    /// combinations never seen export no series.
+    requests: [[OnceLock<prometheus::IntCounter>; STATUS_CLASSES.len()]; STATUS_CLASSES.len()],
+}
+
+/// The proxy's metric handles for the Ingresses of one table, by the table's dense Ingress
+/// index ([`Route::ingress_slot`]). Replaced whole when a new table is published: the table
+/// itself carries no proxy state.
+#[derive(Debug)]
+pub struct PerTable {
+    /// Which table the slots index (compared by address; the `Weak` keeps it unique).
+    table: Weak<RoutingTable>,
+    slots: Box<[OnceLock<RouteMetrics>]>,
+}
+
+/// The [`PerTable`] handles of the current table.
+#[derive(Debug, Default)]
+pub struct IngressMetrics(ArcSwapOption<PerTable>);
+
+impl IngressMetrics {
+    /// The handles for `table`, made empty when `table` is newer than the ones held. One
+    /// atomic load per request; a store once per published table.
+    pub fn current(&self, table: &Arc<RoutingTable>) -> arc_swap::Guard<Option<Arc<PerTable>>> {
+        let held = self.0.load();
+        if held.as_ref().is_some_and(|p| std::ptr::eq(p.table.as_ptr(), Arc::as_ptr(table))) {
+            return held;
+        }
+        drop(held);
+        let slots = (0..table.ingress_count()).map(|_| OnceLock::new()).collect();
+        self.0.store(Some(Arc::new(PerTable { table: Arc::downgrade(table), slots })));
+        self.0.load()
+    }
+}
+
+/// Reads and discards a replaced upstream body (bounded in size and time) so its keep-alive
+/// connection returns to the pool; nginx closes it instead.
+fn drain(mut body: Body) {
+    // Most error bodies arrive with their head: read in place what is there, without a task
+    // or a box; only a body still on its way gets a task.
+    let mut seen = 0usize;
+    loop {
+        match body.frame().now_or_never() {
+            Some(Some(Ok(frame))) => {
+                seen += frame.data_ref().map_or(0, Bytes::len);
+                if seen > DRAIN_LIMIT {
+                    return;
+                }
+            }
+            Some(None | Some(Err(_))) => return,
+            None => break,
+        }
+    }
+    tokio::spawn(async move {
+        let rest = async {
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, Bytes::len);
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, rest).await;
+    });
+}
+
+pub(super) fn labels_of(route: Option<&Route>) -> (&str, &str) {
+    match route.and_then(|r| r.ingress.as_ref()) {
+        Some(k) => (k.namespace.as_str(), k.name.as_str()),
+        None => ("", ""),
+    }
+}
+
+/// A body erratum holds whole in memory (pages, cache entries).
+pub(super) fn whole(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+fn into_response(reply: Reply, request_id: &HeaderValue) -> Response<Body> {
+    let mut resp = Response::new(whole(reply.body));
+    *resp.status_mut() = reply.status;
+    *resp.headers_mut() = reply.headers;
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+    resp
+}
