@@ -162,11 +162,11 @@ async fn cache(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
                 let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned();
                 match k {
-                    "policy" => match v.split_once('/') {
-                        Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
-                            purge.policy = Some(crate::index::ObjectKey::new(ns, name))
+                    "policy" => match crate::index::ObjectKey::parse(&v) {
+                        Ok(key) => purge.policy = Some(key),
+                        Err(_) => {
+                            return text(StatusCode::BAD_REQUEST, "text/plain", "policy=NAMESPACE/NAME\n");
                         }
-                        _ => return text(StatusCode::BAD_REQUEST, "text/plain", "policy=NAMESPACE/NAME\n"),
                     },
                     "host" => purge.host = Some(v),
                     "prefix" if v.starts_with('/') => purge.prefix = Some(v),

@@ -148,15 +148,6 @@ impl TuningArgs {
     }
 }
 
-fn parse_object_key(s: &str) -> Result<ObjectKey, String> {
-    match s.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok(ObjectKey::new(ns, name))
-        }
-        _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
-    }
-}
-
 /// A listener address that can be turned off with `off`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OptionalAddr(pub Option<SocketAddr>);
@@ -186,7 +177,7 @@ pub struct RunArgs {
     #[arg(long, env = "ERRATUM_NAMESPACE")]
     pub namespace: Option<String>,
     /// Kubernetes mode: the Service (NAMESPACE/NAME) whose address goes into Ingress status.
-    #[arg(long, env = "ERRATUM_PUBLISH_SERVICE", value_parser = parse_object_key)]
+    #[arg(long, env = "ERRATUM_PUBLISH_SERVICE", value_parser = ObjectKey::parse)]
     pub publish_service: Option<ObjectKey>,
     /// Kubernetes mode: namespace of the `erratum-leader` Lease (default: $POD_NAMESPACE, else
     /// `default`).
@@ -216,7 +207,7 @@ pub struct RunArgs {
     pub default_backend: Option<ServiceRef>,
     /// ErrorPagePolicy (NAMESPACE/NAME) applied everywhere with the lowest precedence,
     /// including to requests no Ingress matches.
-    #[arg(long, env = "ERRATUM_DEFAULT_POLICY", value_parser = parse_object_key)]
+    #[arg(long, env = "ERRATUM_DEFAULT_POLICY", value_parser = ObjectKey::parse)]
     pub default_policy: Option<ObjectKey>,
     /// Data-plane tuning.
     #[command(flatten)]

@@ -1,7 +1,7 @@
 //! The Index: every Kubernetes object erratum routes from, as plain k8s-openapi values.
 //!
-//! Data flow: a source (the manifests folder now, the Kubernetes API later) is the single
-//! writer of an `Index`; the publisher hands a snapshot of it to the pure
+//! Data flow: a source (the manifests folder in file mode, the Kubernetes API's watches in
+//! cluster mode) is the single writer of an `Index`; the publisher hands a snapshot of it to the pure
 //! [`RoutingTable::build`](crate::table::RoutingTable::build). The Index does no validation
 //! beyond identity: what an object *means* is decided by the table build, so both sources
 //! share one implementation of the Ingress semantics.
@@ -47,9 +47,87 @@ impl ObjectKey {
     }
 }
 
+impl ObjectKey {
+    /// Parses `NAMESPACE/NAME` (flags, admin queries): both parts non-empty, one slash.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(ObjectKey::new(ns, name))
+            }
+            _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
+        }
+    }
+}
+
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The kinds of object erratum reads, each named once here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// networking.k8s.io/v1 IngressClass (cluster-scoped).
+    IngressClass,
+    /// networking.k8s.io/v1 Ingress.
+    Ingress,
+    /// v1 Service.
+    Service,
+    /// discovery.k8s.io/v1 EndpointSlice.
+    EndpointSlice,
+    /// v1 Secret.
+    Secret,
+    /// v1 ConfigMap.
+    ConfigMap,
+    /// erratum.dev/v1alpha1 ErrorPagePolicy.
+    ErrorPagePolicy,
+}
+
+impl Kind {
+    /// Every kind, in the order they are watched and counted.
+    pub const ALL: [Kind; 7] = [
+        Kind::IngressClass,
+        Kind::Ingress,
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Secret,
+        Kind::ConfigMap,
+        Kind::ErrorPagePolicy,
+    ];
+
+    /// The kind name, as written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::IngressClass => "IngressClass",
+            Kind::Ingress => "Ingress",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::ErrorPagePolicy => "ErrorPagePolicy",
+        }
+    }
+
+    /// The `apiVersion` erratum reads the kind at.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::IngressClass | Kind::Ingress => "networking.k8s.io/v1",
+            Kind::Service | Kind::Secret | Kind::ConfigMap => "v1",
+            Kind::EndpointSlice => "discovery.k8s.io/v1",
+            Kind::ErrorPagePolicy => "erratum.dev/v1alpha1",
+        }
+    }
+
+    /// The kind a manifest's `apiVersion` and `kind` name, if erratum reads it.
+    pub fn of_manifest(api_version: &str, kind: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == kind && k.api_version() == api_version)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -73,16 +151,16 @@ pub enum Object {
 }
 
 impl Object {
-    /// The kind name, as written in manifests.
-    pub fn kind(&self) -> &'static str {
+    /// The object's kind.
+    pub fn kind(&self) -> Kind {
         match self {
-            Object::IngressClass(_) => "IngressClass",
-            Object::Ingress(_) => "Ingress",
-            Object::Service(_) => "Service",
-            Object::EndpointSlice(_) => "EndpointSlice",
-            Object::Secret(_) => "Secret",
-            Object::ConfigMap(_) => "ConfigMap",
-            Object::ErrorPagePolicy(_) => "ErrorPagePolicy",
+            Object::IngressClass(_) => Kind::IngressClass,
+            Object::Ingress(_) => Kind::Ingress,
+            Object::Service(_) => Kind::Service,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::Secret(_) => Kind::Secret,
+            Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::ErrorPagePolicy(_) => Kind::ErrorPagePolicy,
         }
     }
 
@@ -144,45 +222,50 @@ impl Index {
     }
 
     /// Removes an object by kind and key; returns whether it was present.
-    pub fn delete(&mut self, kind: &str, key: &ObjectKey) -> bool {
+    pub fn delete(&mut self, kind: Kind, key: &ObjectKey) -> bool {
         match kind {
-            "IngressClass" => self.ingress_classes.remove(key).is_some(),
-            "Ingress" => self.ingresses.remove(key).is_some(),
-            "Service" => self.services.remove(key).is_some(),
-            "EndpointSlice" => self.endpoint_slices.remove(key).is_some(),
-            "Secret" => self.secrets.remove(key).is_some(),
-            "ConfigMap" => self.config_maps.remove(key).is_some(),
-            "ErrorPagePolicy" => self.policies.remove(key).is_some(),
-            _ => false,
+            Kind::IngressClass => self.ingress_classes.remove(key).is_some(),
+            Kind::Ingress => self.ingresses.remove(key).is_some(),
+            Kind::Service => self.services.remove(key).is_some(),
+            Kind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
+            Kind::Secret => self.secrets.remove(key).is_some(),
+            Kind::ConfigMap => self.config_maps.remove(key).is_some(),
+            Kind::ErrorPagePolicy => self.policies.remove(key).is_some(),
         }
     }
 
     /// Replaces every object of `kind` (a relist): objects missing from `objects` are gone.
-    pub fn replace_kind(&mut self, kind: &str, objects: Vec<Object>) {
+    pub fn replace_kind(&mut self, kind: Kind, objects: Vec<Object>) {
         match kind {
-            "IngressClass" => self.ingress_classes.clear(),
-            "Ingress" => self.ingresses.clear(),
-            "Service" => self.services.clear(),
-            "EndpointSlice" => self.endpoint_slices.clear(),
-            "Secret" => self.secrets.clear(),
-            "ConfigMap" => self.config_maps.clear(),
-            "ErrorPagePolicy" => self.policies.clear(),
-            _ => {}
+            Kind::IngressClass => self.ingress_classes.clear(),
+            Kind::Ingress => self.ingresses.clear(),
+            Kind::Service => self.services.clear(),
+            Kind::EndpointSlice => self.endpoint_slices.clear(),
+            Kind::Secret => self.secrets.clear(),
+            Kind::ConfigMap => self.config_maps.clear(),
+            Kind::ErrorPagePolicy => self.policies.clear(),
         }
         for o in objects.into_iter().filter(|o| o.kind() == kind) {
             self.apply(o);
         }
     }
 
+    /// Number of objects of `kind`.
+    pub fn count(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::IngressClass => self.ingress_classes.len(),
+            Kind::Ingress => self.ingresses.len(),
+            Kind::Service => self.services.len(),
+            Kind::EndpointSlice => self.endpoint_slices.len(),
+            Kind::Secret => self.secrets.len(),
+            Kind::ConfigMap => self.config_maps.len(),
+            Kind::ErrorPagePolicy => self.policies.len(),
+        }
+    }
+
     /// Number of objects of every kind.
     pub fn len(&self) -> usize {
-        self.ingress_classes.len()
-            + self.ingresses.len()
-            + self.services.len()
-            + self.endpoint_slices.len()
-            + self.secrets.len()
-            + self.config_maps.len()
-            + self.policies.len()
+        Kind::ALL.into_iter().map(|k| self.count(k)).sum()
     }
 
     /// Whether the index holds no object at all.

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::crd::ErrorPagePolicy;
-use crate::index::{Index, Object, ObjectKey};
+use crate::index::{Index, Kind, Object, ObjectKey};
 use crate::metrics::ControllerMetrics;
 use crate::source::publish::Publisher;
 use crate::table::BuildConfig;
@@ -34,10 +34,6 @@ use crate::table::BuildConfig;
 pub const REBUILD_DEBOUNCE: Duration = Duration::from_millis(100);
 /// How often a missing ErrorPagePolicy CRD is looked for again.
 pub const CRD_RECHECK: Duration = Duration::from_secs(30);
-
-/// Kinds the controller watches; the first table is published when all have synced.
-pub const KINDS: [&str; 7] =
-    ["IngressClass", "Ingress", "Service", "EndpointSlice", "Secret", "ConfigMap", "ErrorPagePolicy"];
 
 /// Controller settings.
 #[derive(Clone, Debug)]
@@ -64,9 +60,9 @@ pub enum Error {
 
 enum Msg {
     Apply(Object),
-    Delete(&'static str, ObjectKey),
+    Delete(Kind, ObjectKey),
     /// A full (re)list: replaces every object of the kind.
-    Relist(&'static str, Vec<Object>),
+    Relist(Kind, Vec<Object>),
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -95,7 +91,7 @@ pub async fn start(
     spawn_watch::<IngressClass>(
         Api::all(client.clone()),
         wc.clone(),
-        "IngressClass",
+        Kind::IngressClass,
         |o| Object::IngressClass(Box::new(o)),
         &tx,
         &metrics,
@@ -104,7 +100,7 @@ pub async fn start(
     spawn_watch::<Ingress>(
         api(&client, ns),
         wc.clone(),
-        "Ingress",
+        Kind::Ingress,
         |o| Object::Ingress(Box::new(o)),
         &tx,
         &metrics,
@@ -113,7 +109,7 @@ pub async fn start(
     spawn_watch::<Service>(
         api(&client, ns),
         wc.clone(),
-        "Service",
+        Kind::Service,
         |o| Object::Service(Box::new(o)),
         &tx,
         &metrics,
@@ -122,7 +118,7 @@ pub async fn start(
     spawn_watch::<EndpointSlice>(
         api(&client, ns),
         wc.clone(),
-        "EndpointSlice",
+        Kind::EndpointSlice,
         |o| Object::EndpointSlice(Box::new(o)),
         &tx,
         &metrics,
@@ -132,7 +128,7 @@ pub async fn start(
     spawn_watch::<Secret>(
         api(&client, ns),
         wc.clone().fields("type=kubernetes.io/tls"),
-        "Secret",
+        Kind::Secret,
         |o| Object::Secret(Box::new(o)),
         &tx,
         &metrics,
@@ -141,7 +137,7 @@ pub async fn start(
     spawn_watch::<ConfigMap>(
         api(&client, ns),
         wc.clone(),
-        "ConfigMap",
+        Kind::ConfigMap,
         |o| Object::ConfigMap(Box::new(o)),
         &tx,
         &metrics,
@@ -187,7 +183,7 @@ pub async fn start(
 fn spawn_watch<K>(
     api: Api<K>,
     config: watcher::Config,
-    kind: &'static str,
+    kind: Kind,
     to_object: fn(K) -> Object,
     tx: &mpsc::Sender<Msg>,
     metrics: &ControllerMetrics,
@@ -219,8 +215,8 @@ fn spawn_watch<K>(
                 Some(Ok(Event::Delete(o))) => Msg::Delete(kind, to_object(o).key()),
                 Some(Err(e)) => {
                     // The watcher relists with backoff; the proxy keeps serving the last table.
-                    metrics.watch_errors.with_label_values(&[kind]).inc();
-                    tracing::warn!(kind, "watch error (retrying with backoff): {e}");
+                    metrics.watch_errors.with_label_values(&[kind.as_str()]).inc();
+                    tracing::warn!(kind = kind.as_str(), "watch error (retrying with backoff): {e}");
                     continue;
                 }
             };
@@ -261,13 +257,13 @@ fn spawn_policy_watch(
                         tracing::error!("{why}; routing Ingresses without error policies");
                         warned = true;
                         // Count the kind as synced (empty) so readiness does not wait for it.
-                        if tx.send(Msg::Relist("ErrorPagePolicy", Vec::new())).await.is_err() {
+                        if tx.send(Msg::Relist(Kind::ErrorPagePolicy, Vec::new())).await.is_err() {
                             return;
                         }
                     }
                 }
                 Err(e) => {
-                    metrics.watch_errors.with_label_values(&["ErrorPagePolicy"]).inc();
+                    metrics.watch_errors.with_label_values(&[Kind::ErrorPagePolicy.as_str()]).inc();
                     tracing::warn!("checking for the ErrorPagePolicy CRD: {e}");
                 }
             }
@@ -282,7 +278,7 @@ fn spawn_policy_watch(
         spawn_watch::<ErrorPagePolicy>(
             api,
             watcher::Config::default(),
-            "ErrorPagePolicy",
+            Kind::ErrorPagePolicy,
             |o| Object::ErrorPagePolicy(Box::new(o)),
             &tx,
             &metrics,
@@ -300,7 +296,7 @@ async fn index_writer(
     shutdown: CancellationToken,
 ) {
     let mut index = Index::default();
-    let mut synced: HashSet<&'static str> = HashSet::new();
+    let mut synced: HashSet<Kind> = HashSet::new();
     let mut dirty = false;
     loop {
         let msg = if dirty {
@@ -309,7 +305,7 @@ async fn index_writer(
                 m = tokio::time::timeout(REBUILD_DEBOUNCE, rx.recv()) => match m {
                     Ok(m) => m,
                     Err(_) => {
-                        if KINDS.iter().all(|k| synced.contains(k)) {
+                        if Kind::ALL.iter().all(|k| synced.contains(k)) {
                             // The build is synchronous CPU work: keep it off the other workers' way
                             // where the runtime allows it.
                             let generation = match tokio::runtime::Handle::current().runtime_flavor() {
@@ -342,7 +338,7 @@ async fn index_writer(
             Some(Msg::Relist(kind, objects)) => {
                 index.replace_kind(kind, objects);
                 if synced.insert(kind) {
-                    tracing::info!(kind, "initial list synced");
+                    tracing::info!(kind = kind.as_str(), "initial list synced");
                 }
             }
         }

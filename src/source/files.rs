@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::publish::Publisher;
-use crate::index::{Index, Object, ObjectKey};
+use crate::index::{Index, Kind, Object, ObjectKey};
 use crate::metrics::TableMetrics;
 
 /// Quiet time after the last change before reloading: editors write files in several steps.
@@ -247,14 +247,14 @@ fn to_object(value: serde_json::Value) -> Result<Object, (Reason, String)> {
     ) -> Result<T, (Reason, String)> {
         super::strict::deserialize(value).map_err(|e| (Reason::Schema, format!("{kind} {name}: {e}")))
     }
-    let obj = match (api_version.as_str(), kind.as_str()) {
-        ("networking.k8s.io/v1", "IngressClass") => Object::IngressClass(Box::new(de(value, &kind, &name)?)),
-        ("networking.k8s.io/v1", "Ingress") => Object::Ingress(Box::new(de(value, &kind, &name)?)),
-        ("v1", "Service") => Object::Service(Box::new(de(value, &kind, &name)?)),
-        ("discovery.k8s.io/v1", "EndpointSlice") => Object::EndpointSlice(Box::new(de(value, &kind, &name)?)),
-        ("v1", "Secret") => Object::Secret(Box::new(de(value, &kind, &name)?)),
-        ("v1", "ConfigMap") => Object::ConfigMap(Box::new(de(value, &kind, &name)?)),
-        ("erratum.dev/v1alpha1", "ErrorPagePolicy") => {
+    let obj = match Kind::of_manifest(&api_version, &kind) {
+        Some(Kind::IngressClass) => Object::IngressClass(Box::new(de(value, &kind, &name)?)),
+        Some(Kind::Ingress) => Object::Ingress(Box::new(de(value, &kind, &name)?)),
+        Some(Kind::Service) => Object::Service(Box::new(de(value, &kind, &name)?)),
+        Some(Kind::EndpointSlice) => Object::EndpointSlice(Box::new(de(value, &kind, &name)?)),
+        Some(Kind::Secret) => Object::Secret(Box::new(de(value, &kind, &name)?)),
+        Some(Kind::ConfigMap) => Object::ConfigMap(Box::new(de(value, &kind, &name)?)),
+        Some(Kind::ErrorPagePolicy) => {
             // In the API server's order: strict decoding (unknown fields) first, then the
             // CRD's schema and CEL rules, as applied at admission.
             let problems = super::strict::policy_problems(&value);
@@ -263,7 +263,7 @@ fn to_object(value: serde_json::Value) -> Result<Object, (Reason, String)> {
             }
             Object::ErrorPagePolicy(Box::new(de(value, &kind, &name)?))
         }
-        _ => {
+        None => {
             return Err((
                 Reason::UnknownKind,
                 format!("{api_version} {kind} {name} is not a kind erratum uses; skipped"),
@@ -281,7 +281,7 @@ pub struct Loaded {
     /// Every rejected document (fatal ones fall back to the file's last good objects).
     pub errors: Vec<ManifestError>,
     /// Where each object in the Index was defined.
-    pub origins: HashMap<(&'static str, ObjectKey), Location>,
+    pub origins: HashMap<(Kind, ObjectKey), Location>,
 }
 
 /// A manifests folder, with the last good objects of each file.
@@ -348,7 +348,7 @@ impl Folder {
 
         self.last_good.retain(|path, _| contents.contains_key(path));
         let mut index = Index::default();
-        let mut origins: HashMap<(&'static str, ObjectKey), Location> = HashMap::new();
+        let mut origins: HashMap<(Kind, ObjectKey), Location> = HashMap::new();
         for (file, text) in &contents {
             let objects = match text {
                 Some(text) => {
@@ -421,7 +421,7 @@ pub fn reload(folder: &mut Folder, publisher: &mut Publisher, metrics: &TableMet
                 }
             }
             publisher.publish_located(&loaded.index, |d| {
-                loaded.origins.get(&(d.kind, d.key.clone())).map(ToString::to_string)
+                d.kind.and_then(|kind| loaded.origins.get(&(kind, d.key.clone()))).map(ToString::to_string)
             });
             true
         }

@@ -72,16 +72,8 @@ impl Publisher {
         m.hosts.set(table.host_count() as i64);
         m.routes.set(table.route_count() as i64);
         m.problems.set(table.diagnostics().len() as i64);
-        for (kind, n) in [
-            ("IngressClass", index.ingress_classes.len()),
-            ("Ingress", index.ingresses.len()),
-            ("Service", index.services.len()),
-            ("EndpointSlice", index.endpoint_slices.len()),
-            ("Secret", index.secrets.len()),
-            ("ConfigMap", index.config_maps.len()),
-            ("ErrorPagePolicy", index.policies.len()),
-        ] {
-            m.objects.with_label_values(&[kind]).set(n as i64);
+        for kind in crate::index::Kind::ALL {
+            m.objects.with_label_values(&[kind.as_str()]).set(index.count(kind) as i64);
         }
         tracing::info!(
             generation = self.generation,

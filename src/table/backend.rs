@@ -92,14 +92,7 @@ impl Backend {
             Target::Endpoints(addrs) if addrs.is_empty() || self.authorities.len() != addrs.len() => {
                 Err("no ready endpoints")
             }
-            Target::Endpoints(addrs) => {
-                let i = if addrs.len() == 1 {
-                    0
-                } else {
-                    self.cursor.fetch_add(1, Ordering::Relaxed) % addrs.len()
-                };
-                Ok(self.authorities[i].clone())
-            }
+            Target::Endpoints(addrs) => Ok(self.authorities[self.next(addrs.len())].clone()),
             Target::ExternalName { host, port } => {
                 format!("{host}:{port}").parse().map_err(|_| "the ExternalName is not a valid host")
             }
@@ -107,16 +100,20 @@ impl Backend {
         }
     }
 
+    /// The next of `n` (> 0) endpoints, round robin: the one place the cursor moves.
+    fn next(&self, n: usize) -> usize {
+        if n == 1 {
+            return 0; // no shared write for the common single endpoint
+        }
+        // Relaxed: the cursor only spreads load, it orders nothing.
+        self.cursor.fetch_add(1, Ordering::Relaxed) % n
+    }
+
     /// Picks the next endpoint, round robin.
     pub fn pick(&self) -> Pick<'_> {
         match &self.target {
             Target::Endpoints(addrs) if addrs.is_empty() => Pick::Unavailable("no ready endpoints"),
-            Target::Endpoints(addrs) if addrs.len() == 1 => Pick::Addr(addrs[0]),
-            Target::Endpoints(addrs) => {
-                // Relaxed: the cursor only spreads load, it orders nothing.
-                let i = self.cursor.fetch_add(1, Ordering::Relaxed);
-                Pick::Addr(addrs[i % addrs.len()])
-            }
+            Target::Endpoints(addrs) => Pick::Addr(addrs[self.next(addrs.len())]),
             Target::ExternalName { host, port } => Pick::Name(host, *port),
             Target::Unresolved(reason) => Pick::Unavailable(reason),
         }

@@ -314,8 +314,8 @@ pub fn resolve(index: &Index, policy: &ErrorPagePolicy) -> Result<ResolvedPolicy
         for h in &m.hosts {
             let h = h.to_ascii_lowercase();
             match h.strip_prefix("*.") {
-                Some(s) if valid_dns_name(s) => hosts.push(HostPattern::Wildcard(s.to_string())),
-                None if valid_dns_name(&h) => hosts.push(HostPattern::Exact(h)),
+                Some(s) if super::route::is_dns_name(s) => hosts.push(HostPattern::Wildcard(s.to_string())),
+                None if super::route::is_dns_name(&h) => hosts.push(HostPattern::Exact(h)),
                 _ => p.invalid.push(format!("match.hosts: {h:?} is not a host name")),
             }
         }
@@ -415,18 +415,6 @@ pub fn resolve(index: &Index, policy: &ErrorPagePolicy) -> Result<ResolvedPolicy
         class4,
         class5,
     })
-}
-
-fn valid_dns_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
 }
 
 fn resolve_rule(

@@ -190,5 +190,20 @@ fn hex(c: u8) -> Option<u8> {
     (c as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
+/// Whether `name` is an RFC 1123 DNS name: dot-separated labels of letters, digits and `-`,
+/// not starting or ending with `-`, each at most 63 bytes, 253 in all. The one check for
+/// Ingress hosts and policy host patterns.
+pub fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
 #[cfg(test)]
 mod tests;

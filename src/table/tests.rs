@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::fixtures::{endpoint_slice, external_service, ingress, ingress_class, service};
-use crate::index::Object;
+use crate::index::{Index, Object};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 fn index(objects: Vec<Object>) -> Index {
@@ -150,7 +150,7 @@ fn conflicts_are_won_by_the_oldest_ingress_then_the_name() {
     let t = build(objects);
     assert_eq!(target(&t, "h.example", "/"), "old");
     let d = &t.diagnostics()[0];
-    assert_eq!((d.kind, &d.key), ("Ingress", &ObjectKey::new("ns", "aaa-new")));
+    assert_eq!((d.kind, &d.key), (Some(crate::index::Kind::Ingress), &ObjectKey::new("ns", "aaa-new")));
     assert!(d.message.contains("already served by Ingress ns/zzz-old"), "{d}");
 
     // Same age: the name decides.
@@ -436,7 +436,10 @@ fn invalid_policies_are_reported_and_not_applied() {
         assert!(all.contains(message), "{spec}: {all}");
         assert!(r.in_effect.is_none(), "{spec}");
         assert!(policy_names(&t, "shop.example", "/").is_empty(), "{spec}");
-        assert!(t.diagnostics().iter().any(|d| d.kind == "ErrorPagePolicy"), "{spec}");
+        assert!(
+            t.diagnostics().iter().any(|d| d.kind == Some(crate::index::Kind::ErrorPagePolicy)),
+            "{spec}"
+        );
     }
 }
 

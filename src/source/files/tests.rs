@@ -103,7 +103,7 @@ fn objects_remember_where_they_were_defined() {
     )
     .unwrap();
     let loaded = Folder::open(dir.path()).unwrap().load().unwrap().unwrap();
-    let at = &loaded.origins[&("Ingress", ObjectKey::new("shop", "web"))];
+    let at = &loaded.origins[&(crate::index::Kind::Ingress, ObjectKey::new("shop", "web"))];
     assert_eq!((at.document, at.line), (2, Some(5)));
     assert!(at.to_string().ends_with("app.yaml:5 (document 2)"), "{at}");
 }
