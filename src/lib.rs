@@ -16,6 +16,7 @@ pub mod args;
 pub mod controller;
 pub mod crd;
 pub mod demo;
+#[cfg(any(test, feature = "fixtures"))]
 #[doc(hidden)]
 pub mod fixtures;
 pub mod index;

@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use crate::table::Mode;
 use crate::table::ResolvedPolicy;
 use crate::table::accept;
-use crate::table::policy::{Body, Rule};
+use crate::table::policy::{PageBody, Rule};
 use crate::table::template::Values;
 
 /// An error erratum itself produced while handling a request.
@@ -298,7 +298,7 @@ pub fn decide(
 
     let format = page.negotiate(req.accept);
     let (body, content_type) = match &format.body {
-        Body::Static(template) => (
+        PageBody::Static(template) => (
             template.render(&Values {
                 status: code_u16,
                 request_id: req.request_id,
@@ -307,7 +307,7 @@ pub fn decide(
             }),
             format.content_type.clone(),
         ),
-        Body::Path(path) => match pages.get(req.host, path) {
+        PageBody::Path(path) => match pages.get(req.host, path) {
             Some(fetched) => (fetched.body, format.content_type.clone().or(fetched.content_type)),
             None => {
                 // Rule 47: a page that cannot be fetched never changes the status and never

@@ -88,7 +88,7 @@ fn to_http(m: HttpMethod) -> Method {
 
 /// Where one representation's body comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Body {
+pub enum PageBody {
     /// Inline or ConfigMap text, parsed as a template.
     Static(Template),
     /// Fetched through the routing table on the request's host, pinned by the proxy.
@@ -103,7 +103,7 @@ pub struct Format {
     /// The `Content-Type` sent; `None` for a path page that takes the page origin's.
     pub content_type: Option<HeaderValue>,
     /// The body.
-    pub body: Body,
+    pub body: PageBody,
 }
 
 /// A page: one or more representations, the first being the default.
@@ -127,8 +127,8 @@ impl Page {
     /// Every page path this page fetches.
     pub fn paths(&self) -> impl Iterator<Item = &str> {
         self.formats.iter().filter_map(|f| match &f.body {
-            Body::Path(p) => Some(p.as_str()),
-            Body::Static(_) => None,
+            PageBody::Path(p) => Some(p.as_str()),
+            PageBody::Static(_) => None,
         })
     }
 
@@ -136,8 +136,8 @@ impl Page {
         self.formats
             .iter()
             .map(|f| match &f.body {
-                Body::Path(p) => format!("path {p}"),
-                Body::Static(t) => format!("{} ({} bytes)", f.media, t.literal_len()),
+                PageBody::Path(p) => format!("path {p}"),
+                PageBody::Static(t) => format!("{} ({} bytes)", f.media, t.literal_len()),
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -599,7 +599,7 @@ fn resolve_format(
             return None;
         }
         let media = content_type.map(accept::essence).unwrap_or_else(|| "text/html".into());
-        return Some(Format { media, content_type: header, body: Body::Path(path.to_string()) });
+        return Some(Format { media, content_type: header, body: PageBody::Path(path.to_string()) });
     }
     let text: String = match (inline, config_map) {
         (Some(text), _) => text.to_string(),
@@ -642,7 +642,7 @@ fn resolve_format(
         Ok(t) => Some(Format {
             media: accept::essence(&ct_str),
             content_type: Some(content_type),
-            body: Body::Static(t),
+            body: PageBody::Static(t),
         }),
         Err(e) => {
             p.invalid.push(format!("{at}: template: {e}"));
