@@ -1,4 +1,6 @@
-//! The admin server: `/healthz`, `/readyz`, `/metrics` and `/table` on `--admin-addr`.
+//! The admin server on `--admin-addr`: `/healthz` (and `/livez`), `/readyz`, `/metrics`,
+//! `/table` (routes, diagnostics), `/policies` (each policy's report), `/pages` (pinned error
+//! pages), and `/cache` (`GET` stats, `DELETE` purge).
 //!
 //! Data flow: reads the published table and the metrics registry; writes nothing. It keeps
 //! serving while the proxy drains so that `/readyz` can report the shutdown.

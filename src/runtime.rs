@@ -1,9 +1,10 @@
 //! Wiring: the only module that knows every other one.
 //!
-//! `start` loads the manifests and publishes the first table, binds the listeners, and spawns
-//! the proxy, the admin server and the folder watcher. Shutdown fans out in order: `/readyz`
+//! `start` sets up the source — a manifests folder (loaded, first table published, watched) or
+//! the Kubernetes API (the controller's watches and Lease) — binds the listeners, and spawns
+//! the proxy and the admin server. Shutdown fans out in order: `/readyz`
 //! turns 503, listeners stop accepting, in-flight requests drain (bounded), then the admin
-//! server and the watcher stop.
+//! server and the source stop.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

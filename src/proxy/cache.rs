@@ -1,5 +1,5 @@
-//! The error cache: origin error responses kept for their Error Caching TTL (error-semantics
-//! §B, §C, §J; design §6), built on moka.
+//! The error cache: origin error responses kept for their Error Caching TTL (docs/error-semantics.md
+//! §B, §C, §J), built on moka.
 //!
 //! Data flow: the service computes a [`CacheKey`] for a GET/HEAD request covered by an
 //! Enforce policy, looks it up, and on a miss forwards upstream; a cacheable error is stored
@@ -389,7 +389,7 @@ impl ErrorCache {
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 counters.misses.inc();
                 // Coalesce only keys that were errors recently: a miss on a key that has
-                // always answered 200 must not wait behind another request (design §6).
+                // always answered 200 must not wait behind another request (docs/error-semantics.md §J).
                 let coalesce = match stale {
                     Some(e) => Some(e.id),
                     None if maybe && self.recent.contains_key(&fingerprint) => Some(0),

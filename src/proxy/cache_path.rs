@@ -1,10 +1,10 @@
 //! The error-cache path: which requests the cache may answer, coalescing of concurrent
 //! misses, and storing the errors that come back (docs/error-semantics.md §B, §C, §J).
 //!
-//! Data flow: [`admit`](super::admit) -> [`Proxy::cacheable`] (a key, or pass by) ->
-//! [`Proxy::through_cache`]: a hit is rendered at once; a miss goes to
-//! [`forward`](super::forward), which hands an upstream error to [`Proxy::keep_error`] and an
-//! erratum-made 502/504 to [`Proxy::proxy_error`]. Entries hold what the origin sent; the page
+//! Data flow: [`admit`](super::admit) -> `Proxy::cacheable` (a key, or pass by) ->
+//! `Proxy::through_cache`: a hit is rendered at once; a miss goes to
+//! [`forward`](super::forward), which hands an upstream error to `Proxy::keep_error` and an
+//! erratum-made 502/504 to `Proxy::proxy_error`. Entries hold what the origin sent; the page
 //! substitution runs when serving ([`respond`](super::respond)), never when storing.
 
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use crate::table::{Mode, ResolvedPolicy, Route, accept};
 /// A request the error cache may answer: its key and the policy that owns the entry.
 pub type Cacheable = (CacheKey, Arc<ResolvedPolicy>);
 
-/// What [`Proxy::keep_error`] did with an upstream error.
+/// What `Proxy::keep_error` did with an upstream error.
 pub(super) enum Kept {
     /// Answered: stored (the entry is returned for coalesced followers), or broken and
     /// answered without storing.

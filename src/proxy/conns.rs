@@ -49,8 +49,8 @@ const NONE: u64 = 0;
 /// A [`Deadline`] the watcher found passed.
 const EXPIRED: u64 = u64::MAX;
 
-/// One deadline of a connection: nanoseconds since the registry's epoch, [`NONE`] or
-/// [`EXPIRED`]. Armed and disarmed by the connection's task, fired by the watcher.
+/// One deadline of a connection: nanoseconds since the registry's epoch, `NONE` or
+/// `EXPIRED`. Armed and disarmed by the connection's task, fired by the watcher.
 #[derive(Debug, Default)]
 pub struct Deadline(AtomicU64);
 
@@ -359,12 +359,12 @@ async fn watch(conns: Weak<Connections>, shutdown: CancellationToken, every: Dur
     }
 }
 
-/// `d` in nanoseconds, capped far below [`EXPIRED`] so a deadline sum cannot overflow.
+/// `d` in nanoseconds, capped far below `EXPIRED` so a deadline sum cannot overflow.
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).min(u64::MAX / 4)
 }
 
-/// `at` as nanoseconds since `epoch`, at least 1 (0 is [`NONE`]) and below [`EXPIRED`].
+/// `at` as nanoseconds since `epoch`, at least 1 (0 is `NONE`) and below `EXPIRED`.
 fn nanos_since(epoch: Instant, at: Instant) -> u64 {
     let n = u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(EXPIRED - 1);
     n.clamp(1, EXPIRED - 1)

@@ -1,10 +1,10 @@
 //! Forwarding: the upstream exchange of a routed request.
 //!
-//! Data flow: [`admit`](super::admit) or [`cache_path`](super::cache_path) -> [`Proxy::forward`]:
+//! Data flow: [`admit`](super::admit) or [`cache_path`](super::cache_path) -> `Proxy::forward`:
 //! an endpoint from the route's backend, the request's head edited ([`headers`](super::headers)),
-//! the exchange on a pooled connection ([`upstream`](super::upstream)) within the response
+//! the exchange on a pooled connection ([`upstream`]) within the response
 //! timeout, upgrades tunnelled -> the answer to [`respond`](super::respond) (or, for an error
-//! of a cacheable request, to [`Proxy::keep_error`]). Request and response bodies stream
+//! of a cacheable request, to `Proxy::keep_error`). Request and response bodies stream
 //! through; nothing here holds a whole body.
 
 use std::sync::Arc;

@@ -166,7 +166,7 @@ impl<'a> Forwarded<'a> {
 
 /// What goes upstream besides the request's own fields: edits `headers` only where they must
 /// change (hop-by-hop fields removed, split cookies joined; most requests have neither) and
-/// returns the [`forwarded_fields`], which the upstream client sets as it sends (erratum's own
+/// returns the `forwarded_fields`, which the upstream client sets as it sends (erratum's own
 /// exchange writes them with the head: no header-map insert or value clone per request).
 pub fn upstream_fields<'a>(
     headers: &mut HeaderMap,

@@ -89,7 +89,7 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    /// The status erratum answers with (error-semantics §G: refused/reset -> 502,
+    /// The status erratum answers with (docs/error-semantics.md §G: refused/reset -> 502,
     /// timeouts -> 504).
     pub fn status(&self) -> StatusCode {
         match self {
@@ -353,7 +353,7 @@ pub fn select<'p>(
     })
 }
 
-/// Headers every policy-made response carries (error-semantics rule 46).
+/// Headers every policy-made response carries (docs/error-semantics.md rule 46).
 fn finish_headers(
     headers: &mut HeaderMap,
     rule: &Rule,

@@ -1,6 +1,6 @@
 //! The listener side: accepting clients, their connections, and what the proxy knows of them.
 //!
-//! Data flow: accept -> a slot under `--max-connections` ([`conns`](super::conns)) -> TLS
+//! Data flow: accept -> a slot under `--max-connections` ([`conns`]) -> TLS
 //! handshake (certificate by SNI from the current table) -> erratum's own HTTP/1.1 server loop
 //! for requests without a body ([`http1::server`](super::http1::server)), or from the first
 //! other request hyper's auto connection (HTTP/1.1 or HTTP/2, upgrades allowed) -> for each

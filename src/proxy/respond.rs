@@ -3,7 +3,7 @@
 //! Data flow: every phase that has an answer — an upstream response ([`forward`](super::forward)),
 //! a cached error ([`cache_path`](super::cache_path)), an error erratum made itself
 //! ([`admit`](super::admit), [`forward`](super::forward), the HTTP/1.1 server's head checks)
-//! — hands it here as an [`Answer`]; [`Proxy::render`] asks [`intercept::decide`] what to
+//! — hands it here as an [`Answer`]; `Proxy::render` asks [`intercept::decide`] what to
 //! send, applies it, and counts the request. `decide()` stays pure; this is its only caller
 //! on the request path.
 

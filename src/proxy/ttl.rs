@@ -1,4 +1,4 @@
-//! Error Caching TTL (error-semantics §B and §C): which error responses become cache entries
+//! Error Caching TTL (docs/error-semantics.md §B and §C): which error responses become cache entries
 //! and for how long. Pure: the current time comes in as an argument.
 
 use std::time::{Duration, SystemTime};

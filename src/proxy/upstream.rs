@@ -4,7 +4,7 @@
 //! [`Upstreams::send`], and classifies failures into [`ProxyError`]s for `intercept::decide`.
 //!
 //! The pools are erratum's own. Requests without a body (nearly all traffic) go over
-//! connections erratum reads and writes itself ([`h1`], on the request's task); requests with
+//! connections erratum reads and writes itself ([`client`], on the request's task); requests with
 //! a body and upgrades over hyper's connection API (`hyper::client::conn::http1`, a driver
 //! task per connection), which streams request bodies while reading the response. Neither is
 //! hyper-util's generic `legacy::Client`: it hashes a (scheme, authority) key with SipHash
@@ -35,7 +35,7 @@ use super::intercept::ProxyError;
 pub type UpstreamBody = BoxBody<Bytes, BoxError>;
 
 /// How long an unused upstream connection stays in the pool at least; it is closed within
-/// [`REAP_EVERY`] after. Below the common 60–75 s keep-alive of servers, so erratum closes
+/// `REAP_EVERY` after. Below the common 60–75 s keep-alive of servers, so erratum closes
 /// first and rarely sends into a closing socket.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// Idle connections kept per endpoint; more are closed when they finish. Bounds the file
@@ -237,7 +237,7 @@ impl Upstreams {
     /// an idle pooled connection, or a new one.
     ///
     /// A request without a body that is not an upgrade (nearly all traffic) goes over
-    /// erratum's own HTTP/1.1 code ([`h1`]); others over hyper's client connection. A pooled
+    /// erratum's own HTTP/1.1 code ([`client`]); others over hyper's client connection. A pooled
     /// connection can be closed by the origin just as a request goes out; then:
     /// - on hyper's, a request it had not sent yet is sent once more on a new connection;
     /// - on erratum's, a request of an idempotent method (RFC 9110 §9.2.2) that got no byte
@@ -501,7 +501,7 @@ impl http_body::Body for PooledBody {
     }
 }
 
-/// Classifies a failed exchange into the error erratum reports (error-semantics rule 42:
+/// Classifies a failed exchange into the error erratum reports (docs/error-semantics.md rule 42:
 /// refused/reset/DNS -> 502, connect timeout -> 504).
 pub fn classify(err: &UpstreamError, upstream: &str) -> ProxyError {
     match err {

@@ -18,6 +18,7 @@ mod kube;
 mod kube_crd;
 mod kube_faults;
 mod kube_packaging;
+mod layering;
 mod policies;
 mod protocols;
 mod reload;

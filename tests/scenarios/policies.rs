@@ -1,4 +1,4 @@
-//! ErrorPagePolicy conformance: one test per applicable rule of error-semantics.md (§A, §D,
+//! ErrorPagePolicy conformance: one test per applicable rule of docs/error-semantics.md (§A, §D,
 //! §E, §G, §H, §K), against real origins through the real proxy.
 
 use reqwest::Method;

@@ -9,9 +9,8 @@ fn key(path: &str) -> CacheKey {
 fn cache() -> (ErrorCache, crate::table::ResolvedPolicy) {
     let metrics = CacheMetrics::register(&prometheus::Registry::new()).unwrap();
     let spec = "errorResponses:\n- {codes: ['404'], errorCachingMinTTLSeconds: 30}\n";
-    let policy =
-        crate::table::policy::resolve(&Default::default(), &crate::fixtures::policy("ns", "p", spec));
-    (ErrorCache::new(1 << 20, Arc::new(SystemClock), metrics), policy.unwrap())
+    let policy = crate::fixtures::resolved_policy("ns", "p", spec);
+    (ErrorCache::new(1 << 20, Arc::new(SystemClock), metrics), policy)
 }
 
 async fn store(c: &ErrorCache, owner: &ObjectKey, path: &str) {

@@ -2,12 +2,9 @@
 
 use super::*;
 use crate::fixtures;
-use crate::index::Index;
-use crate::table::policy;
 
 fn resolved(spec_yaml: &str) -> Arc<ResolvedPolicy> {
-    let p = fixtures::policy("ns", "p", spec_yaml);
-    Arc::new(policy::resolve(&Index::default(), &p).expect("valid policy"))
+    Arc::new(fixtures::resolved_policy("ns", "p", spec_yaml))
 }
 
 fn req<'a>(method: &'a Method, accept: Option<&'a str>) -> RequestInfo<'a> {
