@@ -187,6 +187,18 @@ fn fuzz_route_lookup_and_path_normalisation() {
     });
 }
 
+/// erratum's own HTTP/1.1 server parser: heads, pipelined streams, and the bytes it hands to
+/// hyper (issue 17). Limits small enough that the generated inputs reach them.
+#[test]
+fn fuzz_http1_server_heads_pipelines_and_handover() {
+    use erratum::proxy::http1::server::fuzz::check_stream;
+    fuzz("http1", |bytes| {
+        check_stream(bytes, 2048, 24).map_err(TestCaseError::fail)?;
+        check_stream(bytes, 64 * 1024, 100).map_err(TestCaseError::fail)?;
+        Ok(())
+    });
+}
+
 #[test]
 fn fuzz_accept_negotiation() {
     fuzz("accept", |bytes| {

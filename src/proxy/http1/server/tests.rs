@@ -46,12 +46,18 @@ fn anything_else_goes_to_hyper_with_the_buffer_untouched() {
         "PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
         "CONNECT h:443 HTTP/1.1\r\n\r\n",
         "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-        "PRI * HTTP/2.0\r\n",
     ] {
         let (next, rest) = parse_str(text);
         assert!(matches!(next, Next::Handover(None)), "{text:?}");
         assert_eq!(&rest[..], text.as_bytes(), "{text:?}");
     }
+}
+
+#[test]
+fn part_of_the_http2_preface_waits_for_the_rest() {
+    assert!(matches!(parse_str("PRI * HTTP/2.0\r\n").0, Next::More));
+    let (next, _) = parse_str("PRI * HTTP/2\tGET / HTTP/1.1\r\n\r\n");
+    assert!(matches!(next, Next::Refuse(Refusal::Malformed("version"))), "not a preface after all");
 }
 
 #[test]
