@@ -13,6 +13,7 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, Version};
 
+use super::cache_path::CacheFirst;
 use super::headers::request_id;
 use super::intercept::{ProxyError, RequestInfo};
 use super::respond::{RouteMetrics, Scope};
@@ -37,7 +38,8 @@ impl Proxy {
     /// Handles one request end to end. Never fails: every error becomes a response.
     pub async fn handle(&self, req: Request<RequestBody>, conn: ConnInfo) -> Response<Body> {
         let request_id = request_id(req.headers());
-        let table = self.table.load();
+        let view = self.views.current(&self.table);
+        let table = &view.table;
         let raw_host = RawHost::of(&req);
         let host = route::normalize_host(raw_host.as_str());
         let method = req.method().clone();
@@ -90,8 +92,7 @@ impl Proxy {
                 }
             }
         };
-        let per_table = self.by_ingress.current(&table);
-        let metrics: Option<&RouteMetrics> = self.route_metrics(&per_table, &table, route);
+        let metrics: Option<&RouteMetrics> = view.route_metrics(route, &self.metrics);
         let ctx = Ctx {
             route,
             scope: Scope {
@@ -108,9 +109,15 @@ impl Proxy {
             credentials: has_credentials(req.headers()),
             conn,
         };
-        match self.cacheable(route, &info, ctx.credentials, &path_and_query) {
-            Some(cacheable) => self.through_cache(req, &ctx, cacheable).await,
-            None => self.forward(req, &ctx, None).await.0,
+        let Some(cacheable) = self.cacheable(route, &info, ctx.credentials, &path_and_query) else {
+            return self.forward(req, &ctx, None).await.0;
+        };
+        // The request goes to `forward` from here, not through another future: it is moved
+        // (copied) once per future it passes through.
+        match self.cache_first(&ctx, &cacheable).await {
+            CacheFirst::Answered(resp) => resp,
+            CacheFirst::Forward => self.forward(req, &ctx, Some(&cacheable)).await.0,
+            CacheFirst::Coalesce(marker) => Box::pin(self.coalesced(req, &ctx, &cacheable, marker)).await,
         }
     }
 

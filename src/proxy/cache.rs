@@ -286,22 +286,15 @@ pub struct ErrorCache {
     max_bytes: u64,
     hits: Arc<AtomicU64>,
     misses: Arc<AtomicU64>,
-    /// Each policy version's counters, by its fingerprint: Prometheus' own lookup hashes both
-    /// label values on every call. Read-mostly: one atomic load and a probe per lookup; a
-    /// copy of the map once per new policy version.
-    owners: Arc<arc_swap::ArcSwap<HashMap<u64, Arc<OwnerMetrics>>>>,
 }
 
-/// A policy's error-cache counters.
+/// A policy's error-cache counters. Prometheus' own lookup hashes both label values on every
+/// call; the proxy keeps these per table and route ([`RouteMetrics`](super::respond::RouteMetrics)).
 #[derive(Debug)]
-struct OwnerMetrics {
+pub struct OwnerCounters {
     hits: prometheus::IntCounter,
     misses: prometheus::IntCounter,
 }
-
-/// Policy versions whose counters are kept before the map starts over (edits accumulate
-/// versions; starting over costs one label lookup per policy).
-const MAX_OWNERS: usize = 4096;
 
 impl fmt::Debug for ErrorCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -344,7 +337,6 @@ impl ErrorCache {
             max_bytes,
             hits: Arc::new(AtomicU64::new(0)),
             misses: Arc::new(AtomicU64::new(0)),
-            owners: Default::default(),
         }
     }
 
@@ -353,27 +345,31 @@ impl ErrorCache {
         &self.clock
     }
 
-    /// The hit and miss counters of `owner` (this version of the policy).
-    fn owner_metrics(&self, owner: &crate::table::ResolvedPolicy) -> Arc<OwnerMetrics> {
-        if let Some(found) = self.owners.load().get(&owner.fingerprint) {
-            return found.clone();
-        }
+    /// The hit and miss counters of `owner`.
+    pub fn owner_counters(&self, owner: &crate::table::ResolvedPolicy) -> OwnerCounters {
         let labels = [owner.key.namespace.as_str(), owner.key.name.as_str()];
-        let made = Arc::new(OwnerMetrics {
+        OwnerCounters {
             hits: self.metrics.hits.with_label_values(&labels),
             misses: self.metrics.misses.with_label_values(&labels),
-        });
-        self.owners.rcu(|map| {
-            let mut map = if map.len() >= MAX_OWNERS { HashMap::new() } else { HashMap::clone(map) };
-            map.insert(owner.fingerprint, made.clone());
-            map
-        });
-        made
+        }
     }
 
-    /// Looks a key up. `owner` labels the metrics.
-    pub async fn lookup(&self, key: &CacheKey, owner: &crate::table::ResolvedPolicy) -> CacheLookup {
-        let counters = self.owner_metrics(owner);
+    /// Looks a key up, counting a hit or miss on `counters` (`owner`'s, made here when the
+    /// caller has none).
+    pub async fn lookup(
+        &self,
+        key: &CacheKey,
+        owner: &crate::table::ResolvedPolicy,
+        counters: Option<&OwnerCounters>,
+    ) -> CacheLookup {
+        let made;
+        let counters = match counters {
+            Some(c) => c,
+            None => {
+                made = self.owner_counters(owner);
+                &made
+            }
+        };
         let fingerprint = self.maybe.fingerprint(key);
         // Boxed: moka's futures are large, and every request future that awaits one inline
         // grows by their size (hyper moves the whole request future into place per request).

@@ -2,7 +2,8 @@
 //! misses, and storing the errors that come back (docs/error-semantics.md §B, §C, §J).
 //!
 //! Data flow: [`admit`](super::admit) -> `Proxy::cacheable` (a key, or pass by) ->
-//! `Proxy::through_cache`: a hit is rendered at once; a miss goes to
+//! `Proxy::cache_first`: a hit is rendered at once; a miss on a key that was an error
+//! recently is shared (`Proxy::coalesced`); any other miss goes to
 //! [`forward`](super::forward), which hands an upstream error to `Proxy::keep_error` and an
 //! erratum-made 502/504 to `Proxy::proxy_error`. Entries hold what the origin sent; the page
 //! substitution runs when serving ([`respond`](super::respond)), never when storing.
@@ -24,8 +25,26 @@ use super::respond::{Answer, whole};
 use super::{Body, BoxError, Proxy, RequestBody, ttl};
 use crate::table::{Mode, ResolvedPolicy, Route, accept};
 
-/// A request the error cache may answer: its key and the policy that owns the entry.
-pub type Cacheable = (CacheKey, Arc<ResolvedPolicy>);
+/// A request the error cache may answer.
+pub struct Cacheable {
+    /// Its key.
+    pub key: CacheKey,
+    /// The policy that owns its entry (purges, metrics).
+    pub owner: Arc<ResolvedPolicy>,
+    /// The owner's position among the route's policies (its counters in `RouteMetrics`).
+    pub slot: usize,
+}
+
+/// What the cache said before anything went upstream.
+pub(super) enum CacheFirst {
+    /// A fresh entry answered.
+    Answered(Response<Body>),
+    /// A miss: forward the request.
+    Forward,
+    /// A miss on a key that was an error recently: share one upstream request
+    /// (`Proxy::coalesced`), under this flight marker.
+    Coalesce(u64),
+}
 
 /// What `Proxy::keep_error` did with an upstream error.
 pub(super) enum Kept {
@@ -50,8 +69,9 @@ impl Proxy {
         if info.method != Method::GET && info.method != Method::HEAD {
             return None;
         }
-        let owner =
-            route.policies.iter().find(|p| p.mode == Mode::Enforce && p.covers(info.host, info.path))?;
+        let slot =
+            route.policies.iter().position(|p| p.mode == Mode::Enforce && p.covers(info.host, info.path))?;
+        let owner = &route.policies[slot];
         if credentials && !route.policies.iter().any(|p| p.caches_with_credentials()) {
             return None;
         }
@@ -59,58 +79,59 @@ impl Proxy {
         let format =
             u8::try_from(accept::choose(info.accept, ["text/html", "application/json"])).unwrap_or(0);
         let path_and_query = path_and_query.as_str().to_string();
-        Some((CacheKey { policies, host: info.host.to_string(), path_and_query, format }, owner.clone()))
+        let key = CacheKey { policies, host: info.host.to_string(), path_and_query, format };
+        Some(Cacheable { key, owner: owner.clone(), slot })
     }
 
-    /// Answers a cacheable request: from a fresh entry, else upstream — sharing one upstream
-    /// request among concurrent misses for a key that was an error recently.
-    pub(super) async fn through_cache(
+    /// Looks the request up: a fresh entry answers it at once.
+    pub(super) async fn cache_first(&self, ctx: &Ctx<'_>, cacheable: &Cacheable) -> CacheFirst {
+        let Some(cache) = &self.cache else { return CacheFirst::Forward };
+        let counters = ctx
+            .scope
+            .metrics
+            .and_then(|m| m.owner(cacheable.slot, || cache.owner_counters(&cacheable.owner)));
+        match cache.lookup(&cacheable.key, &cacheable.owner, counters).await {
+            CacheLookup::Hit(entry) => {
+                CacheFirst::Answered(self.render(Answer::Cached { entry: &entry, hit: true }, &ctx.scope))
+            }
+            CacheLookup::Miss { coalesce: Some(marker) } => CacheFirst::Coalesce(marker),
+            CacheLookup::Miss { coalesce: None } => CacheFirst::Forward,
+        }
+    }
+
+    /// A miss on a key that was an error recently: concurrent misses share one upstream
+    /// request (above all the herd that arrives when a popular entry expires).
+    pub(super) async fn coalesced(
         &self,
         req: Request<RequestBody>,
         ctx: &Ctx<'_>,
-        cacheable: Cacheable,
+        cacheable: &Cacheable,
+        marker: u64,
     ) -> Response<Body> {
         let Some(cache) = &self.cache else { return self.forward(req, ctx, None).await.0 };
-        let (key, owner) = &cacheable;
-        let mut req = req;
-        match cache.lookup(key, owner).await {
-            CacheLookup::Hit(entry) => {
-                return self.render(Answer::Cached { entry: &entry, hit: true }, &ctx.scope);
-            }
-            CacheLookup::Miss { coalesce: Some(marker) } => {
-                // A key that was an error recently: concurrent misses share one upstream
-                // request (above all the herd that arrives when a popular entry expires).
-                let mut leader_response = None;
-                let mut pending = Some(req);
-                // Boxed: the flight holds a whole `forward` plus moka's machinery; inline it
-                // would make every request's future that much larger (see `ErrorCache::lookup`).
-                let shared = Box::pin(cache.flight(key, marker, &owner.key, async {
-                    // A flight runs its init once; should that ever change, the caller
-                    // forwards its own request below.
-                    let Some(req) = pending.take() else { return Err(NotCacheable) };
-                    let (resp, entry) = self.forward(req, ctx, Some(&cacheable)).await;
-                    leader_response = Some(resp);
-                    entry.ok_or(NotCacheable)
-                }))
-                .await;
-                if let Some(resp) = leader_response {
-                    return resp;
-                }
-                match (shared, pending.take()) {
-                    (Ok(entry), _) => {
-                        return self.render(Answer::Cached { entry: &entry, hit: true }, &ctx.scope);
-                    }
-                    (Err(_), Some(own)) => req = own,
-                    (Err(_), None) => {
-                        let err =
-                            ProxyError::UpstreamReset { upstream: "coalesced".into(), reason: "lost".into() };
-                        return self.fail(&err, &ctx.scope);
-                    }
-                }
-            }
-            CacheLookup::Miss { coalesce: None } => {}
+        let mut leader_response = None;
+        let mut pending = Some(req);
+        // Boxed: the flight holds a whole `forward` plus moka's machinery.
+        let shared = Box::pin(cache.flight(&cacheable.key, marker, &cacheable.owner.key, async {
+            // A flight runs its init once; should that ever change, the caller forwards its
+            // own request below.
+            let Some(req) = pending.take() else { return Err(NotCacheable) };
+            let (resp, entry) = self.forward(req, ctx, Some(cacheable)).await;
+            leader_response = Some(resp);
+            entry.ok_or(NotCacheable)
+        }))
+        .await;
+        if let Some(resp) = leader_response {
+            return resp;
         }
-        self.forward(req, ctx, Some(&cacheable)).await.0
+        match (shared, pending.take()) {
+            (Ok(entry), _) => self.render(Answer::Cached { entry: &entry, hit: true }, &ctx.scope),
+            (Err(_), Some(own)) => self.forward(own, ctx, Some(cacheable)).await.0,
+            (Err(_), None) => {
+                let err = ProxyError::UpstreamReset { upstream: "coalesced".into(), reason: "lost".into() };
+                self.fail(&err, &ctx.scope)
+            }
+        }
     }
 
     /// The cache TTL of an error, or `None` when it is not cached.
@@ -142,7 +163,7 @@ impl Proxy {
         parts: http::response::Parts,
         body: Body,
         ctx: &Ctx<'_>,
-        (key, owner): &Cacheable,
+        Cacheable { key, owner, .. }: &Cacheable,
         upstream: &str,
     ) -> Kept {
         let Some(cache) = &self.cache else { return Kept::Not(parts, body) };
@@ -191,7 +212,7 @@ impl Proxy {
         ctx: &Ctx<'_>,
         cacheable: Option<&Cacheable>,
     ) -> (Response<Body>, Option<Arc<CachedError>>) {
-        if let Some((key, owner)) = cacheable
+        if let Some(Cacheable { key, owner, .. }) = cacheable
             && let Some(cache) = &self.cache
             && matches!(err, ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamTimeout { .. })
             && let Some(ttl) = self.error_ttl(ctx, owner, err.status(), &HeaderMap::new(), true)

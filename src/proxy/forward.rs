@@ -110,18 +110,17 @@ impl Proxy {
             });
         }
 
-        let (parts, body) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
         // Between two pieces of the body the upstream gets the same time as for its head.
-        let body: Body = upstream::IdleTimeout::new(body, self.config.response_timeout).boxed();
-        let (parts, body) = match cacheable {
-            Some(cacheable) if upstream_status.as_u16() >= 400 => {
-                match self.keep_error(parts, body, ctx, cacheable, authority.as_str()).await {
-                    Kept::Answered(resp, entry) => return (resp, entry),
-                    Kept::Not(parts, body) => (parts, body),
-                }
+        let mut body: Body = upstream::IdleTimeout::new(body, self.config.response_timeout).boxed();
+        if let Some(cacheable) = cacheable
+            && upstream_status.as_u16() >= 400
+        {
+            match self.keep_error(parts, body, ctx, cacheable, authority.as_str()).await {
+                Kept::Answered(resp, entry) => return (resp, entry),
+                Kept::Not(p, b) => (parts, body) = (p, b),
             }
-            _ => (parts, body),
-        };
+        }
         let mut response = self.render(Answer::Upstream(parts, body), &ctx.scope);
         if cacheable.is_some() && upstream_status.as_u16() >= 400 {
             response.headers_mut().insert(X_CACHE.clone(), HeaderValue::from_static("Error from erratum"));

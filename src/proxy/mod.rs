@@ -71,8 +71,8 @@ pub struct Proxy {
     config: ProxyConfig,
     pages: PageStore,
     cache: Option<ErrorCache>,
-    /// Metric handles per Ingress of the current table (proxy state, kept out of the table).
-    by_ingress: respond::IngressMetrics,
+    /// The current table with the proxy's own state for it (kept out of the table).
+    views: respond::Views,
 }
 
 impl Proxy {
@@ -86,7 +86,8 @@ impl Proxy {
     ) -> Self {
         let client = Upstreams::new(config.connect_timeout);
         let pages = PageStore::spawn(table.clone(), client.clone(), metrics.clone(), shutdown);
-        Self { client, table, metrics, config, pages, cache, by_ingress: Default::default() }
+        let views = respond::Views::new(&table);
+        Self { client, table, metrics, config, pages, cache, views }
     }
 
     /// The data-plane configuration.

@@ -7,21 +7,21 @@
 //! send, applies it, and counts the request. `decide()` stays pure; this is its only caller
 //! on the request path.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures::FutureExt;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-use super::cache::CachedError;
+use super::cache::{CachedError, OwnerCounters};
 use super::headers::{X_REQUEST_ID, strip_hop_by_hop};
 use super::intercept::{self, Applied, Decision, Outcome, ProxyError, Reply, RequestInfo};
 use super::{Body, Proxy};
-use crate::metrics::{STATUS_CLASSES, status_class_index};
-use crate::table::{Mode, ResolvedPolicy, Route, RoutingTable};
+use crate::metrics::{ProxyMetrics, STATUS_CLASSES, status_class_index};
+use crate::table::{Mode, ResolvedPolicy, Route, RoutingTable, TableReader};
 
 /// Most bytes of a replaced upstream body read so its connection can go back to the pool;
 /// beyond it (or after [`DRAIN_TIMEOUT`]) the connection is closed instead.
@@ -94,8 +94,9 @@ impl Proxy {
                 if let Answer::Upstream(_, body) = answer {
                     drain(body);
                 }
-                let resp = into_response(reply, scope.request_id);
-                return self.finish(resp, cached, upstream, scope);
+                let mut resp = into_response(reply, scope.request_id);
+                self.finish(&mut resp, cached, upstream, scope);
+                return resp;
             }
             Decision::PassThrough => (None, true),
             Decision::Report(applied) => {
@@ -131,17 +132,18 @@ impl Proxy {
                 resp.headers_mut().insert(name.clone(), value.clone());
             }
         }
-        self.finish(resp, cached, upstream, scope)
+        self.finish(&mut resp, cached, upstream, scope);
+        resp
     }
 
     /// What every rendered response gets last: the cache fields and the request count.
     fn finish(
         &self,
-        mut resp: Response<Body>,
+        resp: &mut Response<Body>,
         cached: Option<(std::time::Instant, bool)>,
         upstream: Option<StatusCode>,
         scope: &Scope<'_>,
-    ) -> Response<Body> {
+    ) {
         if let Some((stored_at, hit)) = cached {
             let headers = resp.headers_mut();
             let x_cache = if hit { "ErrorHit from erratum" } else { "Error from erratum" };
@@ -152,7 +154,6 @@ impl Proxy {
             }
         }
         self.count(scope, resp.status(), upstream);
-        resp
     }
 
     /// An error erratum made, answered through the one decision (routing and admission
@@ -203,26 +204,6 @@ impl Proxy {
             }
         }
     }
-
-    /// The metric handles of `route`'s Ingress in `table` (made on first use), from the
-    /// per-table set `current` holds; `None` for routes of no Ingress, or if another table
-    /// was published in between (the caller then finds the handles by label).
-    pub(super) fn route_metrics<'m>(
-        &self,
-        current: &'m Option<Arc<PerTable>>,
-        table: &Arc<RoutingTable>,
-        route: &Route,
-    ) -> Option<&'m RouteMetrics> {
-        let per_table = current.as_ref().filter(|p| std::ptr::eq(p.table.as_ptr(), Arc::as_ptr(table)))?;
-        let slot = per_table.slots.get(route.ingress_slot?)?;
-        Some(slot.get_or_init(|| {
-            let (ns, ing) = labels_of(Some(route));
-            RouteMetrics {
-                upstream_seconds: self.metrics.upstream_seconds.with_label_values(&[ns, ing]),
-                requests: Default::default(),
-            }
-        }))
-    }
 }
 
 /// Metric handles of one Ingress's routes. Prometheus finds a labelled child by hashing every
@@ -234,34 +215,71 @@ pub struct RouteMetrics {
     /// `requests` children by (served, upstream) status class, made on first use so that
     /// combinations never seen export no series.
     requests: [[OnceLock<prometheus::IntCounter>; STATUS_CLASSES.len()]; STATUS_CLASSES.len()],
+    /// The error cache's counters of each of the routes' policies, by position.
+    owners: Box<[OnceLock<OwnerCounters>]>,
 }
 
-/// The proxy's metric handles for the Ingresses of one table, by the table's dense Ingress
-/// index ([`Route::ingress_slot`]). Replaced whole when a new table is published: the table
-/// itself carries no proxy state.
+impl RouteMetrics {
+    /// The error-cache counters of the route's `slot`-th policy, made by `make` on first use.
+    pub fn owner(&self, slot: usize, make: impl FnOnce() -> OwnerCounters) -> Option<&OwnerCounters> {
+        self.owners.get(slot).map(|c| c.get_or_init(make))
+    }
+}
+
+/// The proxy's view of the current table: the table, and the proxy's own state for it (metric
+/// handles per Ingress, by the dense [`Route::ingress_slot`]). Replaced whole when a table is
+/// published: the table itself carries no proxy state.
 #[derive(Debug)]
-pub struct PerTable {
-    /// Which table the slots index (compared by address; the `Weak` keeps it unique).
-    table: Weak<RoutingTable>,
-    slots: Box<[OnceLock<RouteMetrics>]>,
+pub struct View {
+    publishes: u64,
+    /// The table.
+    pub table: Arc<RoutingTable>,
+    per_ingress: Box<[OnceLock<RouteMetrics>]>,
 }
 
-/// The [`PerTable`] handles of the current table.
-#[derive(Debug, Default)]
-pub struct IngressMetrics(ArcSwapOption<PerTable>);
+impl View {
+    fn of(publishes: u64, table: Arc<RoutingTable>) -> Self {
+        let per_ingress = (0..table.ingress_count()).map(|_| OnceLock::new()).collect();
+        Self { publishes, table, per_ingress }
+    }
 
-impl IngressMetrics {
-    /// The handles for `table`, made empty when `table` is newer than the ones held. One
-    /// atomic load per request; a store once per published table.
-    pub fn current(&self, table: &Arc<RoutingTable>) -> arc_swap::Guard<Option<Arc<PerTable>>> {
-        let held = self.0.load();
-        if held.as_ref().is_some_and(|p| std::ptr::eq(p.table.as_ptr(), Arc::as_ptr(table))) {
-            return held;
+    /// The metric handles of `route`'s Ingress (a route of this view's table), made on first
+    /// use; `None` for the default backend's route (the caller finds handles by label).
+    pub fn route_metrics(&self, route: &Route, metrics: &ProxyMetrics) -> Option<&RouteMetrics> {
+        let slot = self.per_ingress.get(route.ingress_slot?)?;
+        Some(slot.get_or_init(|| {
+            let (ns, ing) = labels_of(Some(route));
+            RouteMetrics {
+                upstream_seconds: metrics.upstream_seconds.with_label_values(&[ns, ing]),
+                requests: Default::default(),
+                owners: (0..route.policies.len()).map(|_| OnceLock::new()).collect(),
+            }
+        }))
+    }
+}
+
+/// The current [`View`].
+#[derive(Debug)]
+pub struct Views(ArcSwap<View>);
+
+impl Views {
+    /// A view of `reader`'s current table.
+    pub fn new(reader: &TableReader) -> Self {
+        Self(ArcSwap::from_pointee(View::of(reader.publishes(), reader.load())))
+    }
+
+    /// The view of the current table: one atomic load says whether a table was published
+    /// since, then one load of the view (what loading the table cost before). A new view is
+    /// made once per published table.
+    pub fn current(&self, reader: &TableReader) -> Arc<View> {
+        let publishes = reader.publishes();
+        let view = self.0.load_full();
+        if view.publishes == publishes {
+            return view;
         }
-        drop(held);
-        let slots = (0..table.ingress_count()).map(|_| OnceLock::new()).collect();
-        self.0.store(Some(Arc::new(PerTable { table: Arc::downgrade(table), slots })));
-        self.0.load()
+        let fresh = Arc::new(View::of(publishes, reader.load()));
+        self.0.store(fresh.clone());
+        fresh
     }
 }
 

@@ -23,6 +23,7 @@ pub mod tls;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
@@ -289,21 +290,34 @@ impl RoutingTable {
 
 // === TableWriter / TableReader ===
 
+/// The published table and a count of publishes (what readers that derive state from a table
+/// compare, with one atomic load, to know it changed).
+#[derive(Debug)]
+struct Shared {
+    table: ArcSwap<RoutingTable>,
+    publishes: AtomicU64,
+}
+
 /// Creates the publish/read pair around one [`ArcSwap`]. The table starts as
 /// [`RoutingTable::not_ready`].
 pub fn channel() -> (TableWriter, TableReader) {
-    let shared = Arc::new(ArcSwap::from_pointee(RoutingTable::not_ready()));
+    let shared = Arc::new(Shared {
+        table: ArcSwap::from_pointee(RoutingTable::not_ready()),
+        publishes: AtomicU64::new(0),
+    });
     (TableWriter(shared.clone()), TableReader(shared))
 }
 
 /// The single publisher of routing tables.
 #[derive(Debug)]
-pub struct TableWriter(Arc<ArcSwap<RoutingTable>>);
+pub struct TableWriter(Arc<Shared>);
 
 impl TableWriter {
     /// Swaps the whole snapshot in; requests already running keep the one they loaded.
     pub fn publish(&self, table: RoutingTable) {
-        self.0.store(Arc::new(table));
+        self.0.table.store(Arc::new(table));
+        // After the store: a reader that sees the new count loads the new table.
+        self.0.publishes.fetch_add(1, Ordering::Release);
     }
 
     /// A reader of the same table.
@@ -314,12 +328,18 @@ impl TableWriter {
 
 /// A lock-free reader of the current routing table.
 #[derive(Clone, Debug)]
-pub struct TableReader(Arc<ArcSwap<RoutingTable>>);
+pub struct TableReader(Arc<Shared>);
 
 impl TableReader {
     /// The current snapshot. One atomic load and a reference count; never blocks.
     pub fn load(&self) -> Arc<RoutingTable> {
-        self.0.load_full()
+        self.0.table.load_full()
+    }
+
+    /// How many tables have been published. A reader that keeps state derived from a table
+    /// (the proxy's per-Ingress metric handles) checks this first: one atomic load.
+    pub fn publishes(&self) -> u64 {
+        self.0.publishes.load(Ordering::Acquire)
     }
 }
 

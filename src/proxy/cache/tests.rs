@@ -45,14 +45,14 @@ fn the_filter_counts_and_never_wraps() {
 #[tokio::test]
 async fn stored_keys_are_found_and_removed_keys_leave_the_filter() {
     let (c, owner) = cache();
-    assert!(matches!(c.lookup(&key("/a"), &owner).await, CacheLookup::Miss { coalesce: None }));
+    assert!(matches!(c.lookup(&key("/a"), &owner, None).await, CacheLookup::Miss { coalesce: None }));
     store(&c, &owner.key, "/a").await;
     // Replacing an entry keeps it findable: the old value's removal lowers one count only.
     store(&c, &owner.key, "/a").await;
     c.entries.run_pending_tasks().await;
     c.recent.run_pending_tasks();
-    assert!(matches!(c.lookup(&key("/a"), &owner).await, CacheLookup::Hit(_)));
-    assert!(matches!(c.lookup(&key("/b"), &owner).await, CacheLookup::Miss { coalesce: None }));
+    assert!(matches!(c.lookup(&key("/a"), &owner, None).await, CacheLookup::Hit(_)));
+    assert!(matches!(c.lookup(&key("/b"), &owner, None).await, CacheLookup::Miss { coalesce: None }));
     // The policy's own counters (handles kept on the policy) are the exported series.
     let count = |m: &prometheus::IntCounterVec| m.with_label_values(&["ns", "p"]).get();
     assert_eq!((count(&c.metrics.hits), count(&c.metrics.misses)), (1, 2));
@@ -61,7 +61,7 @@ async fn stored_keys_are_found_and_removed_keys_leave_the_filter() {
     assert_eq!(c.purge(&purge).await, 1);
     c.entries.run_pending_tasks().await;
     // Still a recent error: misses on it coalesce.
-    assert!(matches!(c.lookup(&key("/a"), &owner).await, CacheLookup::Miss { coalesce: Some(0) }));
+    assert!(matches!(c.lookup(&key("/a"), &owner, None).await, CacheLookup::Miss { coalesce: Some(0) }));
     c.recent.invalidate_all();
     c.recent.run_pending_tasks();
     let fp = c.maybe.fingerprint(&key("/a"));
