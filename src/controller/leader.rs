@@ -134,3 +134,6 @@ async fn release(api: &Api<Lease>, identity: &str) -> Result<(), kube::Error> {
     let _ = lease.name_any();
     api.replace(LEASE_NAME, &PostParams::default(), &lease).await.map(|_| ())
 }
+
+#[cfg(test)]
+mod tests;
