@@ -156,23 +156,32 @@ impl Proxy {
         ttl::error_ttl(ctx.info.method, code, headers, ttl_rule, cache.clock().system_now())
     }
 
-    /// An upstream error response of a cacheable request: stored when its TTL allows and its
-    /// body is whole and small enough, then answered from the entry.
+    /// How long an upstream error of a cacheable request is kept, if it is: checked before
+    /// its body is touched, so an error that is not kept streams on with no extra step.
+    pub(super) fn keep_for(
+        &self,
+        parts: &http::response::Parts,
+        ctx: &Ctx<'_>,
+        cacheable: &Cacheable,
+    ) -> Option<Duration> {
+        if parts.headers.contains_key(header::CONTENT_ENCODING) {
+            return None; // an encoded body would need the request's Accept-Encoding in the key
+        }
+        self.error_ttl(ctx, &cacheable.owner, parts.status, &parts.headers, false)
+    }
+
+    /// An upstream error response kept for `ttl` (`Proxy::keep_for`): stored when its body is
+    /// whole and small enough, then answered from the entry.
     pub(super) async fn keep_error(
         &self,
         parts: http::response::Parts,
         body: Body,
         ctx: &Ctx<'_>,
         Cacheable { key, owner, .. }: &Cacheable,
+        ttl: Duration,
         upstream: &str,
     ) -> Kept {
         let Some(cache) = &self.cache else { return Kept::Not(parts, body) };
-        let ttl = if parts.headers.contains_key(header::CONTENT_ENCODING) {
-            None // an encoded body would need the request's Accept-Encoding in the key
-        } else {
-            self.error_ttl(ctx, owner, parts.status, &parts.headers, false)
-        };
-        let Some(ttl) = ttl else { return Kept::Not(parts, body) };
         match Box::pin(read_bounded(body, MAX_ENTRY_BODY, self.config.response_timeout)).await {
             Bounded::Whole(bytes) => {
                 let service = Some(ctx.route.backend.service.clone());

@@ -115,8 +115,9 @@ impl Proxy {
         let mut body: Body = upstream::IdleTimeout::new(body, self.config.response_timeout).boxed();
         if let Some(cacheable) = cacheable
             && upstream_status.as_u16() >= 400
+            && let Some(ttl) = self.keep_for(&parts, ctx, cacheable)
         {
-            match self.keep_error(parts, body, ctx, cacheable, authority.as_str()).await {
+            match self.keep_error(parts, body, ctx, cacheable, ttl, authority.as_str()).await {
                 Kept::Answered(resp, entry) => return (resp, entry),
                 Kept::Not(p, b) => (parts, body) = (p, b),
             }

@@ -21,6 +21,7 @@ const MAX_REQUEST_ID_LEN: usize = 200;
 
 /// The request id in effect: the client's when it is sane (printable ASCII, at most 200
 /// bytes), else 32 fresh hex digits.
+#[inline]
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(id) = headers.get(&X_REQUEST_ID) {
         let b = id.as_bytes();
