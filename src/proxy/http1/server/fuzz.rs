@@ -12,6 +12,7 @@ use bytes::BytesMut;
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use tokio::io::AsyncReadExt;
 
+use super::super::wire::tokens;
 use super::{Next, Rewind, parse};
 
 /// Checks one input: its first byte picks the read size (1 to 64 bytes), the rest is the
@@ -50,7 +51,11 @@ fn events(stream: &[u8], piece: usize, max_head: usize, max_headers: usize) -> R
                 if h.get_all(CONTENT_LENGTH).iter().any(|v| v != "0") {
                     return Err("a request with a Content-Length other than 0 was answered here".into());
                 }
-                if h.get_all(CONNECTION).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("pgrade"))) {
+                let upgrade = h
+                    .get_all(CONNECTION)
+                    .iter()
+                    .any(|v| tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"upgrade")));
+                if upgrade {
                     return Err("an upgrade was answered here".into());
                 }
                 let r = &parsed.req;
