@@ -288,3 +288,40 @@ async fn refused_heads_get_the_one_decision_with_a_page_and_a_request_id() {
     assert_eq!(o.hits(), 1, "only the POST reached the origin");
     h.shutdown().await;
 }
+
+/// HTTP/2's limit on a header list is enforced by the h2 codec before a request exists: the
+/// client gets h2's own 431, headers only, and the stream ends (documented in
+/// docs/error-semantics.md, "The one decision"). Asserted with an HTTP/2 client so a change
+/// is seen. (curl, which retries a refused stream, reports "Connection died" instead.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_header_lists_over_the_limit_get_the_codecs_own_431() {
+    use http_body_util::{BodyExt, Empty};
+    let (h, o) = shop().await;
+    let tcp = TcpStream::connect(h.running().http_addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // 25 copies of one 3,000-byte field: 75 KB decoded, over the 64 KiB default, yet a few KB
+    // on the wire (HPACK indexes the repeats), so the codec's size check is what answers.
+    let big = "0".repeat(3000);
+    let mut req = http::Request::get("http://h.example/");
+    for _ in 0..25 {
+        req = req.header("x-big", big.as_str());
+    }
+    let resp = sender.send_request(req.body(Empty::<bytes::Bytes>::new()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 431);
+    assert!(!resp.headers().contains_key("x-request-id"), "the codec's answer, not erratum's");
+    assert!(resp.into_body().collect().await.map(|b| b.to_bytes().is_empty()).unwrap_or(true));
+    assert_eq!(o.hits(), 0);
+    // The connection's next stream is unaffected.
+    let ok = sender
+        .send_request(http::Request::get("http://h.example/").body(Empty::<bytes::Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    h.shutdown().await;
+}
