@@ -93,6 +93,12 @@ pub struct TuningArgs {
     /// Most request headers accepted.
     #[arg(long, env = "ERRATUM_MAX_HEADERS", default_value_t = 100)]
     pub max_headers: usize,
+    /// Peers whose `X-Forwarded-For`, `-Proto` and `-Host` are believed (load balancers,
+    /// CDNs): comma-separated CIDRs or addresses. From them `X-Forwarded-For` is appended to
+    /// and the client is its right-most untrusted address; from anyone else those fields are
+    /// replaced. Default: none.
+    #[arg(long, env = "ERRATUM_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_trusted)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Longest request target (path and query) accepted, in bytes; longer ones get 414.
     #[arg(long, env = "ERRATUM_MAX_URI_BYTES", default_value_t = 8192)]
     pub max_uri_bytes: usize,
@@ -144,8 +150,18 @@ impl TuningArgs {
             max_headers: self.max_headers,
             max_uri_bytes: self.max_uri_bytes,
             max_connections: self.max_connections,
+            trusted_proxies: self.trusted_proxies.clone().into(),
         })
     }
+}
+
+/// A `--trusted-proxies` entry: a CIDR, or one address (a /32 or /128).
+fn parse_trusted(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .map(|net| net.trunc())
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not a CIDR (10.0.0.0/8) or an address"))
 }
 
 /// A listener address that can be turned off with `off`.

@@ -9,6 +9,7 @@ totals divided by N2 - N1 is the cost of a request without start-up and shutdown
 (system calls) is not counted: compare it with run.py's CPU time or `strace -c`.
 
 Usage: benches/compare/instructions.py [--erratum PATH] [--path /ok] [--n1 2000] [--n2 20000] [--peers]
+       [--erratum-arg=--FLAG=VALUE ...] [--header 'Name: value' ...]
 Needs valgrind (Debian package) besides what setup.sh installs. Loopback only; stops what it starts.
 """
 import argparse, glob, os, shutil, signal, subprocess, sys, tempfile, time
@@ -28,7 +29,7 @@ def totals(pattern):
     return total
 
 
-def counted(cmd, port, path, n, out):
+def counted(cmd, port, path, n, out, headers=()):
     """Instructions of `cmd` (under callgrind) serving `n` requests of `path` on `port`."""
     for f in glob.glob(f"{out}.*"):
         os.remove(f)
@@ -37,7 +38,8 @@ def counted(cmd, port, path, n, out):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         run.wait_port(port, path, timeout=60)
-        subprocess.run(["taskset", "-c", "1", "h2load", "--h1", "-n", str(n), "-c", "32",
+        extra = [a for h in headers for a in ("-H", h)]
+        subprocess.run(["taskset", "-c", "1", "h2load", "--h1", "-n", str(n), "-c", "32", *extra,
                         f"http://127.0.0.1:{port}{path}"], check=True, capture_output=True)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -57,6 +59,9 @@ def main():
     ap.add_argument("--n1", type=int, default=2000)
     ap.add_argument("--n2", type=int, default=20000)
     ap.add_argument("--peers", action="store_true", help="count nginx and HAProxy too")
+    ap.add_argument("--erratum-arg", action="append", default=[],
+                    help="an extra flag for erratum run (repeat), e.g. --erratum-arg=--trusted-proxies=127.0.0.1")
+    ap.add_argument("--header", action="append", default=[], help="a request header h2load sends (repeat)")
     a = ap.parse_args()
     for tool in ["valgrind", "nginx", "h2load", "taskset"] + (["haproxy"] if a.peers else []):
         if not shutil.which(tool):
@@ -69,7 +74,7 @@ def main():
         run.wait_port(run.ORIGIN)
         proxies = [("erratum", run.ERRATUM, [os.path.abspath(a.erratum), "--log-level", "error", "run",
                     "--manifests", f"{d}/manifests", "--workers", "1", "--http-addr", f"127.0.0.1:{run.ERRATUM}",
-                    "--https-addr", "off", "--admin-addr", f"127.0.0.1:{run.ADMIN}"])]
+                    "--https-addr", "off", "--admin-addr", f"127.0.0.1:{run.ADMIN}"] + a.erratum_arg)]
         if a.peers:
             # One process each: nginx without its master, HAProxy in the foreground.
             proxies.append(("nginx", run.NGINX, ["nginx", "-c", f"{d}/nginx.conf", "-p", d,
@@ -77,8 +82,8 @@ def main():
             proxies.append(("haproxy", run.HAPROXY, ["haproxy", "-db", "-f", f"{d}/haproxy.cfg"]))
         print(f"path {a.path}: user-space instructions per request (callgrind, {a.n2} - {a.n1} requests)")
         for name, port, cmd in proxies:
-            small = counted(cmd, port, a.path, a.n1, f"{d}/cg-{name}")
-            large = counted(cmd, port, a.path, a.n2, f"{d}/cg-{name}")
+            small = counted(cmd, port, a.path, a.n1, f"{d}/cg-{name}", a.header)
+            large = counted(cmd, port, a.path, a.n2, f"{d}/cg-{name}", a.header)
             print(f"{name:8s} {(large - small) / (a.n2 - a.n1):9.0f}")
     finally:
         origin.send_signal(signal.SIGTERM)

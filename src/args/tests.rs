@@ -35,3 +35,18 @@ fn https_can_be_turned_off() {
     let Command::Run(run) = parse(&["run", "--https-addr", "off"]).unwrap().command else { panic!() };
     assert_eq!(run.https_addr, OptionalAddr(None));
 }
+
+#[test]
+fn trusted_proxies_take_cidrs_and_addresses_and_refuse_the_rest() {
+    let Command::Run(run) =
+        parse(&["run", "--trusted-proxies", "10.0.0.0/8, 192.0.2.7,2001:db8::/32"]).unwrap().command
+    else {
+        panic!()
+    };
+    let nets: Vec<String> = run.tuning.trusted_proxies.iter().map(ToString::to_string).collect();
+    assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+    let err = parse(&["run", "--trusted-proxies", "10.0.0.0/8,lb.example"]).unwrap_err().to_string();
+    assert!(err.contains("\"lb.example\" is not a CIDR"), "{err}");
+    let Command::Run(run) = parse(&["run"]).unwrap().command else { panic!() };
+    assert!(run.tuning.trusted_proxies.is_empty(), "nobody is trusted by default");
+}

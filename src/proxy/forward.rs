@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use super::admit::Ctx;
 use super::cache::CachedError;
 use super::cache_path::{Cacheable, Kept};
-use super::headers::{is_upgrade, upstream_fields};
+use super::headers::{ClientChain, is_upgrade, upstream_fields};
 use super::intercept::ProxyError;
 use super::respond::{Answer, X_CACHE};
 use super::upstream;
@@ -53,8 +53,19 @@ impl Proxy {
 
         let (mut parts, body) = req.into_parts();
         let host = ctx.raw_host.header_value();
-        let forwarded =
-            upstream_fields(&mut parts.headers, host.as_deref(), &ctx.conn, ctx.request_id, upgrade);
+        // Only a request from a `--trusted-proxies` peer reads the client's forwarded fields.
+        let chain = ctx
+            .conn
+            .trusted
+            .then(|| ClientChain::of(&parts.headers, &ctx.conn, &self.config.trusted_proxies));
+        let forwarded = upstream_fields(
+            &mut parts.headers,
+            host.as_deref(),
+            &ctx.conn,
+            ctx.request_id,
+            upgrade,
+            chain.as_ref(),
+        );
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         let body = upstream::IdleTimeout::new(body, self.config.client_body_timeout)

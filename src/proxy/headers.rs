@@ -5,6 +5,8 @@
 //! [`upstream_fields`] before the exchange and [`strip_hop_by_hop`] runs on every upstream
 //! response [`respond`](super::respond) passes on. Pure functions on header maps.
 
+use std::net::IpAddr;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::listener::ConnInfo;
@@ -126,15 +128,24 @@ fn forwarded_fields<'a>(
     add_host: bool,
     conn: &'a ConnInfo,
     request_id: &'a HeaderValue,
+    chain: Option<&'a ClientChain>,
 ) -> Forwarded<'a> {
     let mut fields = Forwarded::default();
     if add_host && let Some(h) = host {
         fields.push(&header::HOST, h);
     }
-    fields.push(&X_FORWARDED_FOR, &conn.client_ip);
-    fields.push(&X_REAL_IP, &conn.client_ip);
-    fields.push(&X_FORWARDED_PROTO, if conn.tls { &HTTPS } else { &HTTP });
-    if let Some(h) = host {
+    let (forwarded_for, client) = match chain {
+        Some(c) => (&c.forwarded_for, &c.client_ip),
+        None => (&conn.client_ip, &conn.client_ip),
+    };
+    fields.push(&X_FORWARDED_FOR, forwarded_for);
+    fields.push(&X_REAL_IP, client);
+    if !chain.is_some_and(|c| c.keep_proto) {
+        fields.push(&X_FORWARDED_PROTO, if conn.tls { &HTTPS } else { &HTTP });
+    }
+    if let Some(h) = host
+        && !chain.is_some_and(|c| c.keep_host)
+    {
         fields.push(&X_FORWARDED_HOST, h);
     }
     fields.push(&X_REQUEST_ID, request_id);
@@ -175,6 +186,7 @@ pub fn upstream_fields<'a>(
     conn: &'a ConnInfo,
     request_id: &'a HeaderValue,
     upgrade: bool,
+    chain: Option<&'a ClientChain>,
 ) -> Forwarded<'a> {
     strip_hop_by_hop(headers, upgrade);
     // HTTP/2 clients may split cookies (RFC 9113 §8.2.3); HTTP/1.1 upstreams need one.
@@ -184,7 +196,70 @@ pub fn upstream_fields<'a>(
             headers.insert(header::COOKIE, v);
         }
     }
-    forwarded_fields(host, !headers.contains_key(header::HOST), conn, request_id)
+    forwarded_fields(host, !headers.contains_key(header::HOST), conn, request_id, chain)
+}
+
+/// Whether `ip` is one of the `--trusted-proxies`.
+pub fn is_trusted(trusted: &[ipnet::IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// What a trusted peer (`--trusted-proxies`) says about the client: only made for requests
+/// from such a peer.
+#[derive(Debug)]
+pub struct ClientChain {
+    /// `X-Forwarded-For` to send upstream: the peer's chain with the peer appended.
+    pub forwarded_for: HeaderValue,
+    /// The client: the right-most address of the chain that is not a trusted proxy.
+    pub client_ip: HeaderValue,
+    /// The peer sent `X-Forwarded-Proto`: it is kept, not replaced.
+    pub keep_proto: bool,
+    /// The peer sent `X-Forwarded-Host`: it is kept, not replaced.
+    pub keep_host: bool,
+}
+
+impl ClientChain {
+    /// Reads the forwarded fields of a request from a trusted peer. Walking the
+    /// `X-Forwarded-For` chain from the right, trusted addresses are skipped; the first
+    /// untrusted one is the client. An entry that is not an address ends the walk at the
+    /// last good one (garbage never becomes the client); when every entry is trusted the
+    /// left-most is the client.
+    pub fn of(headers: &HeaderMap, conn: &ConnInfo, trusted: &[ipnet::IpNet]) -> Self {
+        let keep_proto = headers.contains_key(&X_FORWARDED_PROTO);
+        let keep_host = headers.contains_key(&X_FORWARDED_HOST);
+        let sent: Vec<&str> =
+            headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+        if sent.is_empty() {
+            let ip = conn.client_ip.clone();
+            return Self { forwarded_for: ip.clone(), client_ip: ip, keep_proto, keep_host };
+        }
+        let mut client = conn.peer.ip();
+        for entry in sent.iter().rev().flat_map(|v| v.rsplit(',')) {
+            let Some(ip) = address_of(entry.trim()) else { break };
+            client = ip;
+            if !is_trusted(trusted, ip) {
+                break;
+            }
+        }
+        let chain = format!("{}, {}", sent.join(", "), conn.peer.ip());
+        let fallback = || conn.client_ip.clone();
+        Self {
+            forwarded_for: HeaderValue::try_from(chain).unwrap_or_else(|_| fallback()),
+            client_ip: HeaderValue::try_from(client.to_string()).unwrap_or_else(|_| fallback()),
+            keep_proto,
+            keep_host,
+        }
+    }
+}
+
+/// The address of an `X-Forwarded-For` entry: `192.0.2.1`, `2001:db8::1`, or either with a
+/// port (`192.0.2.1:443`, `[2001:db8::1]:443`).
+fn address_of(entry: &str) -> Option<IpAddr> {
+    entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
 #[cfg(test)]

@@ -50,6 +50,8 @@ pub struct ProxyConfig {
     pub max_uri_bytes: usize,
     /// Most open client connections, all listeners together (idle ones are shed at the limit).
     pub max_connections: usize,
+    /// `--trusted-proxies`: peers whose forwarded fields are believed. Empty: nobody's.
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
 }
 
 impl Default for ProxyConfig {
@@ -63,6 +65,7 @@ impl Default for ProxyConfig {
             max_headers: 100,
             max_uri_bytes: 8192,
             max_connections: super::conns::DEFAULT_MAX_CONNECTIONS,
+            trusted_proxies: Arc::from([]),
         }
     }
 }
@@ -82,6 +85,9 @@ pub struct ConnInfo {
     /// Requests run one at a time, on the connection's own task (erratum's HTTP/1.1 loop):
     /// per-request deadlines can live in the slot.
     pub one_at_a_time: bool,
+    /// The peer is one of `--trusted-proxies`: its forwarded fields are believed. Decided
+    /// once per connection, so with no trusted proxies a request pays one branch.
+    pub trusted: bool,
 }
 
 impl ConnInfo {
@@ -90,7 +96,13 @@ impl ConnInfo {
         // An IP address is always a valid header value; the fallback only keeps this total.
         let client_ip = HeaderValue::try_from(peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self { peer, tls, client_ip, slot: None, one_at_a_time: false }
+        Self { peer, tls, client_ip, slot: None, one_at_a_time: false, trusted: false }
+    }
+
+    /// The same, trusting the peer's forwarded fields if it is one of `trusted`.
+    pub fn trusting(mut self, trusted: &[ipnet::IpNet]) -> Self {
+        self.trusted = super::headers::is_trusted(trusted, self.peer.ip());
+        self
     }
 
     /// The same, holding `slot` for upgrades.
@@ -172,7 +184,9 @@ pub async fn serve(
         conns.tracker().spawn(async move {
             gauge.inc();
             let slot = Arc::new(slot);
-            let conn = ConnInfo::new(peer, tls.is_some()).with_slot(slot.clone());
+            let conn = ConnInfo::new(peer, tls.is_some())
+                .trusting(&proxy.config().trusted_proxies)
+                .with_slot(slot.clone());
             let result = match tls {
                 None => serve_connection(stream, &builder, &proxy, conn, &slot).await,
                 Some(acceptor) => {

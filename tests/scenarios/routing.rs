@@ -188,3 +188,48 @@ async fn upstream_connections_are_pooled() {
     assert_eq!(a.connections(), 1);
     h.shutdown().await;
 }
+
+/// `--trusted-proxies` (issue 18): a front proxy's `X-Forwarded-For` is appended to and its
+/// client becomes `X-Real-IP`; from an untrusted client the same fields are replaced, so a
+/// spoofed chain never becomes the client address. Real sockets, the origin's `/echo`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_fields_are_believed_only_from_trusted_proxies() {
+    let a = origin().await;
+    let manifests =
+        [backend("ns", "a", &[a.addr]), ingress("ns", "i", &[("h.example", "/", "Prefix", "a")])].concat();
+    let echo = |h: &Harness| {
+        h.client
+            .get(h.url("/echo"))
+            .header("host", "h.example")
+            .header("x-forwarded-for", "6.6.6.6, 203.0.113.9")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "www.example.com")
+            .send()
+    };
+
+    // Untrusted (the default): replaced.
+    let h = Harness::start(&manifests).await;
+    let e: serde_json::Value = echo(&h).await.unwrap().json().await.unwrap();
+    assert_eq!(e["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(e["headers"]["x-real-ip"], "127.0.0.1");
+    assert_eq!(e["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(e["headers"]["x-forwarded-host"], "h.example");
+    h.shutdown().await;
+
+    // Loopback trusted (the test client plays the load balancer).
+    let h = Harness::start_with(&manifests, |c| {
+        c.proxy.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()].into();
+    })
+    .await;
+    let e: serde_json::Value = echo(&h).await.unwrap().json().await.unwrap();
+    assert_eq!(e["headers"]["x-forwarded-for"], "6.6.6.6, 203.0.113.9, 127.0.0.1", "appended to");
+    assert_eq!(e["headers"]["x-real-ip"], "203.0.113.9", "the right-most untrusted address");
+    assert_eq!(e["headers"]["x-forwarded-proto"], "https", "kept from a trusted peer");
+    assert_eq!(e["headers"]["x-forwarded-host"], "www.example.com");
+    // A request without a chain from the trusted peer: the peer is the client.
+    let r = h.client.get(h.url("/echo")).header("host", "h.example").send().await.unwrap();
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(e["headers"]["x-forwarded-proto"], "http");
+    h.shutdown().await;
+}

@@ -47,7 +47,7 @@ fn forwarded_headers_are_set_not_trusted() {
     let conn = ConnInfo::new("192.0.2.7:5000".parse().unwrap(), true);
     let (host, id) = (HeaderValue::from_static("shop.example.com"), HeaderValue::from_static("id"));
     // As the upstream client applies them: the set fields replace the client's.
-    for (name, value) in upstream_fields(&mut h, Some(&host), &conn, &id, false).as_slice() {
+    for (name, value) in upstream_fields(&mut h, Some(&host), &conn, &id, false, None).as_slice() {
         h.insert((*name).clone(), (*value).clone());
     }
     assert_eq!(h[&X_FORWARDED_FOR], "192.0.2.7");
@@ -55,4 +55,46 @@ fn forwarded_headers_are_set_not_trusted() {
     assert_eq!(h[&X_FORWARDED_HOST], "shop.example.com");
     assert_eq!(h[header::HOST], "shop.example.com");
     assert_eq!(h[header::COOKIE], "a=1; b=2");
+}
+
+fn chain_of(xff: &[&str], peer: &str, trusted: &[&str]) -> ClientChain {
+    let mut h = HeaderMap::new();
+    for v in xff {
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_str(v).unwrap());
+    }
+    let trusted: Vec<ipnet::IpNet> = trusted.iter().map(|t| t.parse().unwrap()).collect();
+    let conn = ConnInfo::new(peer.parse().unwrap(), false).trusting(&trusted);
+    assert!(conn.trusted, "the peer is trusted in these cases");
+    ClientChain::of(&h, &conn, &trusted)
+}
+
+#[test]
+fn the_client_is_the_right_most_untrusted_address() {
+    let c = chain_of(&["203.0.113.9"], "10.0.0.2:4000", &["10.0.0.0/8"]);
+    assert_eq!(c.client_ip, "203.0.113.9");
+    assert_eq!(c.forwarded_for, "203.0.113.9, 10.0.0.2", "appended to, not replaced");
+    // A client that spoofs the start of the chain does not become the client.
+    let c = chain_of(&["6.6.6.6, 203.0.113.9", "10.1.1.1"], "10.0.0.2:4000", &["10.0.0.0/8"]);
+    assert_eq!(c.client_ip, "203.0.113.9");
+    assert_eq!(c.forwarded_for, "6.6.6.6, 203.0.113.9, 10.1.1.1, 10.0.0.2");
+    // Every hop trusted: the left-most is the client.
+    let c = chain_of(&["10.9.9.9, 10.1.1.1"], "10.0.0.2:4000", &["10.0.0.0/8"]);
+    assert_eq!(c.client_ip, "10.9.9.9");
+    // Garbage ends the walk at the last good address, never becoming the client.
+    let c = chain_of(&["<script>, 10.1.1.1"], "10.0.0.2:4000", &["10.0.0.0/8"]);
+    assert_eq!(c.client_ip, "10.1.1.1");
+    // Ports and IPv6.
+    let c = chain_of(&["[2001:db8::7]:443, 203.0.113.9:5000"], "[::1]:4000", &["::1/128", "203.0.113.0/24"]);
+    assert_eq!(c.client_ip, "2001:db8::7");
+    // No chain: the peer itself.
+    let c = chain_of(&[], "10.0.0.2:4000", &["10.0.0.0/8"]);
+    assert_eq!((c.client_ip.to_str().unwrap(), c.forwarded_for.to_str().unwrap()), ("10.0.0.2", "10.0.0.2"));
+}
+
+#[test]
+fn ipv4_peers_on_a_dual_stack_listener_match_ipv4_ranges() {
+    let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+    assert!(is_trusted(&trusted, "::ffff:10.0.0.2".parse().unwrap()));
+    assert!(!is_trusted(&trusted, "::ffff:11.0.0.2".parse().unwrap()));
+    assert!(!is_trusted(&[], "10.0.0.2".parse().unwrap()));
 }
