@@ -231,35 +231,51 @@ impl ClientChain {
     pub fn of(headers: &HeaderMap, conn: &ConnInfo, trusted: &[ipnet::IpNet]) -> Self {
         let keep_proto = headers.contains_key(&X_FORWARDED_PROTO);
         let keep_host = headers.contains_key(&X_FORWARDED_HOST);
-        let sent: Vec<&str> =
-            headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
-        if sent.is_empty() {
+        let sent = headers.get_all(&X_FORWARDED_FOR);
+        // The client as the chain names it (its bytes, no formatting), else the peer.
+        let mut client: Option<HeaderValue> = None;
+        'walk: for value in sent.iter().rev() {
+            for entry in value.as_bytes().rsplit(|&b| b == b',') {
+                let entry = entry.trim_ascii();
+                let Some((ip, bare)) = address_of(entry) else { break 'walk };
+                client = if bare {
+                    HeaderValue::from_bytes(entry).ok()
+                } else {
+                    HeaderValue::try_from(ip.to_string()).ok()
+                };
+                if !is_trusted(trusted, ip) {
+                    break 'walk;
+                }
+            }
+        }
+        let mut chain = Vec::with_capacity(64);
+        for value in sent.iter() {
+            chain.extend_from_slice(value.as_bytes());
+            chain.extend_from_slice(b", ");
+        }
+        if chain.is_empty() {
             let ip = conn.client_ip.clone();
             return Self { forwarded_for: ip.clone(), client_ip: ip, keep_proto, keep_host };
         }
-        let mut client = conn.peer.ip();
-        for entry in sent.iter().rev().flat_map(|v| v.rsplit(',')) {
-            let Some(ip) = address_of(entry.trim()) else { break };
-            client = ip;
-            if !is_trusted(trusted, ip) {
-                break;
-            }
-        }
-        let chain = format!("{}, {}", sent.join(", "), conn.peer.ip());
-        let fallback = || conn.client_ip.clone();
+        chain.extend_from_slice(conn.client_ip.as_bytes());
         Self {
-            forwarded_for: HeaderValue::try_from(chain).unwrap_or_else(|_| fallback()),
-            client_ip: HeaderValue::try_from(client.to_string()).unwrap_or_else(|_| fallback()),
+            forwarded_for: HeaderValue::from_maybe_shared(bytes::Bytes::from(chain))
+                .unwrap_or_else(|_| conn.client_ip.clone()),
+            client_ip: client.unwrap_or_else(|| conn.client_ip.clone()),
             keep_proto,
             keep_host,
         }
     }
 }
 
-/// The address of an `X-Forwarded-For` entry: `192.0.2.1`, `2001:db8::1`, or either with a
-/// port (`192.0.2.1:443`, `[2001:db8::1]:443`).
-fn address_of(entry: &str) -> Option<IpAddr> {
-    entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+/// The address of an `X-Forwarded-For` entry — `192.0.2.1`, `2001:db8::1`, or either with a
+/// port (`192.0.2.1:443`, `[2001:db8::1]:443`) — and whether the entry is the bare address.
+fn address_of(entry: &[u8]) -> Option<(IpAddr, bool)> {
+    let entry = std::str::from_utf8(entry).ok()?;
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some((ip, true));
+    }
+    entry.parse::<std::net::SocketAddr>().ok().map(|a| (a.ip(), false))
 }
 
 #[cfg(test)]
