@@ -20,12 +20,11 @@ use super::respond::{RouteMetrics, Scope};
 use super::{Body, ConnInfo, Proxy, RequestBody};
 use crate::table::{Route, route};
 
-/// What one routed request carries through the later phases.
+/// What one routed request carries through the later phases. The request facts, its id and
+/// its policies are in `scope` (what `respond` needs); `route` is the same route, unwrapped.
 pub(super) struct Ctx<'a> {
     pub route: &'a Arc<Route>,
     pub scope: Scope<'a>,
-    pub info: &'a RequestInfo<'a>,
-    pub request_id: &'a HeaderValue,
     pub raw_host: &'a RawHost,
     /// The normalised path and the query: what the route matched is what the backend gets.
     pub path_and_query: &'a http::uri::PathAndQuery,
@@ -102,8 +101,6 @@ impl Proxy {
                 info: &info,
                 request_id: &request_id,
             },
-            info: &info,
-            request_id: &request_id,
             raw_host: &raw_host,
             path_and_query: &path_and_query,
             credentials: has_credentials(req.headers()),

@@ -145,7 +145,7 @@ impl Proxy {
     ) -> Option<Duration> {
         let cache = self.cache.as_ref()?;
         let code = status.as_u16();
-        let deciding = intercept::select(&ctx.route.policies, ctx.info, code, from_proxy)
+        let deciding = intercept::select(&ctx.route.policies, ctx.scope.info, code, from_proxy)
             .filter(|(p, _)| p.mode == Mode::Enforce);
         let rule = deciding.map(|(_, r)| r);
         if ctx.credentials && !rule.is_some_and(|r| r.cache_with_credentials) {
@@ -153,7 +153,7 @@ impl Proxy {
         }
         let default = deciding.map_or(owner.default_min_ttl, |(p, _)| p.default_min_ttl);
         let ttl_rule = ttl::TtlRule::new(code, rule, default);
-        ttl::error_ttl(ctx.info.method, code, headers, ttl_rule, cache.clock().system_now())
+        ttl::error_ttl(ctx.scope.info.method, code, headers, ttl_rule, cache.clock().system_now())
     }
 
     /// How long an upstream error of a cacheable request is kept, if it is: checked before
@@ -200,7 +200,7 @@ impl Proxy {
                 // replacement (uncached); otherwise a 502.
                 let outcome = Outcome::Upstream { status: parts.status, headers: &parts.headers };
                 if let Decision::Replace { .. } =
-                    intercept::decide(&ctx.route.policies, ctx.info, outcome, &self.pages)
+                    intercept::decide(&ctx.route.policies, ctx.scope.info, outcome, &self.pages)
                 {
                     return Kept::Answered(
                         self.render(Answer::Upstream(parts, whole(Bytes::new())), &ctx.scope),
@@ -226,7 +226,7 @@ impl Proxy {
             && matches!(err, ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamTimeout { .. })
             && let Some(ttl) = self.error_ttl(ctx, owner, err.status(), &HeaderMap::new(), true)
         {
-            self.note(&err, ctx.info);
+            self.note(&err, ctx.scope.info);
             let service = Some(ctx.route.backend.service.clone());
             let status = err.status();
             let entry = cache.entry(

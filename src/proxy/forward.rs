@@ -62,7 +62,7 @@ impl Proxy {
             &mut parts.headers,
             host.as_deref(),
             &ctx.conn,
-            ctx.request_id,
+            ctx.scope.request_id,
             upgrade,
             chain.as_ref(),
         );

@@ -232,6 +232,11 @@ impl ClientChain {
         let keep_proto = headers.contains_key(&X_FORWARDED_PROTO);
         let keep_host = headers.contains_key(&X_FORWARDED_HOST);
         let sent = headers.get_all(&X_FORWARDED_FOR);
+        if sent.iter().next().is_none() {
+            // No chain: the peer is the client; nothing to read, nothing to allocate.
+            let ip = conn.client_ip.clone();
+            return Self { forwarded_for: ip.clone(), client_ip: ip, keep_proto, keep_host };
+        }
         // The client as the chain names it (its bytes, no formatting), else the peer.
         let mut client: Option<HeaderValue> = None;
         'walk: for value in sent.iter().rev() {
@@ -252,10 +257,6 @@ impl ClientChain {
         for value in sent.iter() {
             chain.extend_from_slice(value.as_bytes());
             chain.extend_from_slice(b", ");
-        }
-        if chain.is_empty() {
-            let ip = conn.client_ip.clone();
-            return Self { forwarded_for: ip.clone(), client_ip: ip, keep_proto, keep_host };
         }
         chain.extend_from_slice(conn.client_ip.as_bytes());
         Self {
