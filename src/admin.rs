@@ -106,6 +106,11 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
                 "ingresses": t.ingress_count(),
                 "hosts": t.host_count(),
                 "routes": t.route_count(),
+                "edge": t.edges().iter().map(|e| serde_json::json!({
+                    "ingress": e.key.to_string(),
+                    "maxBodyBytes": e.max_body_bytes,
+                    "httpsRedirect": e.https_redirect,
+                })).collect::<Vec<_>>(),
                 "problems": t.diagnostics().iter().map(ToString::to_string).collect::<Vec<_>>(),
             });
             text(StatusCode::OK, "application/json", format!("{body:#}\n"))

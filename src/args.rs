@@ -13,7 +13,7 @@ use crate::index::ObjectKey;
 use crate::proxy::ProxyConfig;
 use crate::runtime::RunConfig;
 use crate::source::files::Folder;
-use crate::table::{BuildConfig, ServiceRef};
+use crate::table::{BuildConfig, EdgeDefaults, ServiceRef};
 
 /// Exit code for bad flags or configuration (sysexits EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
@@ -115,9 +115,60 @@ pub struct TuningArgs {
     /// Worker threads (default: one per CPU).
     #[arg(long, env = "ERRATUM_WORKERS")]
     pub workers: Option<usize>,
+    /// Redirect plain-HTTP requests for hosts with a TLS entry in their Ingress to HTTPS (308),
+    /// as ingress-nginx's `ssl-redirect`; the annotation overrides it per Ingress.
+    #[arg(long, env = "ERRATUM_SSL_REDIRECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ssl_redirect: bool,
+    /// The public HTTPS port redirects point to (omitted from `Location` when 443).
+    #[arg(long, env = "ERRATUM_HTTPS_PORT", default_value_t = 443)]
+    pub https_port: u16,
+    /// Send `Strict-Transport-Security` on responses served over HTTPS.
+    #[arg(long, env = "ERRATUM_HSTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hsts: bool,
+    /// HSTS `max-age`, in seconds.
+    #[arg(long, env = "ERRATUM_HSTS_MAX_AGE", default_value_t = 31_536_000)]
+    pub hsts_max_age: u64,
+    /// HSTS `includeSubDomains`.
+    #[arg(long, env = "ERRATUM_HSTS_INCLUDE_SUBDOMAINS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hsts_include_subdomains: bool,
+    /// HSTS `preload`.
+    #[arg(long, env = "ERRATUM_HSTS_PRELOAD", default_value_t = false, action = clap::ArgAction::Set)]
+    pub hsts_preload: bool,
+    /// Largest request body (nginx size syntax: 1m, 512k, 0 for unlimited); larger bodies get
+    /// 413. The `proxy-body-size` annotation overrides it per Ingress. Default as ingress-nginx.
+    #[arg(long, env = "ERRATUM_MAX_BODY_SIZE", default_value = "1m", value_parser = parse_body_size)]
+    pub max_body_size: BodySize,
+}
+
+/// A `--max-body-size` value; `None` is unlimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodySize(pub Option<u64>);
+
+fn parse_body_size(s: &str) -> Result<BodySize, String> {
+    crate::table::annotations::parse_size(s).map(BodySize).map_err(|why| format!("{s:?} {why}"))
 }
 
 impl TuningArgs {
+    /// The edge defaults Ingress annotations override.
+    fn edge_defaults(&self) -> EdgeDefaults {
+        EdgeDefaults { ssl_redirect: self.ssl_redirect, max_body_bytes: self.max_body_size.0 }
+    }
+
+    /// The `Strict-Transport-Security` value, or `None` when off.
+    fn hsts_value(&self) -> Result<Option<http::HeaderValue>, Error> {
+        if !self.hsts {
+            return Ok(None);
+        }
+        let mut value = format!("max-age={}", self.hsts_max_age);
+        if self.hsts_include_subdomains {
+            value.push_str("; includeSubDomains");
+        }
+        if self.hsts_preload {
+            value.push_str("; preload");
+        }
+        http::HeaderValue::try_from(value).map(Some).map_err(|e| Error::Invalid(format!("--hsts: {e}")))
+    }
+
     fn proxy_config(&self) -> Result<ProxyConfig, Error> {
         let positive = |name: &str, d: Duration| {
             if d.is_zero() {
@@ -151,6 +202,8 @@ impl TuningArgs {
             max_uri_bytes: self.max_uri_bytes,
             max_connections: self.max_connections,
             trusted_proxies: self.trusted_proxies.clone().into(),
+            https_port: self.https_port,
+            hsts: self.hsts_value()?,
         })
     }
 }
@@ -265,6 +318,7 @@ impl RunArgs {
                 controller_name: self.controller_name,
                 default_backend: self.default_backend,
                 default_policy: self.default_policy,
+                edge: self.tuning.edge_defaults(),
             },
             proxy,
             drain_timeout: self.tuning.shutdown_drain,

@@ -11,12 +11,12 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 
 use super::cache_path::CacheFirst;
-use super::headers::request_id;
+use super::headers::{arrived_over_https, request_id};
 use super::intercept::{ProxyError, RequestInfo};
-use super::respond::{RouteMetrics, Scope};
+use super::respond::{Answer, RouteMetrics, Scope};
 use super::{Body, ConnInfo, Proxy, RequestBody};
 use crate::table::{Route, route};
 
@@ -78,6 +78,23 @@ impl Proxy {
                 ProxyError::NoRoute { host: raw_host.as_str().to_string(), path: info.path.to_string() };
             return self.fail(&err, &Scope { policies: found.policies, ..unrouted });
         };
+        let metrics: Option<&RouteMetrics> = view.route_metrics(route, &self.metrics);
+        if route.edge.https_redirect
+            && !arrived_over_https(req.headers(), &conn)
+            && !is_acme_challenge(info.path)
+        {
+            let scope = Scope { policies: &route.policies, route: Some(route), metrics, ..unrouted };
+            let target = request_uri.path_and_query().map_or("/", |pq| pq.as_str());
+            return match https_location(&host, self.config.https_port, target) {
+                Some(location) => {
+                    self.render(Answer::Redirect(StatusCode::PERMANENT_REDIRECT, &location), &scope)
+                }
+                None => {
+                    let reason = format!("host {:?} cannot be redirected to https", raw_host.as_str());
+                    self.fail(&ProxyError::BadRequest { reason }, &scope)
+                }
+            };
+        }
         let path_and_query = match (&path, request_uri.path_and_query()) {
             (Cow::Borrowed(_), Some(pq)) => pq.clone(),
             _ => {
@@ -91,7 +108,6 @@ impl Proxy {
                 }
             }
         };
-        let metrics: Option<&RouteMetrics> = view.route_metrics(route, &self.metrics);
         let ctx = Ctx {
             route,
             scope: Scope {
@@ -106,6 +122,15 @@ impl Proxy {
             credentials: has_credentials(req.headers()),
             conn,
         };
+        if let Some(limit) = route.edge.max_body_bytes
+            && http_body::Body::size_hint(req.body()).lower() > limit
+        {
+            // Before anything goes upstream, and before hyper sends `100 Continue` (it does
+            // when the body is first read): the client is told not to send it.
+            let mut resp = self.fail(&ProxyError::BodyTooLarge { limit }, &ctx.scope);
+            close_http1(&mut resp, req.version());
+            return resp;
+        }
         let Some(cacheable) = self.cacheable(route, &info, ctx.credentials, &path_and_query) else {
             return self.forward(req, &ctx, None).await.0;
         };
@@ -162,6 +187,45 @@ fn ambiguous<B>(req: &Request<B>) -> Option<String> {
         return Some("HTTP/1.1 request without Host".into());
     }
     None
+}
+
+/// Ends an HTTP/1.x connection after `resp`: the request's unread body must not be taken for
+/// the next request. (HTTP/2 streams are reset by hyper instead; `Connection` is not HTTP/2.)
+pub(super) fn close_http1(resp: &mut Response<Body>, version: Version) {
+    if version <= Version::HTTP_11 {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+/// ACME HTTP-01 challenges are answered over plain HTTP, never redirected (cert-manager and
+/// every ACME client need them; ingress-nginx exempts them too).
+fn is_acme_challenge(path: &str) -> bool {
+    path.starts_with("/.well-known/acme-challenge/")
+}
+
+/// `https://HOST[:PORT]TARGET` for a redirect, when the host is a name or an address (the
+/// host is the client's: anything else could turn the redirect into one to another site).
+fn https_location(host: &str, port: u16, target: &str) -> Option<HeaderValue> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.';
+    let ipv6 = host.contains(':');
+    if host.is_empty() || !host.bytes().all(|b| plain(b) || (ipv6 && b == b':')) {
+        return None;
+    }
+    let mut location = String::with_capacity(16 + host.len() + target.len());
+    location.push_str("https://");
+    if ipv6 {
+        location.push('[');
+        location.push_str(host);
+        location.push(']');
+    } else {
+        location.push_str(host);
+    }
+    if port != 443 {
+        location.push(':');
+        location.push_str(itoa::Buffer::new().format(port));
+    }
+    location.push_str(target);
+    HeaderValue::try_from(location).ok()
 }
 
 fn has_credentials(headers: &HeaderMap) -> bool {

@@ -14,10 +14,10 @@ use futures::FutureExt;
 use futures::future::Either;
 use http::header::HeaderValue;
 use http::{Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::TokioIo;
 
-use super::admit::Ctx;
+use super::admit::{Ctx, close_http1};
 use super::cache::CachedError;
 use super::cache_path::{Cacheable, Kept};
 use super::headers::{ClientChain, is_upgrade, upstream_fields};
@@ -52,6 +52,7 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
+        let version = parts.version;
         let host = ctx.raw_host.header_value();
         // Only a request from a `--trusted-proxies` peer reads the client's forwarded fields.
         let chain = ctx
@@ -70,7 +71,14 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         let body = upstream::IdleTimeout::new(body, self.config.client_body_timeout)
             .map_err(|e| BoxError::from(upstream::ClientBody(e)));
-        let upstream_req = Request::from_parts(parts, body.boxed());
+        // A body of unstated length is counted as it streams; one whose stated length is
+        // within the limit (checked in `admit`) is held to that length by the codec already.
+        let limit = route.edge.max_body_bytes;
+        let body = match limit.filter(|&l| http_body::Body::size_hint(&body).upper().is_none_or(|u| u > l)) {
+            Some(l) => Limited::new(body, usize::try_from(l).unwrap_or(usize::MAX)).boxed(),
+            None => body.boxed(),
+        };
+        let upstream_req = Request::from_parts(parts, body);
 
         let started = Instant::now();
         // Pinned here so that the timeout wrappers move a pointer, not the exchange's state
@@ -94,8 +102,13 @@ impl Proxy {
                 return Box::pin(self.proxy_error(err, ctx, cacheable)).await;
             }
             Some(Err(e)) => {
-                let err = upstream::classify(&e, authority.as_str());
-                return Box::pin(self.proxy_error(err, ctx, cacheable)).await;
+                let err = upstream::classify(&e, authority.as_str(), limit);
+                let too_large = matches!(err, ProxyError::BodyTooLarge { .. });
+                let (mut resp, entry) = Box::pin(self.proxy_error(err, ctx, cacheable)).await;
+                if too_large {
+                    close_http1(&mut resp, version);
+                }
+                return (resp, entry);
             }
             Some(Ok(resp)) => resp,
         };

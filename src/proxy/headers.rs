@@ -16,6 +16,7 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Longest client-sent request id that is kept.
@@ -148,19 +149,22 @@ fn forwarded_fields<'a>(
     {
         fields.push(&X_FORWARDED_HOST, h);
     }
+    if !chain.is_some_and(|c| c.keep_port) {
+        fields.push(&X_FORWARDED_PORT, &conn.public_port);
+    }
     fields.push(&X_REQUEST_ID, request_id);
     fields
 }
 
-/// Up to six borrowed header fields, on the stack.
+/// Up to seven borrowed header fields, on the stack.
 pub struct Forwarded<'a> {
-    fields: [(&'a HeaderName, &'a HeaderValue); 6],
+    fields: [(&'a HeaderName, &'a HeaderValue); 7],
     len: usize,
 }
 
 impl Default for Forwarded<'_> {
     fn default() -> Self {
-        Self { fields: [(&header::HOST, &HTTP); 6], len: 0 }
+        Self { fields: [(&header::HOST, &HTTP); 7], len: 0 }
     }
 }
 
@@ -220,6 +224,8 @@ pub struct ClientChain {
     pub keep_proto: bool,
     /// The peer sent `X-Forwarded-Host`: it is kept, not replaced.
     pub keep_host: bool,
+    /// The peer sent `X-Forwarded-Port`: it is kept, not replaced.
+    pub keep_port: bool,
 }
 
 impl ClientChain {
@@ -231,11 +237,12 @@ impl ClientChain {
     pub fn of(headers: &HeaderMap, conn: &ConnInfo, trusted: &[ipnet::IpNet]) -> Self {
         let keep_proto = headers.contains_key(&X_FORWARDED_PROTO);
         let keep_host = headers.contains_key(&X_FORWARDED_HOST);
+        let keep_port = headers.contains_key(&X_FORWARDED_PORT);
         let sent = headers.get_all(&X_FORWARDED_FOR);
         if sent.iter().next().is_none() {
             // No chain: the peer is the client; nothing to read, nothing to allocate.
             let ip = conn.client_ip.clone();
-            return Self { forwarded_for: ip.clone(), client_ip: ip, keep_proto, keep_host };
+            return Self { forwarded_for: ip.clone(), client_ip: ip, keep_proto, keep_host, keep_port };
         }
         // The client as the chain names it (its bytes, no formatting), else the peer.
         let mut client: Option<HeaderValue> = None;
@@ -265,8 +272,18 @@ impl ClientChain {
             client_ip: client.unwrap_or_else(|| conn.client_ip.clone()),
             keep_proto,
             keep_host,
+            keep_port,
         }
     }
+}
+
+/// Whether a request arrived over HTTPS as far as erratum can believe: its own connection is
+/// TLS, or a trusted peer (TLS ended at a load balancer) says `X-Forwarded-Proto: https`.
+#[inline]
+pub fn arrived_over_https(headers: &HeaderMap, conn: &ConnInfo) -> bool {
+    conn.tls
+        || (conn.trusted
+            && headers.get(&X_FORWARDED_PROTO).is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https")))
 }
 
 /// The address of an `X-Forwarded-For` entry — `192.0.2.1`, `2001:db8::1`, or either with a

@@ -80,6 +80,13 @@ pub enum ProxyError {
         /// The field limit.
         fields: usize,
     },
+    /// The request body is larger than the route's limit (`--max-body-size`, the
+    /// `proxy-body-size` annotation): by its `Content-Length`, or counted as it streamed.
+    #[error("request body over the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        limit: u64,
+    },
     /// The request is malformed or ambiguous (or its body broke off); never forwarded whole.
     #[error("bad request: {reason}")]
     BadRequest {
@@ -100,6 +107,7 @@ impl ProxyError {
             ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -115,6 +123,7 @@ impl ProxyError {
             ProxyError::BadRequest { .. } => "bad_request",
             ProxyError::UriTooLong { .. } => "uri_too_long",
             ProxyError::HeadTooLarge { .. } => "head_too_large",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
         }
     }
 }
@@ -131,6 +140,14 @@ pub enum Outcome<'a> {
     },
     /// erratum could not get an upstream answer.
     Proxy(&'a ProxyError),
+    /// erratum redirects the request (plain HTTP to HTTPS): not an error, so no policy
+    /// pages it, but it is decided here like every status erratum makes.
+    Redirect {
+        /// A 3xx status.
+        status: StatusCode,
+        /// Where to.
+        location: &'a HeaderValue,
+    },
 }
 
 /// The request facts the decision needs.
@@ -258,6 +275,9 @@ pub fn decide(
     let (code, from_proxy, origin) = match outcome {
         Outcome::Upstream { status, headers } => (status, false, Some(headers)),
         Outcome::Proxy(err) => (err.status(), true, None),
+        Outcome::Redirect { status, location } => {
+            return Decision::Replace { reply: redirect(status, location), applied: None };
+        }
     };
     let builtin_reply = || Decision::Replace { reply: builtin(code, req.accept), applied: None };
     if code.as_u16() < 400 || policies.is_empty() {
@@ -389,6 +409,15 @@ fn finish_headers(
         headers.insert(header::VARY, HeaderValue::from_static("Accept"));
     }
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
+}
+
+/// A redirect erratum makes: `Location` and an empty body (as ingress-nginx's, it is not
+/// cached by default: no `Cache-Control` is added).
+fn redirect(status: StatusCode, location: &HeaderValue) -> Reply {
+    let mut headers = HeaderMap::with_capacity(2);
+    headers.insert(header::LOCATION, location.clone());
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    Reply { status, headers, body: Bytes::new() }
 }
 
 /// erratum's own page for a status: HTML, or RFC 9457 `application/problem+json` when the

@@ -12,7 +12,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use http::HeaderValue;
-use http::header::CONNECTION;
+use http::header::{CONNECTION, STRICT_TRANSPORT_SECURITY};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -52,6 +52,10 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// `--trusted-proxies`: peers whose forwarded fields are believed. Empty: nobody's.
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
+    /// `--https-port`: the port HTTPS redirects name (omitted when 443).
+    pub https_port: u16,
+    /// `Strict-Transport-Security` for responses served over HTTPS; `None` when off.
+    pub hsts: Option<HeaderValue>,
 }
 
 impl Default for ProxyConfig {
@@ -66,6 +70,8 @@ impl Default for ProxyConfig {
             max_uri_bytes: 8192,
             max_connections: super::conns::DEFAULT_MAX_CONNECTIONS,
             trusted_proxies: Arc::from([]),
+            https_port: 443,
+            hsts: Some(HeaderValue::from_static("max-age=31536000; includeSubDomains")),
         }
     }
 }
@@ -88,6 +94,9 @@ pub struct ConnInfo {
     /// The peer is one of `--trusted-proxies`: its forwarded fields are believed. Decided
     /// once per connection, so with no trusted proxies a request pays one branch.
     pub trusted: bool,
+    /// `X-Forwarded-Port`: the public port the client connected to (80, or `--https-port`
+    /// over TLS), not the listener's own.
+    pub public_port: HeaderValue,
 }
 
 impl ConnInfo {
@@ -96,7 +105,16 @@ impl ConnInfo {
         // An IP address is always a valid header value; the fallback only keeps this total.
         let client_ip = HeaderValue::try_from(peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self { peer, tls, client_ip, slot: None, one_at_a_time: false, trusted: false }
+        let public_port = HeaderValue::from_static(if tls { "443" } else { "80" });
+        Self { peer, tls, client_ip, slot: None, one_at_a_time: false, trusted: false, public_port }
+    }
+
+    /// The same, with the public HTTPS port (`--https-port`) for a TLS connection.
+    pub fn public_https_port(mut self, port: u16) -> Self {
+        if self.tls && port != 443 {
+            self.public_port = HeaderValue::from(port);
+        }
+        self
     }
 
     /// The same, trusting the peer's forwarded fields if it is one of `trusted`.
@@ -186,6 +204,7 @@ pub async fn serve(
             let slot = Arc::new(slot);
             let conn = ConnInfo::new(peer, tls.is_some())
                 .trusting(&proxy.config().trusted_proxies)
+                .public_https_port(proxy.config().https_port)
                 .with_slot(slot.clone());
             let result = match tls {
                 None => serve_connection(stream, &builder, &proxy, conn, &slot).await,
@@ -292,7 +311,13 @@ fn refused(refusal: front::Refusal, config: &ProxyConfig) -> ProxyError {
 async fn answer(proxy: &Proxy, conn: &ConnInfo, req: Request<RequestBody>) -> Response<Body> {
     // Busy while in the handler: at the limit, idle connections are shed first.
     let guard = conn.slot.as_ref().map(|slot| slot.busy());
-    let resp = proxy.handle(req, conn.clone()).await;
+    // HSTS only on what the client received over HTTPS (never on plain HTTP: RFC 6797 §7.2).
+    let hsts =
+        proxy.config().hsts.as_ref().filter(|_| super::headers::arrived_over_https(req.headers(), conn));
+    let mut resp = proxy.handle(req, conn.clone()).await;
+    if let Some(hsts) = hsts {
+        resp.headers_mut().insert(STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
     drop(guard);
     resp
 }

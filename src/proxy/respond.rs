@@ -44,6 +44,8 @@ pub enum Answer<'a> {
     },
     /// erratum failed the request itself (routing, upstream connect, timeout, bad request).
     Failed(&'a ProxyError),
+    /// erratum redirects the request to `Location` with a 3xx status.
+    Redirect(StatusCode, &'a HeaderValue),
 }
 
 /// The request an answer is for.
@@ -74,12 +76,13 @@ impl Proxy {
                 self.note(err, scope.info);
                 Outcome::Proxy(err)
             }
+            Answer::Redirect(status, location) => Outcome::Redirect { status: *status, location },
         };
         let decision = intercept::decide(scope.policies, scope.info, outcome, &self.pages);
         let upstream = match &answer {
             Answer::Upstream(parts, _) => Some(parts.status),
             Answer::Cached { entry, .. } => entry.proxy_error.is_none().then_some(entry.status),
-            Answer::Failed(_) => None,
+            Answer::Failed(_) | Answer::Redirect(..) => None,
         };
         let cached = match &answer {
             Answer::Cached { entry, hit } => Some((entry.stored_at, *hit)),
@@ -125,6 +128,7 @@ impl Proxy {
             Answer::Failed(err) => {
                 into_response(intercept::builtin(err.status(), scope.info.accept), scope.request_id)
             }
+            Answer::Redirect(status, _) => into_response(intercept::builtin(status, None), scope.request_id),
         };
         if let Some((status, headers)) = rewrite {
             *resp.status_mut() = status;

@@ -503,7 +503,8 @@ impl http_body::Body for PooledBody {
 
 /// Classifies a failed exchange into the error erratum reports (docs/error-semantics.md rule 42:
 /// refused/reset/DNS -> 502, connect timeout -> 504).
-pub fn classify(err: &UpstreamError, upstream: &str) -> ProxyError {
+/// `body_limit` is the request's body limit, if its body was counted against one.
+pub fn classify(err: &UpstreamError, upstream: &str, body_limit: Option<u64>) -> ProxyError {
     match err {
         UpstreamError::ConnectTimeout { after, .. } => {
             ProxyError::UpstreamTimeout { upstream: upstream.to_string(), after: *after }
@@ -515,6 +516,13 @@ pub fn classify(err: &UpstreamError, upstream: &str) -> ProxyError {
             ProxyError::UpstreamReset { upstream: upstream.to_string(), reason: source_chain(e) }
         }
         UpstreamError::Http(e) => {
+            if let Some(limit) = body_limit
+                && has_source::<http_body_util::LengthLimitError>(e)
+            {
+                // The body grew past the limit before any response: the upstream request is
+                // abandoned (its connection closed, not reused) and the client gets 413.
+                return ProxyError::BodyTooLarge { limit };
+            }
             let reason = source_chain(e);
             if has_source::<ClientBody>(e) {
                 // The request body broke off (malformed chunks, stalled, client gone): the

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Backend, HostRoutes, PathKind, PortRef, Target};
+use super::annotations::{self, Edge, EdgeDefaults};
+use super::{Backend, HostRoutes, IngressEdgeView, PathKind, PortRef, Target};
 use super::{
     BuildConfig, DEFAULT_CLASS_ANNOTATION, Diagnostic, LEGACY_CLASS_ANNOTATION, Policies, PolicyReport,
     ResolvedPolicy, Route, RoutingTable, backend, policy, route, tls,
@@ -56,7 +57,7 @@ impl RoutingTable {
         b.resolve_policies(config, previous, &ours);
         b.table.fallback_policies = b.policies.fallback();
         for (slot, ing) in ours.iter().enumerate() {
-            b.add_ingress(ing, slot);
+            b.add_ingress(ing, slot, &config.edge);
         }
         if b.table.catch_all.is_none()
             && let Some(default) = &config.default_backend
@@ -77,6 +78,7 @@ impl RoutingTable {
                 backend,
                 policies,
                 ingress_slot: None,
+                edge: Edge::defaults(&config.edge),
             }));
         }
         for ing in &ours {
@@ -235,11 +237,28 @@ impl Builder<'_> {
         Some(b)
     }
 
-    fn add_ingress(&mut self, ing: &Ingress, slot: usize) {
+    fn add_ingress(&mut self, ing: &Ingress, slot: usize, defaults: &EdgeDefaults) {
         let key = ObjectKey::of(&ing.metadata);
         let Some(spec) = ing.spec.as_ref() else { return };
         let policies =
             self.policies.per_ingress.get(&key).cloned().unwrap_or_else(|| self.policies.fallback());
+        let mut problems = Vec::new();
+        let annotated = annotations::read(ing.metadata.annotations.as_ref(), |m| problems.push(m));
+        for problem in problems {
+            self.report(&key, problem);
+        }
+        let tls_hosts: Vec<HostTarget> = spec
+            .tls
+            .iter()
+            .flatten()
+            .flat_map(|t| t.hosts.iter().flatten())
+            .filter_map(|h| classify_host(h).ok())
+            .collect();
+        let mut view = IngressEdgeView {
+            key: key.clone(),
+            max_body_bytes: Edge::resolve(&annotated, defaults, false).max_body_bytes,
+            https_redirect: Vec::new(),
+        };
 
         let default = match spec.default_backend.as_ref() {
             Some(b) => self.ingress_backend(&key, b).map(|backend| {
@@ -250,6 +269,8 @@ impl Builder<'_> {
                     backend,
                     policies: policies.clone(),
                     ingress_slot: Some(slot),
+                    // Serves many hosts: only a forced redirect applies.
+                    edge: Edge::resolve(&annotated, defaults, false),
                 })
             }),
             None => None,
@@ -266,6 +287,10 @@ impl Builder<'_> {
                 }
             };
             hosts_named.push(target.clone());
+            let edge = Edge::resolve(&annotated, defaults, tls_covers(&tls_hosts, &target));
+            if edge.https_redirect {
+                view.https_redirect.push(host_label(&target).to_string());
+            }
             if let HostTarget::Exact(h) = &target {
                 self.policies.hosts.entry(key.clone()).or_default().insert(h.clone());
             }
@@ -287,6 +312,7 @@ impl Builder<'_> {
                     backend,
                     policies: policies.clone(),
                     ingress_slot: Some(slot),
+                    edge,
                 });
                 let routes = self.host_routes(&target, &policies);
                 let (map, map_key) = match kind {
@@ -306,6 +332,8 @@ impl Builder<'_> {
                 map.insert(map_key, route);
             }
         }
+
+        self.table.edges.push(view);
 
         if let Some(default) = default {
             for target in &hosts_named {
@@ -519,6 +547,20 @@ enum HostTarget {
     Wildcard(String),
     /// No host: the rule applies to requests for any host no other rule names.
     None,
+}
+
+/// Whether an Ingress's TLS entries name a rule's host (exactly, or by a wildcard entry one
+/// label up). A host-less rule has no TLS entry.
+fn tls_covers(tls_hosts: &[HostTarget], target: &HostTarget) -> bool {
+    match target {
+        HostTarget::None => false,
+        HostTarget::Exact(h) => tls_hosts.iter().any(|t| match t {
+            HostTarget::Exact(e) => e == h,
+            HostTarget::Wildcard(suffix) => route::wildcard_suffix(h) == Some(suffix.as_str()),
+            HostTarget::None => false,
+        }),
+        wildcard @ HostTarget::Wildcard(_) => tls_hosts.contains(wildcard),
+    }
 }
 
 fn host_label(t: &HostTarget) -> String {

@@ -9,9 +9,10 @@
 //! vocabulary the data plane reads it in; [`build`] makes it, [`policy`] resolves
 //! ErrorPagePolicies, [`backend`] Services and endpoints, [`route`] hosts and paths,
 //! [`template`] page templates, [`accept`] content negotiation, [`tls`] certificates,
-//! [`status`] what is reported back.
+//! [`status`] what is reported back, [`annotations`] the ingress-nginx annotations read.
 
 pub mod accept;
+pub mod annotations;
 pub mod backend;
 pub mod build;
 pub mod policy;
@@ -30,6 +31,7 @@ use arc_swap::ArcSwap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::index::Kind;
+pub use annotations::{Edge, EdgeDefaults};
 pub use backend::{Backend, Pick, PortRef, Target};
 pub use policy::ResolvedPolicy;
 pub use route::{HostRoutes, PathKind};
@@ -58,6 +60,8 @@ pub struct BuildConfig {
     /// `--default-policy`: an ErrorPagePolicy that applies everywhere with the lowest
     /// precedence, including requests no Ingress matches.
     pub default_policy: Option<ObjectKey>,
+    /// The edge behaviour Ingress annotations override (`--ssl-redirect`, `--max-body-bytes`).
+    pub edge: EdgeDefaults,
 }
 
 impl Default for BuildConfig {
@@ -67,6 +71,7 @@ impl Default for BuildConfig {
             controller_name: "erratum.dev/ingress-controller".into(),
             default_backend: None,
             default_policy: None,
+            edge: EdgeDefaults::default(),
         }
     }
 }
@@ -136,6 +141,20 @@ pub struct Route {
     /// The owning Ingress's place in [`RoutingTable::ingress_keys`] (`None` for
     /// `--default-backend`): a dense index the proxy keys its per-Ingress state by.
     pub ingress_slot: Option<usize>,
+    /// HTTPS redirect and body limit, from the Ingress's annotations and the flags.
+    pub edge: Edge,
+}
+
+/// What `/table` shows of an Ingress's edge settings (the effective values, after its
+/// annotations and the flags).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngressEdgeView {
+    /// The Ingress.
+    pub key: ObjectKey,
+    /// Largest request body; `None` is unlimited.
+    pub max_body_bytes: Option<u64>,
+    /// Hosts whose plain-HTTP requests are redirected to HTTPS.
+    pub https_redirect: Vec<String>,
 }
 
 /// The policies that apply to a route, highest precedence first (shared by all routes of one
@@ -162,6 +181,7 @@ pub struct RoutingTable {
     catch_all: Option<Arc<Route>>,
     tls: TlsTable,
     ingresses: usize,
+    edges: Vec<IngressEdgeView>,
     diagnostics: Vec<Diagnostic>,
     /// Policies for requests that match no host: the default policy only.
     fallback_policies: Policies,
@@ -269,6 +289,11 @@ impl RoutingTable {
     /// The Ingresses of our class, oldest first.
     pub fn ingress_keys(&self) -> &[ObjectKey] {
         &self.ingress_keys
+    }
+
+    /// Each served Ingress's effective edge settings, oldest Ingress first.
+    pub fn edges(&self) -> &[IngressEdgeView] {
+        &self.edges
     }
 
     /// Number of Ingresses of our class that contributed.

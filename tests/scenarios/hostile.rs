@@ -1,22 +1,9 @@
 //! Hostile input on raw sockets: request smuggling, oversized heads, path tricks, cache
 //! poisoning and reflected values. Each request is written byte for byte as an attacker would.
 
-use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::*;
-
-/// Writes `raw` on a new connection and reads until erratum closes it (5 s at most).
-async fn exchange(h: &Harness, raw: &[u8]) -> String {
-    let mut s = TcpStream::connect(h.running().http_addr).await.unwrap();
-    s.write_all(raw).await.unwrap();
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    assert!(read.is_ok(), "erratum closed the connection; got so far: {}", String::from_utf8_lossy(&out));
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 async fn shop() -> (Harness, erratum::origin::Origin) {
     let o = origin().await;

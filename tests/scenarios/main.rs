@@ -9,6 +9,7 @@ mod cache;
 mod cli;
 mod cluster;
 mod crd;
+mod edge;
 mod errors;
 mod faults;
 mod fuzz;

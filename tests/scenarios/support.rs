@@ -41,6 +41,40 @@ pub fn ingress(ns: &str, name: &str, rules: &[(&str, &str, &str, &str)]) -> Stri
     out
 }
 
+/// A self-signed certificate for `names`.
+pub struct TestCert {
+    pub pem: String,
+    pub key_pem: String,
+    pub der: rustls::pki_types::CertificateDer<'static>,
+}
+
+pub fn cert(names: &[&str]) -> TestCert {
+    let c =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    TestCert { pem: c.cert.pem(), key_pem: c.signing_key.serialize_pem(), der: c.cert.der().clone() }
+}
+
+/// YAML for a `kubernetes.io/tls` Secret `name` in namespace `ns` holding `c`.
+pub fn secret_yaml(name: &str, c: &TestCert) -> String {
+    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata: {{name: {name}, namespace: ns}}\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}---\n",
+        indent(&c.pem),
+        indent(&c.key_pem)
+    )
+}
+
+/// Sends `raw` on a new plain-HTTP connection and reads until erratum closes it.
+pub async fn exchange(h: &Harness, raw: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(h.running().http_addr).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "erratum closed the connection; got so far: {}", String::from_utf8_lossy(&out));
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A running erratum on a temporary manifests folder.
 pub struct Harness {
     pub dir: tempfile::TempDir,

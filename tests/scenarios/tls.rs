@@ -7,27 +7,6 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-struct TestCert {
-    pem: String,
-    key_pem: String,
-    der: CertificateDer<'static>,
-}
-
-fn cert(names: &[&str]) -> TestCert {
-    let c =
-        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    TestCert { pem: c.cert.pem(), key_pem: c.signing_key.serialize_pem(), der: c.cert.der().clone() }
-}
-
-fn secret_yaml(name: &str, c: &TestCert) -> String {
-    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
-    format!(
-        "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata: {{name: {name}, namespace: ns}}\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}---\n",
-        indent(&c.pem),
-        indent(&c.key_pem)
-    )
-}
-
 /// Handshakes with `sni` and returns the certificate the server presented.
 async fn presented_cert(
     addr: std::net::SocketAddr,

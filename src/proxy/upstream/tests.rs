@@ -114,7 +114,7 @@ async fn idempotent_requests_the_pooled_connection_lost_are_sent_again() {
     let post = Request::post("/").header("host", "o").body(Empty::new().map_err(|n| match n {}).boxed());
     let Err(err) = pool.send(&addr, post.unwrap(), &[]).await else { panic!("answered") };
     assert!(matches!(err, UpstreamError::H1(client::Error::NoResponse(_))), "{err:?}");
-    assert!(matches!(classify(&err, "o"), ProxyError::UpstreamReset { .. }));
+    assert!(matches!(classify(&err, "o", None), ProxyError::UpstreamReset { .. }));
     assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
 
@@ -154,7 +154,7 @@ async fn connect_failures_are_classified() {
     let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
     let pool = Upstreams::new(Duration::from_secs(1));
     let Err(err) = pool.send(&format!("127.0.0.1:{port}"), get(), &[]).await else { panic!("connected") };
-    match classify(&err, "o") {
+    match classify(&err, "o", None) {
         ProxyError::UpstreamConnect { reason, .. } => assert_eq!(reason, "connection refused"),
         other => panic!("{other}"),
     }
