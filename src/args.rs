@@ -138,6 +138,11 @@ pub struct TuningArgs {
     /// 413. The `proxy-body-size` annotation overrides it per Ingress. Default as ingress-nginx.
     #[arg(long, env = "ERRATUM_MAX_BODY_SIZE", default_value = "1m", value_parser = parse_body_size)]
     pub max_body_size: BodySize,
+    /// Every connection starts with a PROXY protocol header (v1 or v2), as TCP load
+    /// balancers send it (AWS NLB, GCP, Azure, HAProxy `send-proxy`); the client address is
+    /// the one it names. Connections without a valid header are closed and counted.
+    #[arg(long, env = "ERRATUM_PROXY_PROTOCOL", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub proxy_protocol: bool,
 }
 
 /// A `--max-body-size` value; `None` is unlimited.
@@ -204,6 +209,7 @@ impl TuningArgs {
             trusted_proxies: self.trusted_proxies.clone().into(),
             https_port: self.https_port,
             hsts: self.hsts_value()?,
+            proxy_protocol: self.proxy_protocol,
         })
     }
 }

@@ -94,6 +94,9 @@ pub struct ProxyMetrics {
     /// `erratum_connections_shed_total`: idle connections closed because the connection limit
     /// was reached.
     pub connections_shed: IntCounter,
+    /// `erratum_proxy_protocol_errors_total{reason}`: connections closed because their PROXY
+    /// protocol header was missing, malformed, too large or too slow (`--proxy-protocol`).
+    pub proxy_protocol_errors: IntCounterVec,
     /// `erratum_error_pages_served_total{namespace,policy,code,source}`: responses a policy
     /// changed; `code` is the original status.
     pub error_pages: IntCounterVec,
@@ -141,6 +144,16 @@ impl ProxyMetrics {
                     Opts::new(
                         "erratum_proxy_errors_total",
                         "Error responses made by erratum itself, by reason",
+                    ),
+                    &["reason"],
+                )?,
+            )?,
+            proxy_protocol_errors: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "erratum_proxy_protocol_errors_total",
+                        "Connections closed for a bad PROXY protocol header, by reason",
                     ),
                     &["reason"],
                 )?,

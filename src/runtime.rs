@@ -131,8 +131,23 @@ pub struct Running {
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { what, addr, source })?;
-    Ok(listener)
+    listen(addr).map_err(|source| Error::Bind { what, addr, source })
+}
+
+/// A listening socket as tokio's `TcpListener::bind` makes it (address reuse, a backlog of
+/// 1024), except that `[::]` always accepts IPv4 too (dual stack), whatever the node's
+/// `net.ipv6.bindv6only` says: one listener serves both families.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Starts erratum in file mode and returns once it serves.

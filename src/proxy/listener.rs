@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::http1::server as front;
 use super::intercept::ProxyError;
-use super::{Body, BoxError, Connections, Proxy, RequestBody, conns};
+use super::{Body, BoxError, Connections, Proxy, RequestBody, conns, proxy_protocol};
 use crate::metrics::ProxyMetrics;
 
 /// Timeouts and limits of the data plane.
@@ -56,6 +56,9 @@ pub struct ProxyConfig {
     pub https_port: u16,
     /// `Strict-Transport-Security` for responses served over HTTPS; `None` when off.
     pub hsts: Option<HeaderValue>,
+    /// `--proxy-protocol`: every connection starts with a PROXY protocol header (v1 or v2),
+    /// read within `header_read_timeout`; the client address is the one it names.
+    pub proxy_protocol: bool,
 }
 
 impl Default for ProxyConfig {
@@ -72,6 +75,7 @@ impl Default for ProxyConfig {
             trusted_proxies: Arc::from([]),
             https_port: 443,
             hsts: Some(HeaderValue::from_static("max-age=31536000; includeSubDomains")),
+            proxy_protocol: false,
         }
     }
 }
@@ -102,6 +106,9 @@ pub struct ConnInfo {
 impl ConnInfo {
     /// Connection facts for a client.
     pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        // An IPv4 client of a dual-stack (`[::]`) listener arrives as `::ffff:a.b.c.d`: it is
+        // an IPv4 client, and logs, X-Forwarded-For and trusted-proxy CIDRs say it as one.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         // An IP address is always a valid header value; the fallback only keeps this total.
         let client_ip = HeaderValue::try_from(peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
@@ -199,41 +206,32 @@ pub async fn serve(
         let builder = builder.clone();
         let tls = tls.clone();
         let gauge = metrics.connections.with_label_values(&[name]);
+        let proxy_errors = metrics.proxy_protocol_errors.clone();
         conns.tracker().spawn(async move {
             gauge.inc();
             let slot = Arc::new(slot);
-            let conn = ConnInfo::new(peer, tls.is_some())
-                .trusting(&proxy.config().trusted_proxies)
-                .public_https_port(proxy.config().https_port)
-                .with_slot(slot.clone());
-            let result = match tls {
-                None => serve_connection(stream, &builder, &proxy, conn, &slot).await,
-                Some(acceptor) => {
-                    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-                    let handshake = tokio::select! {
-                        _ = slot.signals.closed() => return gauge.dec(),
-                        h = handshake => h,
-                    };
-                    match handshake {
-                        Ok(Ok(tls_stream)) => {
-                            serve_connection(tls_stream, &builder, &proxy, conn, &slot).await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, "TLS handshake failed: {e}");
-                            Ok(())
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            Ok(())
-                        }
-                    }
-                }
+            let config = proxy.config();
+            if !config.proxy_protocol {
+                client(stream, peer, tls, &builder, &proxy, &slot).await;
+                return gauge.dec();
+            }
+            let mut stream = stream;
+            let header = tokio::select! {
+                _ = slot.signals.closed() => return gauge.dec(),
+                h = proxy_protocol::read(&mut stream, config.header_read_timeout) => h,
             };
-            if let Err(e) = result {
-                tracing::debug!(%peer, "connection ended with error: {e}");
+            match header {
+                Ok(header) => {
+                    let client_addr = header.client.unwrap_or(peer);
+                    let stream = front::Rewind::new(stream, header.rest);
+                    client(stream, client_addr, tls, &builder, &proxy, &slot).await;
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, "{e}");
+                    proxy_errors.with_label_values(&[e.reason()]).inc();
+                }
             }
             gauge.dec();
-            drop(slot);
         });
     }
     drop(listener);
@@ -242,6 +240,49 @@ pub async fn serve(
     conns.tracker().close();
     if tokio::time::timeout(drain, conns.tracker().wait()).await.is_err() {
         tracing::warn!(listener = name, "drain time of {drain:?} elapsed; closing remaining connections");
+    }
+}
+
+/// Serves one accepted client, `peer` (the PROXY protocol's client when on): the TLS
+/// handshake when the listener is HTTPS, then its requests.
+async fn client<IO>(
+    stream: IO,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    builder: &auto::Builder<TokioExecutor>,
+    proxy: &Arc<Proxy>,
+    slot: &Arc<conns::Slot>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = proxy.config();
+    let conn = ConnInfo::new(peer, tls.is_some())
+        .trusting(&config.trusted_proxies)
+        .public_https_port(config.https_port)
+        .with_slot(slot.clone());
+    let result = match tls {
+        None => serve_connection(stream, builder, proxy, conn, slot).await,
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let handshake = tokio::select! {
+                _ = slot.signals.closed() => return,
+                h = handshake => h,
+            };
+            match handshake {
+                Ok(Ok(tls_stream)) => serve_connection(tls_stream, builder, proxy, conn, slot).await,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    Ok(())
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    Ok(())
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, "connection ended with error: {e}");
     }
 }
 

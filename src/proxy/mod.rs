@@ -35,6 +35,7 @@ pub mod http1;
 pub mod intercept;
 pub mod listener;
 pub mod pages;
+pub mod proxy_protocol;
 pub mod respond;
 pub mod tls;
 pub mod ttl;

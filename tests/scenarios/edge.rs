@@ -265,3 +265,97 @@ async fn request_bodies_over_the_limit_get_413_through_the_one_decision() {
     assert!(metrics.contains("erratum_proxy_errors_total{reason=\"body_too_large\"}"), "{metrics}");
     h.shutdown().await;
 }
+
+/// `--proxy-protocol`: v1 and v2 headers name the client (X-Real-IP, X-Forwarded-For), curl's
+/// own `--haproxy-protocol` works over HTTP and HTTPS, and missing, malformed and slow headers
+/// close the connection unanswered and are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_headers_name_the_client_and_bad_ones_are_counted() {
+    let a = origin().await;
+    let c = cert(&["pp.example"]);
+    let manifests = [
+        backend("ns", "a", &[a.addr]),
+        secret_yaml("cert", &c),
+        annotated("pp", &[("ssl-redirect", "false")], &["pp.example"], &["pp.example"]),
+    ]
+    .concat();
+    let h = Harness::start_with(&manifests, |c| {
+        c.proxy.proxy_protocol = true;
+        c.proxy.header_read_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let echo = b"GET /echo HTTP/1.1\r\nHost: pp.example\r\nConnection: close\r\n\r\n";
+    let headers_of = |out: &str| -> serde_json::Value {
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+        serde_json::from_str::<serde_json::Value>(body).unwrap_or_default()["headers"].clone()
+    };
+
+    let v1 = [&b"PROXY TCP4 203.0.113.9 10.0.0.1 51234 80\r\n"[..], echo].concat();
+    let out = exchange(&h, &v1).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert_eq!(headers_of(&out)["x-real-ip"], "203.0.113.9", "{out}");
+    assert_eq!(headers_of(&out)["x-forwarded-for"], "203.0.113.9");
+
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend([0x21, 0x21, 0, 36]); // PROXY, TCP over IPv6, 36 address bytes
+    v2.extend("2001:db8::9".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    v2.extend("2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    v2.extend([0xC8, 0x1C, 0, 80]);
+    let out = exchange(&h, &[&v2[..], echo].concat()).await;
+    assert_eq!(headers_of(&out)["x-real-ip"], "2001:db8::9", "{out}");
+
+    // A load balancer's health check (v2 LOCAL): the peer is the client.
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    local.extend([0x20, 0x00, 0, 0]);
+    let out = exchange(&h, &[&local[..], echo].concat()).await;
+    assert_eq!(headers_of(&out)["x-real-ip"], "127.0.0.1", "{out}");
+
+    // curl speaks v1 itself, over plain HTTP and before the TLS handshake.
+    let https = h.running().https_addr.unwrap();
+    let ca = h.dir.path().join("ca.pem");
+    std::fs::write(&ca, &c.pem).unwrap();
+    for url in [h.url("/echo"), format!("https://pp.example:{}/echo", https.port())] {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--haproxy-protocol", "-H", "Host: pp.example"])
+            .arg("--cacert")
+            .arg(&ca)
+            .args(["--resolve", &format!("pp.example:{}:127.0.0.1", https.port())])
+            .arg(&url)
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{url}: {body} {}", String::from_utf8_lossy(&out.stderr));
+        let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(e["headers"]["x-real-ip"], "127.0.0.1", "{url}");
+    }
+
+    // No header (a client connected directly), a broken one, and one that never ends: closed
+    // without an answer, each counted.
+    assert_eq!(exchange(&h, echo).await, "", "no PROXY header");
+    assert_eq!(exchange(&h, b"PROXY TCP4 1.2.3.4 5.6.7.8 70000 80\r\n").await, "");
+    let mut slow = TcpStream::connect(h.running().http_addr).await.unwrap();
+    slow.write_all(b"PROXY TCP4 1.2.3.4").await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut out)).await;
+    assert!(read.is_ok() && out.is_empty(), "a slow header is cut off at the header timeout");
+    let metrics = h.metrics().await;
+    assert!(metrics.contains("erratum_proxy_protocol_errors_total{reason=\"malformed\"} 2"), "{metrics}");
+    assert!(metrics.contains("erratum_proxy_protocol_errors_total{reason=\"timeout\"} 1"), "{metrics}");
+    h.shutdown().await;
+}
+
+/// A listener on `[::]` serves IPv6 and IPv4 clients alike (the chart's default), and an IPv6
+/// client's address reaches the origin as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_listener_serves_ipv6_and_ipv4_clients() {
+    let a = origin().await;
+    let manifests = [backend("ns", "a", &[a.addr]), annotated("i", &[], &[], &["ds.example"])].concat();
+    let h = Harness::start_with(&manifests, |c| c.http_addr = "[::]:0".parse().unwrap()).await;
+    let port = h.running().http_addr.port();
+    for (addr, client) in [(format!("[::1]:{port}"), "::1"), (format!("127.0.0.1:{port}"), "127.0.0.1")] {
+        let r = h.client.get(format!("http://{addr}/echo")).header("host", "ds.example").send().await.unwrap();
+        let e: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(e["headers"]["x-real-ip"], client, "over {addr}");
+    }
+    h.shutdown().await;
+}
