@@ -143,6 +143,22 @@ pub struct TuningArgs {
     /// the one it names. Connections without a valid header are closed and counted.
     #[arg(long, env = "ERRATUM_PROXY_PROTOCOL", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub proxy_protocol: bool,
+    /// Access log: `off`, `stdout`, or a file to append to. One JSON line per request
+    /// (client, method, host, path, status, upstream status and address, bytes, duration,
+    /// request id, Ingress, policy action, cache status), written off the request path.
+    #[arg(long, env = "ERRATUM_ACCESS_LOG", default_value = "off", value_parser = parse_access_log)]
+    pub access_log: AccessLogArg,
+}
+
+/// An `--access-log` value; `None` is off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessLogArg(pub Option<crate::proxy::access_log::Target>);
+
+fn parse_access_log(s: &str) -> Result<AccessLogArg, String> {
+    match s {
+        "off" | "false" | "none" => Ok(AccessLogArg(None)),
+        target => target.parse().map(|t| AccessLogArg(Some(t))),
+    }
 }
 
 /// A `--max-body-size` value; `None` is unlimited.
@@ -210,6 +226,7 @@ impl TuningArgs {
             https_port: self.https_port,
             hsts: self.hsts_value()?,
             proxy_protocol: self.proxy_protocol,
+            access_log: self.access_log.0.clone(),
         })
     }
 }

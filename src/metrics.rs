@@ -97,6 +97,9 @@ pub struct ProxyMetrics {
     /// `erratum_proxy_protocol_errors_total{reason}`: connections closed because their PROXY
     /// protocol header was missing, malformed, too large or too slow (`--proxy-protocol`).
     pub proxy_protocol_errors: IntCounterVec,
+    /// `erratum_access_log_dropped_total`: access-log lines dropped because the writer fell
+    /// behind (the queue is bounded; requests never wait for the log).
+    pub access_log_dropped: IntCounter,
     /// `erratum_error_pages_served_total{namespace,policy,code,source}`: responses a policy
     /// changed; `code` is the original status.
     pub error_pages: IntCounterVec,
@@ -146,6 +149,13 @@ impl ProxyMetrics {
                         "Error responses made by erratum itself, by reason",
                     ),
                     &["reason"],
+                )?,
+            )?,
+            access_log_dropped: register(
+                r,
+                IntCounter::new(
+                    "erratum_access_log_dropped_total",
+                    "Access-log lines dropped because the writer fell behind",
                 )?,
             )?,
             proxy_protocol_errors: register(

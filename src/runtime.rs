@@ -104,6 +104,9 @@ pub enum Error {
     /// TLS setup failed.
     #[error(transparent)]
     Tls(#[from] proxy::tls::Error),
+    /// The access log cannot be opened.
+    #[error(transparent)]
+    AccessLog(#[from] proxy::access_log::Error),
     /// The Kubernetes source failed to start.
     #[error(transparent)]
     Controller(#[from] crate::controller::Error),
@@ -208,13 +211,22 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
     if let Some(cache) = &cache {
         cache.spawn_maintenance(reader.clone(), stop_admin.clone());
     }
-    let proxy = Arc::new(Proxy::new(
-        reader.clone(),
-        metrics.proxy.clone(),
-        config.proxy.clone(),
-        cache.clone(),
-        stop_admin.clone(),
-    ));
+    let access_log = match &config.proxy.access_log {
+        Some(target) => {
+            Some(proxy::access_log::AccessLog::open(target, metrics.proxy.access_log_dropped.clone())?)
+        }
+        None => None,
+    };
+    let proxy = Arc::new(
+        Proxy::new(
+            reader.clone(),
+            metrics.proxy.clone(),
+            config.proxy.clone(),
+            cache.clone(),
+            stop_admin.clone(),
+        )
+        .with_access_log(access_log),
+    );
     let draining = Arc::new(AtomicBool::new(false));
 
     let conns = proxy::Connections::new(

@@ -17,6 +17,7 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::TokioIo;
 
+use super::access_log::{BytesIn, Counted, Facts};
 use super::admit::{Ctx, close_http1};
 use super::cache::CachedError;
 use super::cache_path::{Cacheable, Kept};
@@ -78,6 +79,11 @@ impl Proxy {
             Some(l) => Limited::new(body, usize::try_from(l).unwrap_or(usize::MAX)).boxed(),
             None => body.boxed(),
         };
+        // The access log's count of the request body (only when the log is on).
+        let body = match parts.extensions.remove::<BytesIn>() {
+            Some(count) => Counted::new(body, count).boxed(),
+            None => body,
+        };
         let upstream_req = Request::from_parts(parts, body);
 
         let started = Instant::now();
@@ -108,6 +114,7 @@ impl Proxy {
                 if too_large {
                     close_http1(&mut resp, version);
                 }
+                log_upstream(&mut resp, authority.as_str());
                 return (resp, entry);
             }
             Some(Ok(resp)) => resp,
@@ -142,7 +149,10 @@ impl Proxy {
             && let Some(ttl) = self.keep_for(&parts, ctx, cacheable)
         {
             match self.keep_error(parts, body, ctx, cacheable, ttl, authority.as_str()).await {
-                Kept::Answered(resp, entry) => return (resp, entry),
+                Kept::Answered(mut resp, entry) => {
+                    log_upstream(&mut resp, authority.as_str());
+                    return (resp, entry);
+                }
                 Kept::Not(p, b) => (parts, body) = (p, b),
             }
         }
@@ -150,6 +160,14 @@ impl Proxy {
         if cacheable.is_some() && upstream_status.as_u16() >= 400 {
             response.headers_mut().insert(X_CACHE.clone(), HeaderValue::from_static("Error from erratum"));
         }
+        log_upstream(&mut response, authority.as_str());
         (response, None)
+    }
+}
+
+/// The endpoint, on the access log's facts of the response (when the log is on).
+fn log_upstream(resp: &mut Response<Body>, authority: &str) {
+    if let Some(facts) = resp.extensions_mut().get_mut::<Facts>() {
+        facts.upstream = Some(authority.to_string());
     }
 }

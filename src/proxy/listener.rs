@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::http1::server as front;
 use super::intercept::ProxyError;
-use super::{Body, BoxError, Connections, Proxy, RequestBody, conns, proxy_protocol};
+use super::{Body, BoxError, Connections, Proxy, RequestBody, access_log, conns, proxy_protocol};
 use crate::metrics::ProxyMetrics;
 
 /// Timeouts and limits of the data plane.
@@ -56,6 +56,8 @@ pub struct ProxyConfig {
     pub https_port: u16,
     /// `Strict-Transport-Security` for responses served over HTTPS; `None` when off.
     pub hsts: Option<HeaderValue>,
+    /// `--access-log`: where one JSON line per request goes; `None` when off.
+    pub access_log: Option<access_log::Target>,
     /// `--proxy-protocol`: every connection starts with a PROXY protocol header (v1 or v2),
     /// read within `header_read_timeout`; the client address is the one it names.
     pub proxy_protocol: bool,
@@ -76,6 +78,7 @@ impl Default for ProxyConfig {
             https_port: 443,
             hsts: Some(HeaderValue::from_static("max-age=31536000; includeSubDomains")),
             proxy_protocol: false,
+            access_log: None,
         }
     }
 }
@@ -355,12 +358,36 @@ async fn answer(proxy: &Proxy, conn: &ConnInfo, req: Request<RequestBody>) -> Re
     // HSTS only on what the client received over HTTPS (never on plain HTTP: RFC 6797 §7.2).
     let hsts =
         proxy.config().hsts.as_ref().filter(|_| super::headers::arrived_over_https(req.headers(), conn));
+    let mut req = req;
+    // Boxed: held across the request's await, it would grow every request's future.
+    let pending = proxy.access_log.as_ref().map(|_| {
+        let pending = Box::new(access_log::Pending::note(
+            &req,
+            &client_of(&req, conn, &proxy.config().trusted_proxies),
+        ));
+        req.extensions_mut().insert(pending.bytes_in());
+        pending
+    });
     let mut resp = proxy.handle(req, conn.clone()).await;
     if let Some(hsts) = hsts {
         resp.headers_mut().insert(STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
+    if let (Some(pending), Some(log)) = (pending, &proxy.access_log) {
+        resp = pending.finish(resp, log);
+    }
     drop(guard);
     resp
+}
+
+/// The request's real client, for the access log: the connection's peer (or the PROXY
+/// protocol's client), or from a trusted proxy the client its `X-Forwarded-For` names.
+fn client_of<B>(req: &Request<B>, conn: &ConnInfo, trusted: &[ipnet::IpNet]) -> String {
+    let ip = if conn.trusted {
+        super::headers::ClientChain::of(req.headers(), conn, trusted).client_ip
+    } else {
+        conn.client_ip.clone()
+    };
+    ip.to_str().unwrap_or("").to_string()
 }
 
 /// Serves a connection until it ends; once asked to close, finishes the request in progress

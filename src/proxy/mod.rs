@@ -17,6 +17,8 @@
 //! - [`headers`]: request id, hop-by-hop removal, forwarded fields;
 //! - [`cache_path`]: which requests the error cache answers, coalescing, storing errors;
 //! - [`forward`]: the upstream exchange, timeouts, upgrades;
+//! - [`access_log`]: `--access-log`, one JSON line per request off the request path;
+//! - [`proxy_protocol`]: `--proxy-protocol` headers on the listeners;
 //! - [`respond`]: applies [`intercept::decide`]'s [`Decision`](intercept::Decision), counts;
 //! - [`intercept`]: `decide()`, pure: the one decision behind every error status;
 //! - [`cache`], [`ttl`]: the error-cache store and its TTL rules;
@@ -25,6 +27,7 @@
 //! The proxy sees only the [`table`](crate::table) (one atomic load per request); it never
 //! imports kube, the CRD types or the Index (checked by `tests/scenarios/layering.rs`).
 
+pub mod access_log;
 pub mod admit;
 pub mod cache;
 pub mod cache_path;
@@ -74,6 +77,8 @@ pub struct Proxy {
     cache: Option<ErrorCache>,
     /// The current table with the proxy's own state for it (kept out of the table).
     views: respond::Views,
+    /// `--access-log`, when on.
+    access_log: Option<access_log::AccessLog>,
 }
 
 impl Proxy {
@@ -88,7 +93,13 @@ impl Proxy {
         let client = Upstreams::new(config.connect_timeout);
         let pages = PageStore::spawn(table.clone(), client.clone(), metrics.clone(), shutdown);
         let views = respond::Views::new(&table);
-        Self { client, table, metrics, config, pages, cache, views }
+        Self { client, table, metrics, config, pages, cache, views, access_log: None }
+    }
+
+    /// The same, writing an access log line per request to `log`.
+    pub fn with_access_log(mut self, log: Option<access_log::AccessLog>) -> Self {
+        self.access_log = log;
+        self
     }
 
     /// The data-plane configuration.

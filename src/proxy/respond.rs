@@ -16,6 +16,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+use super::access_log::Facts;
 use super::cache::{CachedError, OwnerCounters};
 use super::headers::{X_REQUEST_ID, strip_hop_by_hop};
 use super::intercept::{self, Applied, Decision, Outcome, ProxyError, Reply, RequestInfo};
@@ -79,6 +80,16 @@ impl Proxy {
             Answer::Redirect(status, location) => Outcome::Redirect { status: *status, location },
         };
         let decision = intercept::decide(scope.policies, scope.info, outcome, &self.pages);
+        // What the access log says the decision did; nothing when the log is off.
+        let logged = self.access_log.is_some().then(|| match (&answer, &decision) {
+            (Answer::Redirect(..), _) => ("redirected", None),
+            (_, Decision::PassThrough) => ("passed", None),
+            (_, Decision::Report(a)) => ("report-only", Some(a.policy.key.to_string())),
+            (_, Decision::Rewrite { applied, .. }) => ("rewritten", Some(applied.policy.key.to_string())),
+            (_, Decision::Replace { applied, .. }) => {
+                ("replaced", applied.as_ref().map(|a| a.policy.key.to_string()))
+            }
+        });
         let upstream = match &answer {
             Answer::Upstream(parts, _) => Some(parts.status),
             Answer::Cached { entry, .. } => entry.proxy_error.is_none().then_some(entry.status),
@@ -98,7 +109,7 @@ impl Proxy {
                     drain(body);
                 }
                 let mut resp = into_response(reply, scope.request_id);
-                self.finish(&mut resp, cached, upstream, scope);
+                self.finish(&mut resp, cached, upstream, scope, logged);
                 return resp;
             }
             Decision::PassThrough => (None, true),
@@ -136,18 +147,36 @@ impl Proxy {
                 resp.headers_mut().insert(name.clone(), value.clone());
             }
         }
-        self.finish(&mut resp, cached, upstream, scope);
+        self.finish(&mut resp, cached, upstream, scope, logged);
         resp
     }
 
-    /// What every rendered response gets last: the cache fields and the request count.
+    /// What every rendered response gets last: the cache fields, the request count, and
+    /// with the access log on, the facts of its line.
     fn finish(
         &self,
         resp: &mut Response<Body>,
         cached: Option<(std::time::Instant, bool)>,
         upstream: Option<StatusCode>,
         scope: &Scope<'_>,
+        logged: Option<(&'static str, Option<String>)>,
     ) {
+        if let Some((action, policy)) = logged {
+            let ingress = scope.route.and_then(|r| r.ingress.as_ref());
+            resp.extensions_mut().insert(Facts {
+                ingress: ingress.map(|k| (k.namespace.clone(), k.name.clone())),
+                upstream_status: upstream.map(|s| s.as_u16()),
+                upstream: None,
+                action,
+                policy,
+                cache: match cached {
+                    Some((_, true)) => "hit",
+                    Some((_, false)) => "miss",
+                    None => "bypass",
+                },
+                request_id: scope.request_id.to_str().unwrap_or("").to_string(),
+            });
+        }
         if let Some((stored_at, hit)) = cached {
             let headers = resp.headers_mut();
             let x_cache = if hit { "ErrorHit from erratum" } else { "Error from erratum" };

@@ -353,9 +353,92 @@ async fn a_dual_stack_listener_serves_ipv6_and_ipv4_clients() {
     let h = Harness::start_with(&manifests, |c| c.http_addr = "[::]:0".parse().unwrap()).await;
     let port = h.running().http_addr.port();
     for (addr, client) in [(format!("[::1]:{port}"), "::1"), (format!("127.0.0.1:{port}"), "127.0.0.1")] {
-        let r = h.client.get(format!("http://{addr}/echo")).header("host", "ds.example").send().await.unwrap();
+        let r =
+            h.client.get(format!("http://{addr}/echo")).header("host", "ds.example").send().await.unwrap();
         let e: serde_json::Value = r.json().await.unwrap();
         assert_eq!(e["headers"]["x-real-ip"], client, "over {addr}");
     }
+    h.shutdown().await;
+}
+
+/// `--access-log FILE`: one JSON line per request with the real client, the route, both
+/// statuses, what the decision did, the cache status, bytes and the upstream's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_a_json_line_per_request_with_what_happened() {
+    let a = origin().await;
+    let c = cert(&["log.example"]);
+    let manifests = [
+        backend("ns", "a", &[a.addr]),
+        secret_yaml("cert", &c),
+        annotated("log", &[], &["log.example"], &["log.example", "open.example"]),
+        policy(
+            "ns",
+            "p",
+            "errorResponses:\n- codes: ['503']\n  page: {inline: 'sorry', contentType: text/plain}\n  errorCachingMinTTLSeconds: 30\n",
+        ),
+    ]
+    .concat();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let log = path.clone();
+    let h = Harness::start_with(&manifests, |c| {
+        c.proxy.access_log = Some(erratum::proxy::access_log::Target::File(log));
+        c.proxy.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()].into();
+    })
+    .await;
+    let client = no_redirects();
+    let send = |host: &'static str, path: &'static str| {
+        client.get(h.url(path)).header("host", host).header("x-forwarded-for", "198.51.100.4").send()
+    };
+    let hello = send("open.example", "/hello?secret=1").await.unwrap().text().await.unwrap().len();
+    assert_eq!(send("open.example", "/status/503").await.unwrap().text().await.unwrap(), "sorry");
+    assert_eq!(send("open.example", "/status/503").await.unwrap().text().await.unwrap(), "sorry");
+    assert_eq!(send("open.example", "/missing").await.unwrap().status(), 404);
+    assert_eq!(send("log.example", "/x").await.unwrap().status(), 308);
+    assert_eq!(send("nobody.example", "/").await.unwrap().status(), 404);
+    let r = client.post(h.url("/upload")).header("host", "open.example").body(vec![b'z'; 3000]).send();
+    assert_eq!(r.await.unwrap().text().await.unwrap(), "received 3000 bytes\n");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let lines: Vec<serde_json::Value> = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.lines().count() >= 7 || tokio::time::Instant::now() > deadline {
+            break text.lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(lines.len(), 7, "{lines:#?}");
+    let upstream = a.addr.to_string();
+    let pass = &lines[0];
+    assert_eq!(pass["client"], "198.51.100.4", "the real client, from the trusted chain");
+    assert_eq!(
+        (pass["method"].as_str(), pass["host"].as_str(), pass["path"].as_str()),
+        (Some("GET"), Some("open.example"), Some("/hello"))
+    );
+    assert!(pass.get("query").is_some_and(|q| q == "secret=1"));
+    assert_eq!((pass["status"].as_u64(), pass["upstream_status"].as_u64()), (Some(200), Some(200)));
+    assert_eq!(pass["bytes_out"].as_u64(), Some(hello as u64));
+    assert_eq!(pass["protocol"], "HTTP/1.1");
+    assert_eq!(pass["upstream"], upstream.as_str());
+    assert_eq!((pass["namespace"].as_str(), pass["ingress"].as_str()), (Some("ns"), Some("log")));
+    assert_eq!((pass["action"].as_str(), pass["cache"].as_str()), (Some("passed"), Some("bypass")));
+    assert_eq!(pass["request_id"].as_str().unwrap().len(), 32);
+    assert!(pass["time"].as_str().unwrap().ends_with('Z') && pass["duration_ms"].as_f64().unwrap() >= 0.0);
+    let replaced = &lines[1];
+    assert_eq!((replaced["status"].as_u64(), replaced["upstream_status"].as_u64()), (Some(503), Some(503)));
+    assert_eq!((replaced["action"].as_str(), replaced["policy"].as_str()), (Some("replaced"), Some("ns/p")));
+    assert_eq!((replaced["cache"].as_str(), replaced["bytes_out"].as_u64()), (Some("miss"), Some(5)));
+    assert_eq!(lines[2]["cache"], "hit", "the second 503 came from the error cache");
+    assert_eq!(lines[3]["action"], "passed", "no rule for the origin's 404");
+    assert_eq!((lines[4]["status"].as_u64(), lines[4]["action"].as_str()), (Some(308), Some("redirected")));
+    assert!(lines[4]["upstream"].is_null() && lines[4]["upstream_status"].is_null());
+    assert_eq!((lines[5]["status"].as_u64(), lines[5]["action"].as_str()), (Some(404), Some("replaced")));
+    assert!(
+        lines[5]["ingress"].is_null() && lines[5]["policy"].is_null(),
+        "erratum's own 404: {:#}",
+        lines[5]
+    );
+    assert_eq!((lines[6]["method"].as_str(), lines[6]["bytes_in"].as_u64()), (Some("POST"), Some(3000)));
+    assert!(h.metrics().await.contains("erratum_access_log_dropped_total 0"));
     h.shutdown().await;
 }
