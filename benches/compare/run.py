@@ -81,7 +81,10 @@ http {{ access_log off; keepalive_requests 1000000;
     location = /503.html {{ internal; root {d}/pages; }}
     location /refused/ {{ proxy_pass http://dead; }}
     location / {{ proxy_pass http://origin; proxy_cache errors; proxy_cache_valid 404 10s; }}
-  }} }}
+  }}
+  # ingress-nginx's ssl-redirect for a host with TLS, as plain nginx says it.
+  server {{ listen 127.0.0.1:{NGINX}; server_name secure.bench; return 308 https://$host$request_uri; }}
+}}
 """)
     write(f"{d}/haproxy.cfg", f"""
 global
@@ -96,6 +99,7 @@ defaults
 frontend fe{HAPROXY_FORWARDED if forwarded else ""}
   bind 127.0.0.1:{HAPROXY}
   bind 127.0.0.1:{HAPROXY_H2} proto h2
+  http-request redirect scheme https code 308 if {{ hdr(host) -m str secure.bench }}
   use_backend dead if {{ path_beg /refused/ }}
   default_backend origin
 backend origin
@@ -142,6 +146,20 @@ spec:
       paths:
       - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
       - {{path: /refused, pathType: Prefix, backend: {{service: {{name: dead, port: {{number: 80}}}}}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: secure
+  namespace: bench
+  annotations: {{nginx.ingress.kubernetes.io/force-ssl-redirect: "true"}}
+spec:
+  ingressClassName: erratum
+  rules:
+  - host: secure.bench
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
 ---
 apiVersion: erratum.dev/v1alpha1
 kind: ErrorPagePolicy

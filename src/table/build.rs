@@ -56,8 +56,9 @@ impl RoutingTable {
 
         b.resolve_policies(config, previous, &ours);
         b.table.fallback_policies = b.policies.fallback();
-        for (slot, ing) in ours.iter().enumerate() {
-            b.add_ingress(ing, slot, &config.edge);
+        let tls_hosts: Vec<Vec<HostTarget>> = ours.iter().map(|ing| b.add_tls(ing)).collect();
+        for (slot, (ing, tls_hosts)) in ours.iter().zip(&tls_hosts).enumerate() {
+            b.add_ingress(ing, slot, &config.edge, tls_hosts);
         }
         if b.table.catch_all.is_none()
             && let Some(default) = &config.default_backend
@@ -80,9 +81,6 @@ impl RoutingTable {
                 ingress_slot: None,
                 edge: Edge::defaults(&config.edge),
             }));
-        }
-        for ing in &ours {
-            b.add_tls(ing);
         }
         b.finish_policies();
         for ((service, _), backend) in &b.backends {
@@ -237,7 +235,7 @@ impl Builder<'_> {
         Some(b)
     }
 
-    fn add_ingress(&mut self, ing: &Ingress, slot: usize, defaults: &EdgeDefaults) {
+    fn add_ingress(&mut self, ing: &Ingress, slot: usize, defaults: &EdgeDefaults, tls_hosts: &[HostTarget]) {
         let key = ObjectKey::of(&ing.metadata);
         let Some(spec) = ing.spec.as_ref() else { return };
         let policies =
@@ -247,13 +245,6 @@ impl Builder<'_> {
         for problem in problems {
             self.report(&key, problem);
         }
-        let tls_hosts: Vec<HostTarget> = spec
-            .tls
-            .iter()
-            .flatten()
-            .flat_map(|t| t.hosts.iter().flatten())
-            .filter_map(|h| classify_host(h).ok())
-            .collect();
         let mut view = IngressEdgeView {
             key: key.clone(),
             max_body_bytes: Edge::resolve(&annotated, defaults, false).max_body_bytes,
@@ -287,7 +278,7 @@ impl Builder<'_> {
                 }
             };
             hosts_named.push(target.clone());
-            let edge = Edge::resolve(&annotated, defaults, tls_covers(&tls_hosts, &target));
+            let edge = Edge::resolve(&annotated, defaults, tls_covers(tls_hosts, &target));
             if edge.https_redirect {
                 view.https_redirect.push(host_label(&target).to_string());
             }
@@ -499,8 +490,11 @@ impl Builder<'_> {
         self.table.page_prefetch = prefetch.into_iter().collect();
     }
 
-    fn add_tls(&mut self, ing: &Ingress) {
+    /// Adds an Ingress's certificates; returns the hosts it has a certificate for (what
+    /// `ssl-redirect` redirects: a TLS entry whose Secret is broken redirects nobody).
+    fn add_tls(&mut self, ing: &Ingress) -> Vec<HostTarget> {
         let key = ObjectKey::of(&ing.metadata);
+        let mut served = Vec::new();
         for entry in ing.spec.as_ref().and_then(|s| s.tls.as_ref()).into_iter().flatten() {
             let Some(secret_name) = entry.secret_name.as_deref() else {
                 self.report(&key, "tls entry without secretName; skipped".into());
@@ -534,8 +528,10 @@ impl Builder<'_> {
                 if let std::collections::hash_map::Entry::Vacant(v) = map {
                     v.insert(cert.clone());
                 }
+                served.extend(classify_host(host).ok());
             }
         }
+        served
     }
 }
 
