@@ -61,7 +61,8 @@ def main():
     ap.add_argument("--peers", action="store_true", help="count nginx and HAProxy too")
     ap.add_argument("--erratum-arg", action="append", default=[],
                     help="an extra flag for erratum run (repeat), e.g. --erratum-arg=--trusted-proxies=127.0.0.1")
-    ap.add_argument("--header", action="append", default=[], help="a request header h2load sends (repeat)")
+    ap.add_argument("--header", action="append", default=[],
+                    help="a request header h2load sends (repeat); the host as ':authority: NAME' (a Host header would be a second one)")
     a = ap.parse_args()
     for tool in ["valgrind", "nginx", "h2load", "taskset"] + (["haproxy"] if a.peers else []):
         if not shutil.which(tool):

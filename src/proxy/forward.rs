@@ -67,6 +67,7 @@ impl Proxy {
             ctx.scope.request_id,
             upgrade,
             chain.as_ref(),
+            &self.https_port,
         );
         parts.uri = uri;
         parts.version = Version::HTTP_11;

@@ -118,6 +118,7 @@ static HOP_BY_HOP: [HeaderName; 6] = [
 ];
 
 static HTTP: HeaderValue = HeaderValue::from_static("http");
+static PORT_80: HeaderValue = HeaderValue::from_static("80");
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
 
 /// The fields erratum sets on a request going upstream, replacing any of the same name the
@@ -130,6 +131,7 @@ fn forwarded_fields<'a>(
     conn: &'a ConnInfo,
     request_id: &'a HeaderValue,
     chain: Option<&'a ClientChain>,
+    https_port: &'a HeaderValue,
 ) -> Forwarded<'a> {
     let mut fields = Forwarded::default();
     if add_host && let Some(h) = host {
@@ -150,7 +152,8 @@ fn forwarded_fields<'a>(
         fields.push(&X_FORWARDED_HOST, h);
     }
     if !chain.is_some_and(|c| c.keep_port) {
-        fields.push(&X_FORWARDED_PORT, &conn.public_port);
+        // The public port (80, or `--https-port` over TLS), not the listener's own.
+        fields.push(&X_FORWARDED_PORT, if conn.tls { https_port } else { &PORT_80 });
     }
     fields.push(&X_REQUEST_ID, request_id);
     fields
@@ -180,7 +183,8 @@ impl<'a> Forwarded<'a> {
     }
 }
 
-/// What goes upstream besides the request's own fields: edits `headers` only where they must
+/// What goes upstream besides the request's own fields (`https_port` is what
+/// `X-Forwarded-Port` says for a TLS connection): edits `headers` only where they must
 /// change (hop-by-hop fields removed, split cookies joined; most requests have neither) and
 /// returns the `forwarded_fields`, which the upstream client sets as it sends (erratum's own
 /// exchange writes them with the head: no header-map insert or value clone per request).
@@ -191,6 +195,7 @@ pub fn upstream_fields<'a>(
     request_id: &'a HeaderValue,
     upgrade: bool,
     chain: Option<&'a ClientChain>,
+    https_port: &'a HeaderValue,
 ) -> Forwarded<'a> {
     strip_hop_by_hop(headers, upgrade);
     // HTTP/2 clients may split cookies (RFC 9113 §8.2.3); HTTP/1.1 upstreams need one.
@@ -200,7 +205,7 @@ pub fn upstream_fields<'a>(
             headers.insert(header::COOKIE, v);
         }
     }
-    forwarded_fields(host, !headers.contains_key(header::HOST), conn, request_id, chain)
+    forwarded_fields(host, !headers.contains_key(header::HOST), conn, request_id, chain, https_port)
 }
 
 /// Whether `ip` is one of the `--trusted-proxies`.

@@ -52,7 +52,8 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// `--trusted-proxies`: peers whose forwarded fields are believed. Empty: nobody's.
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
-    /// `--https-port`: the port HTTPS redirects name (omitted when 443).
+    /// `--https-port`: the port HTTPS redirects name (omitted when 443) and
+    /// `X-Forwarded-Port` says for TLS connections.
     pub https_port: u16,
     /// `Strict-Transport-Security` for responses served over HTTPS; `None` when off.
     pub hsts: Option<HeaderValue>,
@@ -101,9 +102,6 @@ pub struct ConnInfo {
     /// The peer is one of `--trusted-proxies`: its forwarded fields are believed. Decided
     /// once per connection, so with no trusted proxies a request pays one branch.
     pub trusted: bool,
-    /// `X-Forwarded-Port`: the public port the client connected to (80, or `--https-port`
-    /// over TLS), not the listener's own.
-    pub public_port: HeaderValue,
 }
 
 impl ConnInfo {
@@ -115,16 +113,7 @@ impl ConnInfo {
         // An IP address is always a valid header value; the fallback only keeps this total.
         let client_ip = HeaderValue::try_from(peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        let public_port = HeaderValue::from_static(if tls { "443" } else { "80" });
-        Self { peer, tls, client_ip, slot: None, one_at_a_time: false, trusted: false, public_port }
-    }
-
-    /// The same, with the public HTTPS port (`--https-port`) for a TLS connection.
-    pub fn public_https_port(mut self, port: u16) -> Self {
-        if self.tls && port != 443 {
-            self.public_port = HeaderValue::from(port);
-        }
-        self
+        Self { peer, tls, client_ip, slot: None, one_at_a_time: false, trusted: false }
     }
 
     /// The same, trusting the peer's forwarded fields if it is one of `trusted`.
@@ -259,10 +248,7 @@ async fn client<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = proxy.config();
-    let conn = ConnInfo::new(peer, tls.is_some())
-        .trusting(&config.trusted_proxies)
-        .public_https_port(config.https_port)
-        .with_slot(slot.clone());
+    let conn = ConnInfo::new(peer, tls.is_some()).trusting(&config.trusted_proxies).with_slot(slot.clone());
     let result = match tls {
         None => serve_connection(stream, builder, proxy, conn, slot).await,
         Some(acceptor) => {
@@ -352,13 +338,12 @@ fn refused(refusal: front::Refusal, config: &ProxyConfig) -> ProxyError {
 /// One request through the proxy, with the connection's bookkeeping (both server sides).
 /// (A request that must end its connection — [`Proxy::must_close_after`] — has a body, so it
 /// is hyper's; its service adds the close.)
-async fn answer(proxy: &Proxy, conn: &ConnInfo, req: Request<RequestBody>) -> Response<Body> {
+async fn answer(proxy: &Proxy, conn: &ConnInfo, mut req: Request<RequestBody>) -> Response<Body> {
     // Busy while in the handler: at the limit, idle connections are shed first.
     let guard = conn.slot.as_ref().map(|slot| slot.busy());
     // HSTS only on what the client received over HTTPS (never on plain HTTP: RFC 6797 §7.2).
     let hsts =
         proxy.config().hsts.as_ref().filter(|_| super::headers::arrived_over_https(req.headers(), conn));
-    let mut req = req;
     // Boxed: held across the request's await, it would grow every request's future.
     let pending = proxy.access_log.as_ref().map(|_| {
         let pending = Box::new(access_log::Pending::note(

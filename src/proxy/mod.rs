@@ -79,6 +79,8 @@ pub struct Proxy {
     views: respond::Views,
     /// `--access-log`, when on.
     access_log: Option<access_log::AccessLog>,
+    /// `--https-port` as a header value (`X-Forwarded-Port` of TLS connections).
+    https_port: http::HeaderValue,
 }
 
 impl Proxy {
@@ -93,7 +95,8 @@ impl Proxy {
         let client = Upstreams::new(config.connect_timeout);
         let pages = PageStore::spawn(table.clone(), client.clone(), metrics.clone(), shutdown);
         let views = respond::Views::new(&table);
-        Self { client, table, metrics, config, pages, cache, views, access_log: None }
+        let https_port = http::HeaderValue::from(config.https_port);
+        Self { client, table, metrics, config, pages, cache, views, access_log: None, https_port }
     }
 
     /// The same, writing an access log line per request to `log`.

@@ -204,6 +204,7 @@ async fn forwarded_fields_are_believed_only_from_trusted_proxies() {
             .header("x-forwarded-for", "6.6.6.6, 203.0.113.9")
             .header("x-forwarded-proto", "https")
             .header("x-forwarded-host", "www.example.com")
+            .header("x-forwarded-port", "443")
             .send()
     };
 
@@ -214,6 +215,7 @@ async fn forwarded_fields_are_believed_only_from_trusted_proxies() {
     assert_eq!(e["headers"]["x-real-ip"], "127.0.0.1");
     assert_eq!(e["headers"]["x-forwarded-proto"], "http");
     assert_eq!(e["headers"]["x-forwarded-host"], "h.example");
+    assert_eq!(e["headers"]["x-forwarded-port"], "80", "the public port, not the listener's");
     h.shutdown().await;
 
     // Loopback trusted (the test client plays the load balancer).
@@ -226,6 +228,7 @@ async fn forwarded_fields_are_believed_only_from_trusted_proxies() {
     assert_eq!(e["headers"]["x-real-ip"], "203.0.113.9", "the right-most untrusted address");
     assert_eq!(e["headers"]["x-forwarded-proto"], "https", "kept from a trusted peer");
     assert_eq!(e["headers"]["x-forwarded-host"], "www.example.com");
+    assert_eq!(e["headers"]["x-forwarded-port"], "443", "kept from a trusted peer");
     // A request without a chain from the trusted peer: the peer is the client.
     let r = h.client.get(h.url("/echo")).header("host", "h.example").send().await.unwrap();
     let e: serde_json::Value = r.json().await.unwrap();

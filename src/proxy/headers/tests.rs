@@ -47,7 +47,10 @@ fn forwarded_headers_are_set_not_trusted() {
     let conn = ConnInfo::new("192.0.2.7:5000".parse().unwrap(), true);
     let (host, id) = (HeaderValue::from_static("shop.example.com"), HeaderValue::from_static("id"));
     // As the upstream client applies them: the set fields replace the client's.
-    for (name, value) in upstream_fields(&mut h, Some(&host), &conn, &id, false, None).as_slice() {
+    for (name, value) in
+        upstream_fields(&mut h, Some(&host), &conn, &id, false, None, &HeaderValue::from_static("443"))
+            .as_slice()
+    {
         h.insert((*name).clone(), (*value).clone());
     }
     assert_eq!(h[&X_FORWARDED_FOR], "192.0.2.7");
