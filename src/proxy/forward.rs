@@ -53,7 +53,8 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
-        let version = parts.version;
+        // Kept as one byte across the exchange: every byte of this future is copied per request.
+        let http1 = parts.version <= Version::HTTP_11;
         let host = ctx.raw_host.header_value();
         // Only a request from a `--trusted-proxies` peer reads the client's forwarded fields.
         let chain = ctx
@@ -75,8 +76,11 @@ impl Proxy {
             .map_err(|e| BoxError::from(upstream::ClientBody(e)));
         // A body of unstated length is counted as it streams; one whose stated length is
         // within the limit (checked in `admit`) is held to that length by the codec already.
-        let limit = route.edge.max_body_bytes;
-        let body = match limit.filter(|&l| http_body::Body::size_hint(&body).upper().is_none_or(|u| u > l)) {
+        let body = match route
+            .edge
+            .max_body_bytes
+            .filter(|&l| http_body::Body::size_hint(&body).upper().is_none_or(|u| u > l))
+        {
             Some(l) => Limited::new(body, usize::try_from(l).unwrap_or(usize::MAX)).boxed(),
             None => body.boxed(),
         };
@@ -109,13 +113,13 @@ impl Proxy {
                 return Box::pin(self.proxy_error(err, ctx, cacheable)).await;
             }
             Some(Err(e)) => {
-                let err = upstream::classify(&e, authority.as_str(), limit);
+                let err = upstream::classify(&e, authority.as_str(), route.edge.max_body_bytes);
                 let too_large = matches!(err, ProxyError::BodyTooLarge { .. });
                 let (mut resp, entry) = Box::pin(self.proxy_error(err, ctx, cacheable)).await;
                 if too_large {
-                    close_http1(&mut resp, version);
+                    close_http1(&mut resp, if http1 { Version::HTTP_11 } else { Version::HTTP_2 });
                 }
-                log_upstream(&mut resp, authority.as_str());
+                self.log_upstream(&mut resp, authority.as_str());
                 return (resp, entry);
             }
             Some(Ok(resp)) => resp,
@@ -151,7 +155,7 @@ impl Proxy {
         {
             match self.keep_error(parts, body, ctx, cacheable, ttl, authority.as_str()).await {
                 Kept::Answered(mut resp, entry) => {
-                    log_upstream(&mut resp, authority.as_str());
+                    self.log_upstream(&mut resp, authority.as_str());
                     return (resp, entry);
                 }
                 Kept::Not(p, b) => (parts, body) = (p, b),
@@ -161,14 +165,19 @@ impl Proxy {
         if cacheable.is_some() && upstream_status.as_u16() >= 400 {
             response.headers_mut().insert(X_CACHE.clone(), HeaderValue::from_static("Error from erratum"));
         }
-        log_upstream(&mut response, authority.as_str());
+        self.log_upstream(&mut response, authority.as_str());
         (response, None)
     }
 }
 
-/// The endpoint, on the access log's facts of the response (when the log is on).
-fn log_upstream(resp: &mut Response<Body>, authority: &str) {
-    if let Some(facts) = resp.extensions_mut().get_mut::<Facts>() {
-        facts.upstream = Some(authority.to_string());
+impl Proxy {
+    /// The endpoint, on the access log's facts of the response (when the log is on).
+    #[inline]
+    fn log_upstream(&self, resp: &mut Response<Body>, authority: &str) {
+        if self.access_log.is_some()
+            && let Some(facts) = resp.extensions_mut().get_mut::<Facts>()
+        {
+            facts.upstream = Some(authority.to_string());
+        }
     }
 }

@@ -197,34 +197,20 @@ pub async fn serve(
         let proxy = proxy.clone();
         let builder = builder.clone();
         let tls = tls.clone();
-        let gauge = metrics.connections.with_label_values(&[name]);
-        let proxy_errors = metrics.proxy_protocol_errors.clone();
-        conns.tracker().spawn(async move {
-            gauge.inc();
-            let slot = Arc::new(slot);
-            let config = proxy.config();
-            if !config.proxy_protocol {
-                client(stream, peer, tls, &builder, &proxy, &slot).await;
-                return gauge.dec();
-            }
-            let mut stream = stream;
-            let header = tokio::select! {
-                _ = slot.signals.closed() => return gauge.dec(),
-                h = proxy_protocol::read(&mut stream, config.header_read_timeout) => h,
-            };
-            match header {
-                Ok(header) => {
-                    let client_addr = header.client.unwrap_or(peer);
-                    let stream = front::Rewind::new(stream, header.rest);
-                    client(stream, client_addr, tls, &builder, &proxy, &slot).await;
-                }
-                Err(e) => {
-                    tracing::debug!(%peer, "{e}");
-                    proxy_errors.with_label_values(&[e.reason()]).inc();
-                }
-            }
-            gauge.dec();
-        });
+        let accepted = Accepted {
+            peer,
+            tls,
+            builder,
+            slot: Arc::new(slot),
+            gauge: metrics.connections.with_label_values(&[name]),
+            proxy,
+        };
+        // The client's own future is the task (no wrapper polled on every wake-up).
+        if accepted.proxy.config().proxy_protocol {
+            conns.tracker().spawn(proxied(stream, accepted, metrics.proxy_protocol_errors.clone()));
+        } else {
+            conns.tracker().spawn(client(stream, accepted));
+        }
     }
     drop(listener);
     // The registry asks every connection to close when `shutdown` fires: idle ones close
@@ -235,18 +221,66 @@ pub async fn serve(
     }
 }
 
-/// Serves one accepted client, `peer` (the PROXY protocol's client when on): the TLS
-/// handshake when the listener is HTTPS, then its requests.
-async fn client<IO>(
-    stream: IO,
+/// `erratum_connections_open` for one connection, however its task ends.
+struct Open(prometheus::IntGauge);
+
+impl Open {
+    fn new(gauge: prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// What a connection's task owns besides its stream.
+struct Accepted {
+    /// The client (the PROXY protocol's, when on).
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
-    builder: &auto::Builder<TokioExecutor>,
-    proxy: &Arc<Proxy>,
-    slot: &Arc<conns::Slot>,
-) where
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    proxy: Arc<Proxy>,
+    slot: Arc<conns::Slot>,
+    gauge: prometheus::IntGauge,
+}
+
+/// A connection that starts with a PROXY protocol header (`--proxy-protocol`): the header is
+/// read (bounded in time and size), then the client is served as the address it names.
+async fn proxied(
+    mut stream: tokio::net::TcpStream,
+    mut accepted: Accepted,
+    errors: prometheus::IntCounterVec,
+) {
+    let timeout = accepted.proxy.config().header_read_timeout;
+    let header = tokio::select! {
+        _ = accepted.slot.signals.closed() => return,
+        h = proxy_protocol::read(&mut stream, timeout) => h,
+    };
+    match header {
+        Ok(header) => {
+            accepted.peer = header.client.unwrap_or(accepted.peer);
+            client(front::Rewind::new(stream, header.rest), accepted).await;
+        }
+        Err(e) => {
+            tracing::debug!(peer = %accepted.peer, "{e}");
+            errors.with_label_values(&[e.reason()]).inc();
+        }
+    }
+}
+
+/// Serves one accepted client: the TLS handshake when the listener is HTTPS, then its
+/// requests.
+async fn client<IO>(stream: IO, accepted: Accepted)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Accepted { peer, tls, builder, proxy, slot, gauge } = accepted;
+    let _open = Open::new(gauge);
+    let (builder, proxy, slot) = (&*builder, &proxy, &slot);
     let config = proxy.config();
     let conn = ConnInfo::new(peer, tls.is_some()).trusting(&config.trusted_proxies).with_slot(slot.clone());
     let result = match tls {
