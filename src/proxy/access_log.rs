@@ -5,7 +5,7 @@
 //! [`respond`](super::respond) puts what the one decision did ([`Facts`]: route, upstream
 //! status, policy action, cache status) on the response's extensions, and
 //! [`forward`](super::forward) the upstream's address and the request body's byte count; the
-//! response body is wrapped in [`Logged`], which sends the line to a writer thread when the
+//! response body is wrapped in `Logged`, which sends the line to a writer thread when the
 //! body ends (or the client goes away) with the bytes sent and the duration. The queue is
 //! bounded: a request never waits for the log; lines that do not fit are dropped and counted
 //! (`erratum_access_log_dropped_total`). When the log is off none of this exists.
