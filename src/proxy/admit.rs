@@ -128,7 +128,7 @@ impl Proxy {
             // Before anything goes upstream, and before hyper sends `100 Continue` (it does
             // when the body is first read): the client is told not to send it.
             let mut resp = self.fail(&ProxyError::BodyTooLarge { limit }, &ctx.scope);
-            close_http1(&mut resp, req.version());
+            close_http1(&mut resp, req.version() <= Version::HTTP_11);
             return resp;
         }
         let Some(cacheable) = self.cacheable(route, &info, ctx.credentials, &path_and_query) else {
@@ -191,8 +191,8 @@ fn ambiguous<B>(req: &Request<B>) -> Option<String> {
 
 /// Ends an HTTP/1.x connection after `resp`: the request's unread body must not be taken for
 /// the next request. (HTTP/2 streams are reset by hyper instead; `Connection` is not HTTP/2.)
-pub(super) fn close_http1(resp: &mut Response<Body>, version: Version) {
-    if version <= Version::HTTP_11 {
+pub(super) fn close_http1(resp: &mut Response<Body>, http1: bool) {
+    if http1 {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }

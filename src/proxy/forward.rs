@@ -117,7 +117,7 @@ impl Proxy {
                 let too_large = matches!(err, ProxyError::BodyTooLarge { .. });
                 let (mut resp, entry) = Box::pin(self.proxy_error(err, ctx, cacheable)).await;
                 if too_large {
-                    close_http1(&mut resp, if http1 { Version::HTTP_11 } else { Version::HTTP_2 });
+                    close_http1(&mut resp, http1);
                 }
                 self.log_upstream(&mut resp, authority.as_str());
                 return (resp, entry);
