@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::proxy::balance::Balancer;
 use crate::proxy::cache::{ErrorCache, Purge};
 use crate::proxy::pages::PageStore;
 use crate::table::TableReader;
@@ -38,6 +39,8 @@ pub struct AdminState {
     pub pages: Option<PageStore>,
     /// The error cache, if on.
     pub cache: Option<ErrorCache>,
+    /// Endpoint health (ejections), when a proxy runs.
+    pub balancer: Option<Arc<Balancer>>,
 }
 
 /// Serves the admin endpoints until `shutdown`.
@@ -110,6 +113,23 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
                     "ingress": e.key.to_string(),
                     "maxBodyBytes": e.max_body_bytes,
                     "httpsRedirect": e.https_redirect,
+                    "upstream": {
+                        "connectTimeoutSeconds": e.upstream.connect_timeout.map(|d| d.as_secs()),
+                        "readTimeoutSeconds": e.upstream.read_timeout.map(|d| d.as_secs()),
+                        "sendTimeoutSeconds": e.upstream.send_timeout.map(|d| d.as_secs()),
+                        "nextUpstream": e.upstream.next.names(),
+                        "nextUpstreamTries": e.upstream.tries,
+                        "nextUpstreamTimeoutSeconds": e.upstream.next_timeout.map(|d| d.as_secs()),
+                        "loadBalance": e.upstream.load_balance.as_str(),
+                    },
+                })).collect::<Vec<_>>(),
+                "outliers": state.balancer.as_ref().map(|b| b.outliers()).unwrap_or_default().iter().map(|o| serde_json::json!({
+                    "endpoint": o.endpoint.to_string(),
+                    "ejected": o.ejected_for.is_some(),
+                    "ejectedForSeconds": o.ejected_for.map(|d| d.as_secs_f64()),
+                    "consecutiveConnectFailures": o.connect_failures,
+                    "consecutive5xx": o.server_errors,
+                    "ejections": o.ejections,
                 })).collect::<Vec<_>>(),
                 "problems": t.diagnostics().iter().map(ToString::to_string).collect::<Vec<_>>(),
             });

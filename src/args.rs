@@ -13,7 +13,7 @@ use crate::index::ObjectKey;
 use crate::proxy::ProxyConfig;
 use crate::runtime::RunConfig;
 use crate::source::files::Folder;
-use crate::table::{BuildConfig, EdgeDefaults, ServiceRef};
+use crate::table::{BuildConfig, EdgeDefaults, LoadBalance, ServiceRef};
 
 /// Exit code for bad flags or configuration (sysexits EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
@@ -68,6 +68,9 @@ pub enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:18081")]
         addr: SocketAddr,
+        /// Wait this many milliseconds before every answer (a slow endpoint).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
 }
 
@@ -148,6 +151,42 @@ pub struct TuningArgs {
     /// request id, Ingress, policy action, cache status), written off the request path.
     #[arg(long, env = "ERRATUM_ACCESS_LOG", default_value = "off", value_parser = parse_access_log)]
     pub access_log: AccessLogArg,
+    /// How an endpoint is chosen: `round-robin` (as ingress-nginx), or `p2c` (of two endpoints
+    /// at random, the one with fewer requests in flight). The `load-balance` annotation
+    /// overrides it per Ingress.
+    #[arg(long, env = "ERRATUM_LOAD_BALANCE", default_value = "round-robin", value_parser = parse_load_balance)]
+    pub load_balance: LoadBalance,
+    /// Consecutive failed connects after which an endpoint is ejected from balancing for a
+    /// while (0: never).
+    #[arg(long, env = "ERRATUM_OUTLIER_CONSECUTIVE_FAILURES", default_value_t = 3)]
+    pub outlier_consecutive_failures: u32,
+    /// Consecutive 5xx answers after which an endpoint is ejected (0, the default: 5xx do not
+    /// eject).
+    #[arg(long, env = "ERRATUM_OUTLIER_CONSECUTIVE_5XX", default_value_t = 0)]
+    pub outlier_consecutive_5xx: u32,
+    /// How long a first ejection lasts; each further one without a success in between lasts
+    /// this much longer, up to `--outlier-max-ejection`.
+    #[arg(long, env = "ERRATUM_OUTLIER_BASE_EJECTION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub outlier_base_ejection: Duration,
+    /// The longest ejection.
+    #[arg(long, env = "ERRATUM_OUTLIER_MAX_EJECTION", default_value = "300s", value_parser = humantime::parse_duration)]
+    pub outlier_max_ejection: Duration,
+    /// Most endpoints of one Service ejected at once, in percent (one at least when it has
+    /// two or more; never all).
+    #[arg(long, env = "ERRATUM_OUTLIER_MAX_EJECTION_PERCENT", default_value_t = 50)]
+    pub outlier_max_ejection_percent: u32,
+    /// Retries allowed, as a percentage of requests (beside 10 per second whatever the
+    /// traffic): a total outage cannot multiply the load on the upstreams.
+    #[arg(long, env = "ERRATUM_RETRY_BUDGET_PERCENT", default_value_t = 20)]
+    pub retry_budget_percent: u32,
+}
+
+fn parse_load_balance(s: &str) -> Result<LoadBalance, String> {
+    match s {
+        "round-robin" | "round_robin" => Ok(LoadBalance::RoundRobin),
+        "p2c" => Ok(LoadBalance::P2c),
+        _ => Err(format!("{s:?} is not round-robin or p2c")),
+    }
 }
 
 /// An `--access-log` value; `None` is off.
@@ -172,7 +211,11 @@ fn parse_body_size(s: &str) -> Result<BodySize, String> {
 impl TuningArgs {
     /// The edge defaults Ingress annotations override.
     fn edge_defaults(&self) -> EdgeDefaults {
-        EdgeDefaults { ssl_redirect: self.ssl_redirect, max_body_bytes: self.max_body_size.0 }
+        EdgeDefaults {
+            ssl_redirect: self.ssl_redirect,
+            max_body_bytes: self.max_body_size.0,
+            load_balance: self.load_balance,
+        }
     }
 
     /// The `Strict-Transport-Security` value, or `None` when off.
@@ -227,6 +270,15 @@ impl TuningArgs {
             hsts: self.hsts_value()?,
             proxy_protocol: self.proxy_protocol,
             access_log: self.access_log.0.clone(),
+            balance: crate::proxy::balance::Settings {
+                consecutive_failures: self.outlier_consecutive_failures,
+                consecutive_5xx: self.outlier_consecutive_5xx,
+                base_ejection: positive("outlier-base-ejection", self.outlier_base_ejection)?,
+                max_ejection: positive("outlier-max-ejection", self.outlier_max_ejection)?,
+                max_ejection_percent: self.outlier_max_ejection_percent.min(100),
+                retry_budget_percent: self.retry_budget_percent,
+                ..crate::proxy::balance::Settings::default()
+            },
         })
     }
 }

@@ -39,7 +39,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Demo(demo) => (demo.tuning.workers, Task::Demo(demo)),
-        Command::Origin { addr } => (Some(1), Task::Origin(addr)),
+        Command::Origin { addr, delay_ms } => (Some(1), Task::Origin(addr, delay_ms)),
         Command::Crd => {
             print!("{}", erratum::crd::crd_yaml());
             return ExitCode::SUCCESS;
@@ -57,7 +57,7 @@ fn main() -> ExitCode {
 enum Task {
     Run(Box<erratum::runtime::RunConfig>),
     Demo(Box<erratum::args::DemoArgs>),
-    Origin(std::net::SocketAddr),
+    Origin(std::net::SocketAddr, u64),
 }
 
 fn run(workers: Option<usize>, task: Task) -> anyhow::Result<()> {
@@ -74,7 +74,7 @@ fn run(workers: Option<usize>, task: Task) -> anyhow::Result<()> {
     let max_connections = match &task {
         Task::Run(config) => Some(config.proxy.max_connections),
         Task::Demo(args) => Some(args.tuning.max_connections),
-        Task::Origin(_) => None,
+        Task::Origin(..) => None,
     };
     if let Some(max) = max_connections {
         raise_open_files(max);
@@ -88,9 +88,10 @@ fn run(workers: Option<usize>, task: Task) -> anyhow::Result<()> {
                 running.run_until(signal).await;
             }
             Task::Demo(args) => erratum::demo::run(*args).await?,
-            Task::Origin(addr) => {
+            Task::Origin(addr, delay_ms) => {
                 let signal = erratum::runtime::shutdown_signal();
                 let origin = erratum::origin::Origin::start(addr).await.context("starting the origin")?;
+                origin.delay(std::time::Duration::from_millis(delay_ms));
                 eprintln!("origin listening on {}", origin.addr);
                 signal.await;
             }

@@ -111,6 +111,9 @@ pub struct ProxyMetrics {
     pub page_fallbacks: IntCounterVec,
     /// `erratum_error_page_fetches_total{result}`: fetches of path pages.
     pub page_fetches: IntCounterVec,
+    /// Retries, ejections (`erratum_upstream_retries_total{reason}` and the others of
+    /// [`crate::proxy::balance::Metrics`]).
+    pub balance: crate::proxy::balance::Metrics,
 }
 
 impl ProxyMetrics {
@@ -158,6 +161,46 @@ impl ProxyMetrics {
                     "Access-log lines dropped because the writer fell behind",
                 )?,
             )?,
+            balance: crate::proxy::balance::Metrics {
+                retries: register(
+                    r,
+                    IntCounterVec::new(
+                        Opts::new(
+                            "erratum_upstream_retries_total",
+                            "Requests sent to another endpoint after a failed attempt, by reason",
+                        ),
+                        &["reason"],
+                    )?,
+                )?,
+                retries_denied: register(
+                    r,
+                    IntCounterVec::new(
+                        Opts::new(
+                            "erratum_upstream_retries_denied_total",
+                            "Retries not made: the retry budget was spent, or no other endpoint was left",
+                        ),
+                        &["reason"],
+                    )?,
+                )?,
+                ejections: register(
+                    r,
+                    IntCounter::new(
+                        "erratum_upstream_ejections_total",
+                        "Endpoints taken out of balancing after consecutive failures",
+                    )?,
+                )?,
+                returns: register(
+                    r,
+                    IntCounter::new(
+                        "erratum_upstream_ejection_returns_total",
+                        "Ejected endpoints back in balancing after their ejection ran out",
+                    )?,
+                )?,
+                ejected: register(
+                    r,
+                    IntGauge::new("erratum_upstream_ejected_endpoints", "Endpoints ejected now")?,
+                )?,
+            },
             proxy_protocol_errors: register(
                 r,
                 IntCounterVec::new(

@@ -12,13 +12,16 @@
 //! - `/upload`: reads the whole request body, then 200 with its length (or 400 if it failed)
 //! - an `Upgrade` request: 101, then echoes raw bytes
 //!
+//! Faults of the whole origin, set while it runs ([`Origin::fail_with`], [`Origin::delay`]):
+//! every answer is one status, or comes late; one endpoint of several misbehaves this way.
+//!
 //! Query parameters on any path: `delay_ms=N` waits first; `set-header=Name:Value` (repeatable)
 //! adds a response header; `pad=N` appends N bytes to the body; `status=N` sets the status of
 //! any answer (e.g. `/echo?status=404`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,7 +41,17 @@ pub struct Origin {
     pub addr: SocketAddr,
     hits: Arc<AtomicU64>,
     connections: Arc<AtomicU64>,
+    faults: Arc<Faults>,
     shutdown: CancellationToken,
+}
+
+/// Misbehaviour of every request of one origin.
+#[derive(Debug, Default)]
+struct Faults {
+    /// Answer every request with this status (0: answer normally).
+    status: AtomicU16,
+    /// Wait this long before answering.
+    delay_ms: AtomicU64,
 }
 
 impl Origin {
@@ -49,8 +62,15 @@ impl Origin {
         let hits = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(AtomicU64::new(0));
         let shutdown = CancellationToken::new();
-        tokio::spawn(accept_loop(listener, hits.clone(), connections.clone(), shutdown.clone()));
-        Ok(Self { addr, hits, connections, shutdown })
+        let faults = Arc::new(Faults::default());
+        tokio::spawn(accept_loop(
+            listener,
+            hits.clone(),
+            connections.clone(),
+            faults.clone(),
+            shutdown.clone(),
+        ));
+        Ok(Self { addr, hits, connections, faults, shutdown })
     }
 
     /// Requests received so far.
@@ -61,6 +81,16 @@ impl Origin {
     /// TCP connections accepted so far (shows whether the proxy reuses connections).
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Answers every request with `status` from now on; `None` answers normally again.
+    pub fn fail_with(&self, status: Option<u16>) {
+        self.faults.status.store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// Waits `delay` before every answer from now on (a slow endpoint).
+    pub fn delay(&self, delay: Duration) {
+        self.faults.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Stops accepting; open connections end with their current request.
@@ -79,6 +109,7 @@ async fn accept_loop(
     listener: TcpListener,
     hits: Arc<AtomicU64>,
     connections: Arc<AtomicU64>,
+    faults: Arc<Faults>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -92,11 +123,24 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         connections.fetch_add(1, Ordering::SeqCst);
         let hits = hits.clone();
+        let faults = faults.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 hits.fetch_add(1, Ordering::SeqCst);
-                answer(req)
+                let delay = faults.delay_ms.load(Ordering::Relaxed);
+                let status = faults.status.load(Ordering::Relaxed);
+                async move {
+                    if delay > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
+                    match StatusCode::from_u16(status) {
+                        Ok(status) if status != 0 => {
+                            Ok(reply(status, format!("origin fails with {status}\n")))
+                        }
+                        _ => answer(req).await,
+                    }
+                }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

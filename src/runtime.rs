@@ -265,6 +265,7 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
             draining: draining.clone(),
             pages: Some(proxy.pages().clone()),
             cache,
+            balancer: Some(proxy.balancer().clone()),
         },
         stop_admin.clone(),
     ));

@@ -19,13 +19,16 @@ use hyper_util::rt::TokioIo;
 
 use super::access_log::{BytesIn, Counted, Facts};
 use super::admit::{Ctx, close_http1};
+use super::balance::{Attempt, InFlight};
 use super::cache::CachedError;
 use super::cache_path::{Cacheable, Kept};
 use super::headers::{ClientChain, is_upgrade, upstream_fields};
 use super::intercept::ProxyError;
 use super::respond::{Answer, X_CACHE};
-use super::upstream;
+use super::upstream::{self, ResponseBody, UpstreamError};
 use super::{Body, BoxError, Proxy, RequestBody};
+use crate::table::NextUpstream;
+use smallvec::SmallVec;
 
 impl Proxy {
     /// Sends the request upstream and answers it. With a cache key, a cacheable error is
@@ -37,13 +40,15 @@ impl Proxy {
         cacheable: Option<&Cacheable>,
     ) -> (Response<Body>, Option<Arc<CachedError>>) {
         let route = ctx.route;
-        let authority = match route.backend.pick_authority() {
-            Ok(a) => a,
+        let settings = &route.upstream;
+        let mut picked = match self.balancer.pick(&route.backend, settings.load_balance, &[]) {
+            Ok(p) => p,
             Err(reason) => {
-                let err = ProxyError::NoEndpoints {
-                    service: route.backend.service.to_string(),
-                    reason: reason.to_string(),
+                let reason = match &route.backend.target {
+                    crate::table::Target::Unresolved(why) => why.clone(),
+                    _ => reason.to_string(),
                 };
+                let err = ProxyError::NoEndpoints { service: route.backend.service.to_string(), reason };
                 return (self.fail(&err, &ctx.scope), None);
             }
         };
@@ -72,7 +77,8 @@ impl Proxy {
         );
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        let body = upstream::IdleTimeout::new(body, self.config.client_body_timeout)
+        let send_timeout = settings.send_timeout.unwrap_or(self.config.client_body_timeout);
+        let body = upstream::IdleTimeout::new(body, send_timeout)
             .map_err(|e| BoxError::from(upstream::ClientBody(e)));
         // A body of unstated length is counted as it streams; one whose stated length is
         // within the limit (checked in `admit`) is held to that length by the codec already.
@@ -89,27 +95,68 @@ impl Proxy {
             Some(count) => Counted::new(body, count).boxed(),
             None => body,
         };
-        let upstream_req = Request::from_parts(parts, body);
+        let retry_any_method = settings.next.has(NextUpstream::NON_IDEMPOTENT);
+        let idempotent = retry_any_method || parts.method.is_idempotent();
+        // The request stays here between attempts: a bodiless one can be sent again.
+        let mut request = Some(Request::from_parts(parts, body));
 
         let started = Instant::now();
-        // Pinned here so that the timeout wrappers move a pointer, not the exchange's state
-        // (~2 KiB, copied twice per request otherwise).
-        let send = std::pin::pin!(self.client.send(authority.as_str(), upstream_req, forwarded.as_slice()));
-        let timeout = self.config.response_timeout;
-        let result = match ctx.conn.slot.as_deref().filter(|_| ctx.conn.one_at_a_time) {
-            Some(slot) => Either::Left(slot.within(timeout, send)),
-            None => Either::Right(tokio::time::timeout(timeout, send).map(Result::ok)),
-        }
-        .await;
+        let timeout = settings.read_timeout.unwrap_or(self.config.response_timeout);
+        let connect_timeout = settings.connect_timeout.unwrap_or(self.config.connect_timeout);
+        let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
+        let result = loop {
+            let in_flight = InFlight::start(&route.backend, &picked, settings.load_balance);
+            let result = {
+                // Pinned here so that the timeout wrappers move a pointer, not the exchange's
+                // state (~2 KiB, copied twice per request otherwise).
+                let send = std::pin::pin!(self.client.send(
+                    picked.authority.as_str(),
+                    &mut request,
+                    forwarded.as_slice(),
+                    connect_timeout,
+                ));
+                match ctx.conn.slot.as_deref().filter(|_| ctx.conn.one_at_a_time) {
+                    Some(slot) => Either::Left(slot.within(timeout, send)),
+                    None => Either::Right(tokio::time::timeout(timeout, send).map(Result::ok)),
+                }
+                .await
+            };
+            drop(in_flight);
+            let (attempt, retry) = judge(&result, settings.next, idempotent);
+            self.balancer.report(&route.backend, picked.index, attempt);
+            let Some(reason) = retry.filter(|_| request.is_some()) else { break result };
+            if (settings.tries > 0 && tried.len() + 1 >= settings.tries as usize)
+                || settings.next_timeout.is_some_and(|t| started.elapsed() >= t)
+            {
+                break result;
+            }
+            if let Some(i) = picked.index {
+                tried.push(i);
+            }
+            let next = match picked.index {
+                Some(_) => self.balancer.pick(&route.backend, settings.load_balance, &tried).ok(),
+                None => None, // an ExternalName is one upstream
+            };
+            let Some(next) = next else {
+                self.balancer.no_other_endpoint();
+                break result;
+            };
+            if !self.balancer.may_retry(reason) {
+                break result;
+            }
+            if let Some(Ok(resp)) = result {
+                // A status the route retries: its body is read off so the connection stays pooled.
+                super::respond::drain(resp.into_body().map_err(BoxError::from).boxed());
+            }
+            picked = next;
+        };
+        let authority = picked.authority;
         let seconds = started.elapsed().as_secs_f64();
         self.observe_upstream(&ctx.scope, seconds);
 
         let mut resp = match result {
             None => {
-                let err = ProxyError::UpstreamTimeout {
-                    upstream: authority.to_string(),
-                    after: self.config.response_timeout,
-                };
+                let err = ProxyError::UpstreamTimeout { upstream: authority.to_string(), after: timeout };
                 return Box::pin(self.proxy_error(err, ctx, cacheable)).await;
             }
             Some(Err(e)) => {
@@ -148,7 +195,7 @@ impl Proxy {
 
         let (mut parts, body) = resp.into_parts();
         // Between two pieces of the body the upstream gets the same time as for its head.
-        let mut body: Body = upstream::IdleTimeout::new(body, self.config.response_timeout).boxed();
+        let mut body: Body = upstream::IdleTimeout::new(body, timeout).boxed();
         if let Some(cacheable) = cacheable
             && upstream_status.as_u16() >= 400
             && let Some(ttl) = self.keep_for(&parts, ctx, cacheable)
@@ -167,6 +214,55 @@ impl Proxy {
         }
         self.log_upstream(&mut response, authority.as_str());
         (response, None)
+    }
+}
+
+/// How an attempt went for the endpoint's health, and the reason to try another endpoint
+/// if the route's `proxy-next-upstream` allows one for it (`idempotent`: the request may be
+/// repeated once sent). `None` as the result is a response timeout.
+fn judge(
+    result: &Option<Result<Response<ResponseBody>, UpstreamError>>,
+    next: NextUpstream,
+    idempotent: bool,
+) -> (Attempt, Option<&'static str>) {
+    use super::http1::client::Error as H1;
+    let sent = |flag: u16, reason: &'static str| (next.has(flag) && idempotent).then_some(reason);
+    match result {
+        Some(Ok(resp)) => {
+            let status = resp.status().as_u16();
+            let attempt = if status >= 500 { Attempt::ServerError } else { Attempt::Answered };
+            // Cheap for the common answer: one shift when the route retries no status.
+            let retry = (next.on_status(status) && idempotent).then_some(status_reason(status));
+            (attempt, retry)
+        }
+        // Nothing was sent: any method goes elsewhere.
+        Some(Err(UpstreamError::Connect { .. })) => {
+            (Attempt::ConnectFailed, next.has(NextUpstream::ERROR).then_some("connect"))
+        }
+        Some(Err(UpstreamError::ConnectTimeout { .. })) => {
+            (Attempt::ConnectFailed, next.has(NextUpstream::TIMEOUT).then_some("connect_timeout"))
+        }
+        Some(Err(UpstreamError::H1(H1::Invalid(_) | H1::HeadTooLarge))) => {
+            (Attempt::Other, sent(NextUpstream::INVALID_HEADER, "invalid_header"))
+        }
+        Some(Err(UpstreamError::H1(_) | UpstreamError::Http(_))) => {
+            (Attempt::Other, sent(NextUpstream::ERROR, "reset"))
+        }
+        Some(Err(UpstreamError::Spent)) => (Attempt::Other, None),
+        None => (Attempt::Other, sent(NextUpstream::TIMEOUT, "timeout")),
+    }
+}
+
+/// The `reason` label of a retry for an upstream status.
+fn status_reason(status: u16) -> &'static str {
+    match status {
+        500 => "http_500",
+        502 => "http_502",
+        503 => "http_503",
+        504 => "http_504",
+        403 => "http_403",
+        404 => "http_404",
+        _ => "http_429",
     }
 }
 

@@ -62,6 +62,8 @@ pub struct ProxyConfig {
     /// `--proxy-protocol`: every connection starts with a PROXY protocol header (v1 or v2),
     /// read within `header_read_timeout`; the client address is the one it names.
     pub proxy_protocol: bool,
+    /// Outlier ejection and the retry budget.
+    pub balance: super::balance::Settings,
 }
 
 impl Default for ProxyConfig {
@@ -80,6 +82,7 @@ impl Default for ProxyConfig {
             hsts: Some(HeaderValue::from_static("max-age=31536000; includeSubDomains")),
             proxy_protocol: false,
             access_log: None,
+            balance: super::balance::Settings::default(),
         }
     }
 }

@@ -16,7 +16,9 @@
 //! - [`admit`]: [`Proxy::handle`], request checks (size, ambiguity, readiness) and routing;
 //! - [`headers`]: request id, hop-by-hop removal, forwarded fields;
 //! - [`cache_path`]: which requests the error cache answers, coalescing, storing errors;
-//! - [`forward`]: the upstream exchange, timeouts, upgrades;
+//! - [`forward`]: the upstream exchange, timeouts, retries on another endpoint, upgrades;
+//! - [`balance`]: endpoint choice (round robin, power of two choices), outlier ejection, the
+//!   retry budget;
 //! - [`access_log`]: `--access-log`, one JSON line per request off the request path;
 //! - [`proxy_protocol`]: `--proxy-protocol` headers on the listeners;
 //! - [`respond`]: applies [`intercept::decide`]'s [`Decision`](intercept::Decision), counts;
@@ -29,6 +31,7 @@
 
 pub mod access_log;
 pub mod admit;
+pub mod balance;
 pub mod cache;
 pub mod cache_path;
 pub mod conns;
@@ -81,6 +84,8 @@ pub struct Proxy {
     access_log: Option<access_log::AccessLog>,
     /// `--https-port` as a header value (`X-Forwarded-Port` of TLS connections).
     https_port: http::HeaderValue,
+    /// Endpoint choice and health, the retry budget.
+    balancer: std::sync::Arc<balance::Balancer>,
 }
 
 impl Proxy {
@@ -96,7 +101,13 @@ impl Proxy {
         let pages = PageStore::spawn(table.clone(), client.clone(), metrics.clone(), shutdown);
         let views = respond::Views::new(&table);
         let https_port = http::HeaderValue::from(config.https_port);
-        Self { client, table, metrics, config, pages, cache, views, access_log: None, https_port }
+        let balancer = std::sync::Arc::new(balance::Balancer::new(config.balance, metrics.balance.clone()));
+        Self { client, table, metrics, config, pages, cache, views, access_log: None, https_port, balancer }
+    }
+
+    /// Endpoint health and balancing (read by `/table`).
+    pub fn balancer(&self) -> &std::sync::Arc<balance::Balancer> {
+        &self.balancer
     }
 
     /// The same, writing an access log line per request to `log`.

@@ -217,10 +217,13 @@ impl Fetcher {
             .header(header::USER_AGENT, "erratum-page-fetch")
             .body(Empty::<Bytes>::new().map_err(|never| match never {}).boxed())
             .map_err(|e| e.to_string())?;
-        let resp = tokio::time::timeout(PAGE_FETCH_TIMEOUT, self.client.send(&authority, req, &[]))
-            .await
-            .map_err(|_| format!("timed out after {PAGE_FETCH_TIMEOUT:?}"))?
-            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(
+            PAGE_FETCH_TIMEOUT,
+            self.client.send(&authority, &mut Some(req), &[], self.client.connect_timeout()),
+        )
+        .await
+        .map_err(|_| format!("timed out after {PAGE_FETCH_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("page origin answered {}", resp.status()));
         }

@@ -318,7 +318,7 @@ impl Views {
 
 /// Reads and discards a replaced upstream body (bounded in size and time) so its keep-alive
 /// connection returns to the pool; nginx closes it instead.
-fn drain(mut body: Body) {
+pub(super) fn drain(mut body: Body) {
     // Most error bodies arrive with their head: read in place what is there, without a task
     // or a box; only a body still on its way gets a task.
     let mut seen = 0usize;

@@ -74,6 +74,9 @@ pub enum UpstreamError {
     /// The HTTP exchange failed on erratum's own connection (a request without a body).
     #[error(transparent)]
     H1(#[from] client::Error),
+    /// The request was already sent (its body streamed): it cannot be sent again.
+    #[error("the request was already sent")]
+    Spent,
 }
 
 /// The upstream connection pool; clones share it.
@@ -233,53 +236,67 @@ impl Upstreams {
         }
     }
 
-    /// Sends `req` (origin-form URI, Host set by the caller) to `authority` (`host:port`) on
-    /// an idle pooled connection, or a new one.
+    /// Sends the request in `req` (origin-form URI, Host set by the caller) to `authority`
+    /// (`host:port`) on an idle pooled connection, or a new one made within `connect_timeout`.
     ///
     /// A request without a body that is not an upgrade (nearly all traffic) goes over
-    /// erratum's own HTTP/1.1 code ([`client`]); others over hyper's client connection. A pooled
-    /// connection can be closed by the origin just as a request goes out; then:
+    /// erratum's own HTTP/1.1 code ([`client`]) and stays in `req`, whatever happens: the
+    /// caller may send it again, elsewhere. Others go over hyper's client connection, which
+    /// takes the request (its body streams) once a connection is made: after a failed
+    /// connect it is still in `req`. A pooled connection can be closed by the origin just as
+    /// a request goes out; then:
     /// - on hyper's, a request it had not sent yet is sent once more on a new connection;
     /// - on erratum's, a request of an idempotent method (RFC 9110 §9.2.2) that got no byte
     ///   of answer is sent once more on a new connection (RFC 9112 §9.3.1 allows it).
     ///
-    /// `set` are header fields that replace any of the same name in `req`.
+    /// `set` are header fields that replace any of the same name in the request.
     pub async fn send(
         &self,
         authority: &str,
-        mut req: Request<UpstreamBody>,
+        req: &mut Option<Request<UpstreamBody>>,
         set: &[(&HeaderName, &HeaderValue)],
+        connect_timeout: Duration,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         use http_body::Body as _;
-        if req.body().is_end_stream()
-            && req.method() != http::Method::CONNECT
-            && !req.headers().contains_key(http::header::UPGRADE)
+        let Some(r) = req.as_mut() else { return Err(UpstreamError::Spent) };
+        if r.body().is_end_stream()
+            && r.method() != http::Method::CONNECT
+            && !r.headers().contains_key(http::header::UPGRADE)
         {
-            return self.send_own(authority, req, set).await;
+            return self.send_own(authority, r, set, connect_timeout).await;
         }
         for (name, value) in set {
-            req.headers_mut().insert((*name).clone(), (*value).clone());
+            r.headers_mut().insert((*name).clone(), (*value).clone());
         }
         // Boxed: the rarer path keeps its state out of every request's future.
-        Box::pin(self.send_hyper(authority, req)).await
+        Box::pin(self.send_hyper(authority, req, connect_timeout)).await
     }
 
     async fn send_hyper(
         &self,
         authority: &str,
-        req: Request<UpstreamBody>,
+        slot: &mut Option<Request<UpstreamBody>>,
+        connect_timeout: Duration,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let (key, reused) = self.inner.hyper.checkout(authority);
-        let (mut sender, req) = match reused {
-            Some(mut sender) => match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.lease(key, sender, resp)),
-                Err(mut e) => match e.take_message() {
-                    Some(req) => (self.connect_hyper(authority).await?, req),
-                    None => return Err(e.into_error().into()),
-                },
-            },
-            None => (self.connect_hyper(authority).await?, req),
+        let mut sender = match reused {
+            Some(mut sender) => {
+                let Some(req) = slot.take() else { return Err(UpstreamError::Spent) };
+                match sender.try_send_request(req).await {
+                    Ok(resp) => return Ok(self.lease(key, sender, resp)),
+                    Err(mut e) => match e.take_message() {
+                        // Not sent: back in the slot for a new connection (or another endpoint).
+                        Some(req) => {
+                            *slot = Some(req);
+                            self.connect_hyper(authority, connect_timeout).await?
+                        }
+                        None => return Err(e.into_error().into()),
+                    },
+                }
+            }
+            None => self.connect_hyper(authority, connect_timeout).await?,
         };
+        let Some(req) = slot.take() else { return Err(UpstreamError::Spent) };
         let resp = sender.send_request(req).await?;
         Ok(self.lease(key, sender, resp))
     }
@@ -287,23 +304,29 @@ impl Upstreams {
     async fn send_own(
         &self,
         authority: &str,
-        req: Request<UpstreamBody>,
+        req: &Request<UpstreamBody>,
         set: &[(&HeaderName, &HeaderValue)],
+        connect_timeout: Duration,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let (key, reused) = self.inner.own.checkout(authority);
         let release = OwnLease { pool: Arc::downgrade(&self.inner), key };
         let (conn, retry) = match reused {
             Some(conn) => (conn, req.method().is_idempotent()),
-            None => (client::Conn::new(self.dial(authority).await?), false),
+            None => (client::Conn::new(self.dial(authority, connect_timeout).await?), false),
         };
-        let resp = match client::send(conn, &req, set, release.clone()).await {
+        let resp = match client::send(conn, req, set, release.clone()).await {
             Err(client::Error::NoResponse(_)) if retry => {
-                let conn = client::Conn::new(self.dial(authority).await?);
-                client::send(conn, &req, set, release).await?
+                let conn = client::Conn::new(self.dial(authority, connect_timeout).await?);
+                client::send(conn, req, set, release).await?
             }
             other => other?,
         };
         Ok(resp.map(ResponseBody::Own))
+    }
+
+    /// The connect timeout of requests whose route sets none (`--upstream-connect-timeout`).
+    pub fn connect_timeout(&self) -> Duration {
+        self.inner.connect_timeout
     }
 
     /// Idle connections in the pool (all endpoints), for tests and debugging.
@@ -311,10 +334,8 @@ impl Upstreams {
         self.inner.own.idle() + self.inner.hyper.idle()
     }
 
-    /// A new TCP connection to `authority` (no delay, keep-alive probes), within the connect
-    /// timeout.
-    async fn dial(&self, authority: &str) -> Result<TcpStream, UpstreamError> {
-        let after = self.inner.connect_timeout;
+    /// A new TCP connection to `authority` (no delay, keep-alive probes), within `after`.
+    async fn dial(&self, authority: &str, after: Duration) -> Result<TcpStream, UpstreamError> {
         let stream = match tokio::time::timeout(after, TcpStream::connect(authority)).await {
             Err(_) => return Err(UpstreamError::ConnectTimeout { authority: authority.to_string(), after }),
             Ok(Err(source)) => {
@@ -333,8 +354,12 @@ impl Upstreams {
 
     /// A new hyper connection to `authority`, its HTTP/1.1 driver spawned (with upgrades, for
     /// WebSocket tunnels).
-    async fn connect_hyper(&self, authority: &str) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
-        let stream = self.dial(authority).await?;
+    async fn connect_hyper(
+        &self,
+        authority: &str,
+        connect_timeout: Duration,
+    ) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
+        let stream = self.dial(authority, connect_timeout).await?;
         let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
@@ -514,6 +539,9 @@ pub fn classify(err: &UpstreamError, upstream: &str, body_limit: Option<u64>) ->
         }
         UpstreamError::H1(e) => {
             ProxyError::UpstreamReset { upstream: upstream.to_string(), reason: source_chain(e) }
+        }
+        UpstreamError::Spent => {
+            ProxyError::UpstreamReset { upstream: upstream.to_string(), reason: err.to_string() }
         }
         UpstreamError::Http(e) => {
             if let Some(limit) = body_limit

@@ -7,6 +7,7 @@
 //! migrated Ingress never behaves differently in silence. Pure functions.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// The prefix of every ingress-nginx annotation.
 pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
@@ -20,8 +21,38 @@ pub const FORCE_SSL_REDIRECT: &str = "force-ssl-redirect";
 /// `proxy-body-size`: the largest request body (nginx size syntax; `0` is unlimited).
 pub const PROXY_BODY_SIZE: &str = "proxy-body-size";
 
+/// `proxy-connect-timeout`: seconds to connect to an endpoint (default: `--upstream-connect-timeout`).
+pub const PROXY_CONNECT_TIMEOUT: &str = "proxy-connect-timeout";
+/// `proxy-read-timeout`: seconds to wait for the response head, and between two pieces of the
+/// response body (default: `--upstream-response-timeout`).
+pub const PROXY_READ_TIMEOUT: &str = "proxy-read-timeout";
+/// `proxy-send-timeout`: seconds between two pieces of the request body on its way upstream
+/// (default: `--client-body-timeout`).
+pub const PROXY_SEND_TIMEOUT: &str = "proxy-send-timeout";
+/// `proxy-next-upstream`: which failures send the request to another endpoint.
+pub const PROXY_NEXT_UPSTREAM: &str = "proxy-next-upstream";
+/// `proxy-next-upstream-tries`: most attempts of one request, the first included (0: one per
+/// endpoint).
+pub const PROXY_NEXT_UPSTREAM_TRIES: &str = "proxy-next-upstream-tries";
+/// `proxy-next-upstream-timeout`: seconds after which no further attempt starts (0: no limit).
+pub const PROXY_NEXT_UPSTREAM_TIMEOUT: &str = "proxy-next-upstream-timeout";
+/// `load-balance`: `round_robin` or `ewma` (erratum: power of two choices on in-flight
+/// requests, reported as a difference).
+pub const LOAD_BALANCE: &str = "load-balance";
+
 /// The annotations erratum reads; every other one under [`PREFIX`] is reported as ignored.
-pub const READ: [&str; 3] = [SSL_REDIRECT, FORCE_SSL_REDIRECT, PROXY_BODY_SIZE];
+pub const READ: [&str; 10] = [
+    SSL_REDIRECT,
+    FORCE_SSL_REDIRECT,
+    PROXY_BODY_SIZE,
+    PROXY_CONNECT_TIMEOUT,
+    PROXY_READ_TIMEOUT,
+    PROXY_SEND_TIMEOUT,
+    PROXY_NEXT_UPSTREAM,
+    PROXY_NEXT_UPSTREAM_TRIES,
+    PROXY_NEXT_UPSTREAM_TIMEOUT,
+    LOAD_BALANCE,
+];
 
 /// The cluster-wide defaults the annotations override (flags).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,11 +61,17 @@ pub struct EdgeDefaults {
     pub ssl_redirect: bool,
     /// `--max-body-bytes`; `None` is unlimited.
     pub max_body_bytes: Option<u64>,
+    /// `--load-balance`.
+    pub load_balance: LoadBalance,
 }
 
 impl Default for EdgeDefaults {
     fn default() -> Self {
-        Self { ssl_redirect: true, max_body_bytes: Some(DEFAULT_MAX_BODY_BYTES) }
+        Self {
+            ssl_redirect: true,
+            max_body_bytes: Some(DEFAULT_MAX_BODY_BYTES),
+            load_balance: LoadBalance::RoundRobin,
+        }
     }
 }
 
@@ -50,6 +87,173 @@ pub struct IngressEdge {
     pub force_ssl_redirect: Option<bool>,
     /// `proxy-body-size`: `Some(None)` is unlimited (`0`).
     pub max_body_bytes: Option<Option<u64>>,
+    /// The upstream settings (timeouts, retries, balancing).
+    pub upstream: IngressUpstream,
+}
+
+/// What one Ingress says about its upstreams, as read; `None` where it says nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngressUpstream {
+    /// `proxy-connect-timeout`.
+    pub connect_timeout: Option<Duration>,
+    /// `proxy-read-timeout`.
+    pub read_timeout: Option<Duration>,
+    /// `proxy-send-timeout`.
+    pub send_timeout: Option<Duration>,
+    /// `proxy-next-upstream`.
+    pub next: Option<NextUpstream>,
+    /// `proxy-next-upstream-tries`.
+    pub tries: Option<u32>,
+    /// `proxy-next-upstream-timeout`: `Some(None)` is no limit (`0`).
+    pub next_timeout: Option<Option<Duration>>,
+    /// `load-balance`.
+    pub load_balance: Option<LoadBalance>,
+}
+
+/// How an endpoint is chosen for a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LoadBalance {
+    /// Each endpoint in turn (ingress-nginx's default).
+    #[default]
+    RoundRobin,
+    /// Two endpoints at random, the one with fewer requests in flight (power of two choices).
+    P2c,
+}
+
+impl LoadBalance {
+    /// The name `/table` and the flag use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round-robin",
+            Self::P2c => "p2c",
+        }
+    }
+}
+
+/// `proxy-next-upstream`: the failures after which a request goes to another endpoint. A set
+/// of nginx's `proxy_next_upstream` conditions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NextUpstream(u16);
+
+impl NextUpstream {
+    /// No connection could be made, or it broke before the response head.
+    pub const ERROR: u16 = 1;
+    /// Connecting, or waiting for the response head, timed out.
+    pub const TIMEOUT: u16 = 1 << 1;
+    /// The response head is not valid HTTP.
+    pub const INVALID_HEADER: u16 = 1 << 2;
+    /// Requests of any method, not only idempotent ones, may be repeated once sent.
+    pub const NON_IDEMPOTENT: u16 = 1 << 3;
+    const STATUSES: [(u16, &'static str, u16); 7] = [
+        (500, "http_500", 1 << 4),
+        (502, "http_502", 1 << 5),
+        (503, "http_503", 1 << 6),
+        (504, "http_504", 1 << 7),
+        (403, "http_403", 1 << 8),
+        (404, "http_404", 1 << 9),
+        (429, "http_429", 1 << 10),
+    ];
+    /// ingress-nginx's default: `error timeout`.
+    pub const DEFAULT: Self = Self(Self::ERROR | Self::TIMEOUT);
+
+    /// Whether `flag` (one of the constants) is in the set.
+    pub fn has(self, flag: u16) -> bool {
+        self.0 & flag != 0
+    }
+
+    /// Whether an answer with `status` goes to another endpoint.
+    pub fn on_status(self, status: u16) -> bool {
+        self.0 >> 4 != 0 && Self::STATUSES.iter().any(|&(code, _, bit)| code == status && self.0 & bit != 0)
+    }
+
+    /// The set in nginx's words, for `/table`.
+    pub fn names(self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for (bit, name) in [
+            (Self::ERROR, "error"),
+            (Self::TIMEOUT, "timeout"),
+            (Self::INVALID_HEADER, "invalid_header"),
+            (Self::NON_IDEMPOTENT, "non_idempotent"),
+        ] {
+            if self.has(bit) {
+                out.push(name);
+            }
+        }
+        out.extend(Self::STATUSES.iter().filter(|(_, _, bit)| self.has(*bit)).map(|(_, name, _)| *name));
+        if out.is_empty() {
+            out.push("off");
+        }
+        out
+    }
+
+    /// Parses nginx's list (`error timeout http_503`; `off` alone turns retries off).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut set = 0u16;
+        let mut off = false;
+        for word in s.split_whitespace() {
+            set |= match word {
+                "error" => Self::ERROR,
+                "timeout" => Self::TIMEOUT,
+                "invalid_header" => Self::INVALID_HEADER,
+                "non_idempotent" => Self::NON_IDEMPOTENT,
+                "off" => {
+                    off = true;
+                    0
+                }
+                _ => match Self::STATUSES.iter().find(|(_, name, _)| *name == word) {
+                    Some((_, _, bit)) => *bit,
+                    None => {
+                        return Err(format!("has {word:?}, which is not a proxy_next_upstream condition"));
+                    }
+                },
+            };
+        }
+        if off && set != 0 {
+            return Err("combines off with other conditions".into());
+        }
+        if !off && set == 0 {
+            return Err("is empty".into());
+        }
+        Ok(Self(set))
+    }
+}
+
+/// The upstream behaviour of one route, resolved at build time. Timeouts left `None` are the
+/// flags' (the proxy holds them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    /// Connect timeout.
+    pub connect_timeout: Option<Duration>,
+    /// Response (head and body-gap) timeout.
+    pub read_timeout: Option<Duration>,
+    /// Request body gap timeout.
+    pub send_timeout: Option<Duration>,
+    /// When to try another endpoint.
+    pub next: NextUpstream,
+    /// Most attempts, the first included; 0 is one per endpoint.
+    pub tries: u32,
+    /// No attempt starts after this much time from the first; `None` is no limit.
+    pub next_timeout: Option<Duration>,
+    /// How the endpoint is chosen.
+    pub load_balance: LoadBalance,
+}
+
+/// ingress-nginx's default `proxy-next-upstream-tries`.
+pub const DEFAULT_TRIES: u32 = 3;
+
+impl Upstream {
+    /// A route's upstream settings from its Ingress's annotations and the defaults.
+    pub fn resolve(ingress: &IngressUpstream, defaults: &EdgeDefaults) -> Self {
+        Self {
+            connect_timeout: ingress.connect_timeout,
+            read_timeout: ingress.read_timeout,
+            send_timeout: ingress.send_timeout,
+            next: ingress.next.unwrap_or(NextUpstream::DEFAULT),
+            tries: ingress.tries.unwrap_or(DEFAULT_TRIES),
+            next_timeout: ingress.next_timeout.flatten(),
+            load_balance: ingress.load_balance.unwrap_or(defaults.load_balance),
+        }
+    }
 }
 
 /// The edge behaviour of one route, resolved at build time: what the proxy checks per request.
@@ -92,6 +296,38 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>, mut report: impl FnM
                 edge.force_ssl_redirect = parse_or_report(key, value, parse_bool, &mut report);
             }
             PROXY_BODY_SIZE => edge.max_body_bytes = parse_or_report(key, value, parse_size, &mut report),
+            PROXY_CONNECT_TIMEOUT => {
+                edge.upstream.connect_timeout = parse_or_report(key, value, parse_timeout, &mut report);
+            }
+            PROXY_READ_TIMEOUT => {
+                edge.upstream.read_timeout = parse_or_report(key, value, parse_timeout, &mut report);
+            }
+            PROXY_SEND_TIMEOUT => {
+                edge.upstream.send_timeout = parse_or_report(key, value, parse_timeout, &mut report);
+            }
+            PROXY_NEXT_UPSTREAM => {
+                edge.upstream.next = parse_or_report(key, value, NextUpstream::parse, &mut report);
+            }
+            PROXY_NEXT_UPSTREAM_TRIES => {
+                edge.upstream.tries = parse_or_report(key, value, parse_count, &mut report);
+            }
+            PROXY_NEXT_UPSTREAM_TIMEOUT => {
+                edge.upstream.next_timeout = parse_or_report(
+                    key,
+                    value,
+                    |v| parse_seconds(v).map(|d| (!d.is_zero()).then_some(d)),
+                    &mut report,
+                );
+            }
+            LOAD_BALANCE => {
+                edge.upstream.load_balance = parse_or_report(key, value, parse_balance, &mut report);
+                if edge.upstream.load_balance == Some(LoadBalance::P2c) {
+                    report(format!(
+                        "annotation {key}: {value:?} is balanced by erratum as power of two choices on \
+                         requests in flight (ingress-nginx: EWMA of response times)"
+                    ));
+                }
+            }
             _ => report(format!("annotation {key} is not supported by erratum; ignored")),
         }
     }
@@ -110,6 +346,32 @@ fn parse_or_report<T>(
             report(format!("annotation {key}: {value:?} {why}; the default applies"));
             None
         }
+    }
+}
+
+/// Whole seconds as ingress-nginx reads its timeouts (`proxy_connect_timeout {N}s`).
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<u32>()
+        .map(|n| Duration::from_secs(n.into()))
+        .map_err(|_| "is not a whole number of seconds".to_string())
+}
+
+/// A timeout: whole seconds, more than 0.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    parse_seconds(s)
+        .and_then(|d| if d.is_zero() { Err("is 0 (a timeout must be at least 1)".into()) } else { Ok(d) })
+}
+
+fn parse_count(s: &str) -> Result<u32, String> {
+    s.trim().parse::<u32>().map_err(|_| "is not a whole number".to_string())
+}
+
+fn parse_balance(s: &str) -> Result<LoadBalance, String> {
+    match s.trim() {
+        "round_robin" => Ok(LoadBalance::RoundRobin),
+        "ewma" => Ok(LoadBalance::P2c),
+        _ => Err("is not round_robin or ewma".into()),
     }
 }
 

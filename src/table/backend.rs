@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -63,6 +63,10 @@ pub struct Backend {
     /// `ip:port` of each endpoint as an HTTP authority, built once per table instead of per
     /// request.
     authorities: Vec<http::uri::Authority>,
+    /// Requests waiting for each endpoint's response head, for power-of-two-choices balancing
+    /// (counted only on routes that balance so). Per snapshot like the cursor: a new table
+    /// starts from zero while the old table's requests finish on the old counters.
+    in_flight: Box<[AtomicU32]>,
 }
 
 /// The upstream address the proxy should use for one request.
@@ -83,7 +87,32 @@ impl Backend {
             Target::Endpoints(addrs) => addrs.iter().filter_map(|a| a.to_string().parse().ok()).collect(),
             _ => Vec::new(),
         };
-        Self { service, port, target, cursor: AtomicUsize::new(0), authorities }
+        let in_flight = authorities.iter().map(|_| AtomicU32::new(0)).collect();
+        Self { service, port, target, cursor: AtomicUsize::new(0), authorities, in_flight }
+    }
+
+    /// The ready endpoints' addresses (empty for other targets).
+    pub fn endpoints(&self) -> &[SocketAddr] {
+        match &self.target {
+            Target::Endpoints(addrs) if addrs.len() == self.authorities.len() => addrs,
+            _ => &[],
+        }
+    }
+
+    /// Endpoint `i` as an HTTP authority.
+    pub fn authority(&self, i: usize) -> Option<&http::uri::Authority> {
+        self.authorities.get(i)
+    }
+
+    /// Requests in flight to endpoint `i`.
+    pub fn in_flight(&self, i: usize) -> &AtomicU32 {
+        static NONE: AtomicU32 = AtomicU32::new(0);
+        self.in_flight.get(i).unwrap_or(&NONE)
+    }
+
+    /// The next round-robin index of `n` endpoints (public for the proxy's balancer).
+    pub fn next_index(&self, n: usize) -> usize {
+        self.next(n)
     }
 
     /// Like [`Backend::pick`], as the HTTP authority to send to (precomputed for addresses).

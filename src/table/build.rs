@@ -13,7 +13,7 @@ use std::sync::Arc;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::annotations::{self, Edge, EdgeDefaults};
+use super::annotations::{self, Edge, EdgeDefaults, IngressUpstream, Upstream};
 use super::{Backend, HostRoutes, IngressEdgeView, PathKind, PortRef, Target};
 use super::{
     BuildConfig, DEFAULT_CLASS_ANNOTATION, Diagnostic, LEGACY_CLASS_ANNOTATION, Policies, PolicyReport,
@@ -80,6 +80,7 @@ impl RoutingTable {
                 policies,
                 ingress_slot: None,
                 edge: Edge::defaults(&config.edge),
+                upstream: Upstream::resolve(&IngressUpstream::default(), &config.edge),
             }));
         }
         b.finish_policies();
@@ -245,10 +246,12 @@ impl Builder<'_> {
         for problem in problems {
             self.report(&key, problem);
         }
+        let upstream = Upstream::resolve(&annotated.upstream, defaults);
         let mut view = IngressEdgeView {
             key: key.clone(),
             max_body_bytes: Edge::resolve(&annotated, defaults, false).max_body_bytes,
             https_redirect: Vec::new(),
+            upstream,
         };
 
         let default = match spec.default_backend.as_ref() {
@@ -262,6 +265,7 @@ impl Builder<'_> {
                     ingress_slot: Some(slot),
                     // Serves many hosts: only a forced redirect applies.
                     edge: Edge::resolve(&annotated, defaults, false),
+                    upstream,
                 })
             }),
             None => None,
@@ -304,6 +308,7 @@ impl Builder<'_> {
                     policies: policies.clone(),
                     ingress_slot: Some(slot),
                     edge,
+                    upstream,
                 });
                 let routes = self.host_routes(&target, &policies);
                 let (map, map_key) = match kind {

@@ -31,7 +31,7 @@ use arc_swap::ArcSwap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::index::Kind;
-pub use annotations::{Edge, EdgeDefaults};
+pub use annotations::{Edge, EdgeDefaults, LoadBalance, NextUpstream, Upstream};
 pub use backend::{Backend, Pick, PortRef, Target};
 pub use policy::ResolvedPolicy;
 pub use route::{HostRoutes, PathKind};
@@ -143,6 +143,8 @@ pub struct Route {
     pub ingress_slot: Option<usize>,
     /// HTTPS redirect and body limit, from the Ingress's annotations and the flags.
     pub edge: Edge,
+    /// Timeouts, retries and balancing, from the Ingress's annotations and the flags.
+    pub upstream: Upstream,
 }
 
 /// What `/table` shows of an Ingress's edge settings (the effective values, after its
@@ -155,6 +157,8 @@ pub struct IngressEdgeView {
     pub max_body_bytes: Option<u64>,
     /// Hosts whose plain-HTTP requests are redirected to HTTPS.
     pub https_redirect: Vec<String>,
+    /// Timeouts, retries and balancing of its routes.
+    pub upstream: Upstream,
 }
 
 /// The policies that apply to a route, highest precedence first (shared by all routes of one

@@ -27,3 +27,4 @@ mod routing;
 mod shutdown;
 mod stress;
 mod tls;
+mod upstreams;

@@ -1,0 +1,534 @@
+//! Which endpoint a request goes to, and what erratum learns from each attempt: load
+//! balancing, passive outlier ejection and the retry budget.
+//!
+//! Data flow: [`forward`](super::forward) asks [`Balancer::pick`] for an endpoint of the
+//! route's [`Backend`] (skipping ejected endpoints and those the request already tried),
+//! tells [`Balancer::report`] how each attempt went, and asks [`Balancer::may_retry`] before
+//! trying another endpoint. Ejections are shown at `/table` ([`Balancer::outliers`]).
+//!
+//! The health state is the proxy's, keyed by endpoint address, so it outlives table swaps (a
+//! rolling update publishes many tables) and the table stays a pure snapshot. When nothing is
+//! failing it costs one relaxed atomic load per pick and per report: the map is locked only
+//! while some endpoint has failures on record.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use http::uri::Authority;
+use prometheus::{IntCounter, IntCounterVec, IntGauge};
+use smallvec::SmallVec;
+
+use crate::table::{Backend, LoadBalance, Target};
+
+/// Outlier ejection and retry budget settings (flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Consecutive failed connects that eject an endpoint; 0 turns ejection off.
+    pub consecutive_failures: u32,
+    /// Consecutive 5xx answers that eject an endpoint; 0 (the default) does not count them.
+    pub consecutive_5xx: u32,
+    /// The first ejection's length; each further ejection without a success in between adds
+    /// as much again.
+    pub base_ejection: Duration,
+    /// The longest ejection.
+    pub max_ejection: Duration,
+    /// Most endpoints of one Service ejected at once, in percent (at least one when the
+    /// Service has two or more; never all).
+    pub max_ejection_percent: u32,
+    /// Retries allowed as a percentage of requests (Envoy's and linkerd's retry budget).
+    pub retry_budget_percent: u32,
+    /// Retries allowed per second whatever the traffic, so a quiet service can still retry.
+    pub retry_budget_min_per_second: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 3,
+            consecutive_5xx: 0,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(300),
+            max_ejection_percent: 50,
+            retry_budget_percent: 20,
+            retry_budget_min_per_second: 10,
+        }
+    }
+}
+
+/// The metric handles the balancer counts with.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// `erratum_upstream_retries_total{reason}`.
+    pub retries: IntCounterVec,
+    /// `erratum_upstream_retries_denied_total{reason}`.
+    pub retries_denied: IntCounterVec,
+    /// `erratum_upstream_ejections_total`.
+    pub ejections: IntCounter,
+    /// `erratum_upstream_ejection_returns_total`.
+    pub returns: IntCounter,
+    /// `erratum_upstream_ejected_endpoints`.
+    pub ejected: IntGauge,
+}
+
+/// The endpoint chosen for one attempt.
+#[derive(Clone, Debug)]
+pub struct Picked {
+    /// `host:port` to send to.
+    pub authority: Authority,
+    /// Its place in the backend's endpoints; `None` for an ExternalName.
+    pub index: Option<usize>,
+}
+
+/// How one attempt went, as far as the endpoint's health is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// It answered (any status below 500, or a 5xx when 5xx are not counted).
+    Answered,
+    /// It answered with a 5xx.
+    ServerError,
+    /// No connection could be made (refused, unreachable, connect timeout).
+    ConnectFailed,
+    /// Anything else (a timeout waiting for the head, a reset): says nothing certain about
+    /// the endpoint, so it changes nothing.
+    Other,
+}
+
+/// An endpoint with failures on record.
+#[derive(Debug, Default)]
+struct Trouble {
+    connect_failures: u32,
+    server_errors: u32,
+    /// While ejected: until when.
+    ejected_until: Option<Instant>,
+    /// Ejections since its last success: the next one lasts this many times longer.
+    ejections: u32,
+}
+
+/// Load balancing, outlier ejection and the retry budget (shared by every connection).
+#[derive(Debug)]
+pub struct Balancer {
+    settings: Settings,
+    /// Entries in `trouble`: zero is the fast path.
+    troubled: AtomicUsize,
+    trouble: Mutex<HashMap<SocketAddr, Trouble, foldhash::fast::RandomState>>,
+    budget: Budget,
+    metrics: Metrics,
+}
+
+/// Why no (other) endpoint can take the request.
+pub const NO_READY_ENDPOINTS: &str = "no ready endpoints";
+
+impl Balancer {
+    /// A balancer with nothing on record.
+    pub fn new(settings: Settings, metrics: Metrics) -> Self {
+        Self {
+            settings,
+            troubled: AtomicUsize::new(0),
+            trouble: Mutex::new(HashMap::default()),
+            budget: Budget::new(settings.retry_budget_percent, settings.retry_budget_min_per_second),
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<SocketAddr, Trouble, foldhash::fast::RandomState>> {
+        self.trouble.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An endpoint of `backend` for one attempt, not one of `tried` and not ejected. The
+    /// first attempt of a request also counts toward the retry budget.
+    pub fn pick(
+        &self,
+        backend: &Backend,
+        balance: LoadBalance,
+        tried: &[usize],
+    ) -> Result<Picked, &'static str> {
+        let addrs = backend.endpoints();
+        if addrs.is_empty() {
+            return match &backend.target {
+                Target::ExternalName { host, port } if tried.is_empty() => format!("{host}:{port}")
+                    .parse()
+                    .map(|authority| Picked { authority, index: None })
+                    .map_err(|_| "the ExternalName is not a valid host"),
+                Target::Unresolved(_) => Err("the backend Service cannot be resolved"),
+                _ => Err(NO_READY_ENDPOINTS),
+            };
+        }
+        if tried.is_empty() {
+            self.budget.deposit();
+        }
+        let n = addrs.len();
+        let index = if tried.is_empty() && self.troubled.load(Ordering::Relaxed) == 0 {
+            // Nothing failing: every endpoint is a candidate.
+            match balance {
+                LoadBalance::RoundRobin => backend.next_index(n),
+                LoadBalance::P2c => p2c(backend, n, |_| true).unwrap_or(0),
+            }
+        } else {
+            let usable = self.usable(addrs, tried);
+            let index = match balance {
+                LoadBalance::RoundRobin => {
+                    let start = backend.next_index(n);
+                    (0..n).map(|k| (start + k) % n).find(|&i| usable[i])
+                }
+                LoadBalance::P2c => p2c(backend, n, |i| usable[i]),
+            };
+            index.ok_or(NO_READY_ENDPOINTS)?
+        };
+        let authority = backend.authority(index).cloned().ok_or(NO_READY_ENDPOINTS)?;
+        Ok(Picked { authority, index: Some(index) })
+    }
+
+    /// Which of `addrs` may take an attempt: not tried, not ejected. Ejections that have run
+    /// out end here. If every untried endpoint is ejected, the ejected ones are usable again
+    /// (a request is never refused for ejections alone).
+    fn usable(&self, addrs: &[SocketAddr], tried: &[usize]) -> SmallVec<[bool; 8]> {
+        let mut usable: SmallVec<[bool; 8]> = (0..addrs.len()).map(|i| !tried.contains(&i)).collect();
+        if self.troubled.load(Ordering::Relaxed) == 0 {
+            return usable;
+        }
+        let now = Instant::now();
+        let mut trouble = self.lock();
+        let untried = usable.clone();
+        for (i, addr) in addrs.iter().enumerate() {
+            let Some(t) = trouble.get_mut(addr) else { continue };
+            match t.ejected_until {
+                Some(until) if until > now => usable[i] = false,
+                Some(_) => {
+                    // Back: it gets traffic again; one more failure ejects it for longer.
+                    t.ejected_until = None;
+                    t.connect_failures = self.settings.consecutive_failures.saturating_sub(1);
+                    t.server_errors = self.settings.consecutive_5xx.saturating_sub(1);
+                    self.metrics.returns.inc();
+                    self.metrics.ejected.dec();
+                }
+                None => {}
+            }
+        }
+        if usable.iter().any(|&u| u) { usable } else { untried }
+    }
+
+    /// Records how an attempt at endpoint `index` of `backend` went: consecutive failures
+    /// eject it (within the share of the backend's endpoints that may be out at once).
+    pub fn report(&self, backend: &Backend, index: Option<usize>, attempt: Attempt) {
+        let Some(addr) = index.and_then(|i| backend.endpoints().get(i)) else { return };
+        let counted = match attempt {
+            Attempt::Answered => false,
+            Attempt::ServerError => self.settings.consecutive_5xx > 0,
+            Attempt::ConnectFailed => self.settings.consecutive_failures > 0,
+            Attempt::Other => return,
+        };
+        if !counted {
+            if self.troubled.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            // A success clears the record (and the back-off) of an endpoint that is not ejected.
+            let mut trouble = self.lock();
+            if trouble.get(addr).is_some_and(|t| t.ejected_until.is_none()) {
+                trouble.remove(addr);
+                self.troubled.store(trouble.len(), Ordering::Relaxed);
+            }
+            return;
+        }
+        let now = Instant::now();
+        let mut trouble = self.lock();
+        let t = trouble.entry(*addr).or_default();
+        if t.ejected_until.is_some() {
+            return; // a request that picked it before the ejection
+        }
+        let over = match attempt {
+            Attempt::ServerError => {
+                t.server_errors += 1;
+                t.server_errors >= self.settings.consecutive_5xx
+            }
+            _ => {
+                t.connect_failures += 1;
+                t.connect_failures >= self.settings.consecutive_failures
+            }
+        };
+        if over {
+            let ejected_now = backend
+                .endpoints()
+                .iter()
+                .filter(|a| trouble.get(a).and_then(|t| t.ejected_until).is_some_and(|u| u > now))
+                .count();
+            let n = backend.endpoints().len();
+            let share = (n * self.settings.max_ejection_percent as usize / 100).max(1);
+            if ejected_now < share && ejected_now + 1 < n {
+                let t = trouble.entry(*addr).or_default();
+                t.ejections += 1;
+                let length =
+                    self.settings.base_ejection.saturating_mul(t.ejections).min(self.settings.max_ejection);
+                t.ejected_until = Some(now + length);
+                t.connect_failures = 0;
+                t.server_errors = 0;
+                self.metrics.ejections.inc();
+                self.metrics.ejected.inc();
+                tracing::warn!(endpoint = %addr, service = %backend.service, seconds = length.as_secs(), "endpoint ejected");
+            }
+        }
+        self.troubled.store(trouble.len(), Ordering::Relaxed);
+    }
+
+    /// Whether a retry for `reason` may go out: counted, or denied when the budget is spent.
+    pub fn may_retry(&self, reason: &'static str) -> bool {
+        if self.budget.withdraw() {
+            self.metrics.retries.with_label_values(&[reason]).inc();
+            true
+        } else {
+            self.metrics.retries_denied.with_label_values(&["budget"]).inc();
+            false
+        }
+    }
+
+    /// Counts a retry that could not go out for want of another endpoint.
+    pub fn no_other_endpoint(&self) {
+        self.metrics.retries_denied.with_label_values(&["no_endpoint"]).inc();
+    }
+
+    /// Endpoints with failures on record, for `/table`.
+    pub fn outliers(&self) -> Vec<Outlier> {
+        let now = Instant::now();
+        let mut out: Vec<Outlier> = self
+            .lock()
+            .iter()
+            .map(|(addr, t)| Outlier {
+                endpoint: *addr,
+                ejected_for: t.ejected_until.and_then(|u| u.checked_duration_since(now)),
+                connect_failures: t.connect_failures,
+                server_errors: t.server_errors,
+                ejections: t.ejections,
+            })
+            .collect();
+        out.sort_by_key(|o| o.endpoint);
+        out
+    }
+}
+
+/// An endpoint with failures on record, as `/table` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outlier {
+    /// Its address.
+    pub endpoint: SocketAddr,
+    /// How much longer it is ejected; `None` when it takes traffic.
+    pub ejected_for: Option<Duration>,
+    /// Consecutive failed connects.
+    pub connect_failures: u32,
+    /// Consecutive 5xx (counted only when `--outlier-consecutive-5xx` is set).
+    pub server_errors: u32,
+    /// Ejections since its last success.
+    pub ejections: u32,
+}
+
+/// Power of two choices: of two usable endpoints at random, the one with fewer requests in
+/// flight (Mitzenmacher; what Envoy's and linkerd's least-request balancers do).
+fn p2c(backend: &Backend, n: usize, usable: impl Fn(usize) -> bool) -> Option<usize> {
+    let candidates: SmallVec<[usize; 8]> = (0..n).filter(|&i| usable(i)).collect();
+    match candidates.len() {
+        0 => None,
+        1 => Some(candidates[0]),
+        len => {
+            let a = fastrand::usize(..len);
+            let mut b = fastrand::usize(..len - 1);
+            if b >= a {
+                b += 1;
+            }
+            let (a, b) = (candidates[a], candidates[b]);
+            let load = |i| backend.in_flight(i).load(Ordering::Relaxed);
+            Some(if load(b) < load(a) { b } else { a })
+        }
+    }
+}
+
+/// One request in flight to an endpoint, for [`p2c`]; counted only on routes that balance
+/// so (round robin pays nothing).
+pub struct InFlight<'a>(Option<&'a AtomicU32>);
+
+impl<'a> InFlight<'a> {
+    /// Counts a request to `picked` when `balance` needs it.
+    pub fn start(backend: &'a Backend, picked: &Picked, balance: LoadBalance) -> Self {
+        match (balance, picked.index) {
+            (LoadBalance::P2c, Some(i)) => {
+                let counter = backend.in_flight(i);
+                counter.fetch_add(1, Ordering::Relaxed);
+                Self(Some(counter))
+            }
+            _ => Self(None),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(counter) = self.0 {
+            counter.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Retries allowed as a share of requests, plus a few per second (linkerd's retry budget):
+/// every request deposits `percent` hundredths of a retry, every retry withdraws one whole.
+/// Deposits stop at [`BUDGET_CAP`] retries, so a long quiet spell does not save up a storm.
+#[derive(Debug)]
+struct Budget {
+    percent: i64,
+    min_per_second: u32,
+    /// In hundredths of a retry.
+    tokens: AtomicI64,
+    /// The second (since `epoch`) the per-second allowance counts in, and retries in it.
+    second: AtomicU64,
+    this_second: AtomicU32,
+    epoch: Instant,
+}
+
+/// The most retries the budget saves up.
+const BUDGET_CAP: i64 = 10;
+
+impl Budget {
+    fn new(percent: u32, min_per_second: u32) -> Self {
+        Self {
+            percent: percent.into(),
+            min_per_second,
+            tokens: AtomicI64::new(BUDGET_CAP * 100),
+            second: AtomicU64::new(0),
+            this_second: AtomicU32::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// A request's share. A full budget is only read (no shared write per request).
+    fn deposit(&self) {
+        if self.percent > 0 && self.tokens.load(Ordering::Relaxed) < BUDGET_CAP * 100 {
+            self.tokens.fetch_add(self.percent, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes one retry: from the deposits, else from this second's allowance.
+    fn withdraw(&self) -> bool {
+        let taken = self
+            .tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| (t >= 100).then_some(t - 100))
+            .is_ok();
+        if taken {
+            return true;
+        }
+        let now = self.epoch.elapsed().as_secs();
+        if self.second.swap(now, Ordering::Relaxed) != now {
+            self.this_second.store(0, Ordering::Relaxed);
+        }
+        self.this_second.fetch_add(1, Ordering::Relaxed) < self.min_per_second
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::ObjectKey;
+    use crate::table::PortRef;
+
+    fn metrics() -> Metrics {
+        let opts = |n: &str| prometheus::Opts::new(n, n);
+        Metrics {
+            retries: IntCounterVec::new(opts("r"), &["reason"]).unwrap(),
+            retries_denied: IntCounterVec::new(opts("d"), &["reason"]).unwrap(),
+            ejections: IntCounter::new("e", "e").unwrap(),
+            returns: IntCounter::new("b", "b").unwrap(),
+            ejected: IntGauge::new("g", "g").unwrap(),
+        }
+    }
+
+    fn backend(n: u16) -> Backend {
+        let addrs = (1..=n).map(|i| SocketAddr::from(([10, 0, 0, i as u8], 80))).collect();
+        Backend::new(ObjectKey::new("ns", "svc"), PortRef::Number(80), Target::Endpoints(addrs))
+    }
+
+    #[test]
+    fn consecutive_connect_failures_eject_within_the_share() {
+        let settings = Settings { consecutive_failures: 2, ..Settings::default() };
+        let b = Balancer::new(settings, metrics());
+        let be = backend(3);
+        b.report(&be, Some(0), Attempt::ConnectFailed);
+        b.report(&be, Some(0), Attempt::Answered);
+        b.report(&be, Some(0), Attempt::ConnectFailed);
+        assert_eq!(b.outliers()[0].ejected_for, None, "a success in between resets the count");
+        b.report(&be, Some(0), Attempt::ConnectFailed);
+        assert!(b.outliers()[0].ejected_for.is_some());
+        for _ in 0..30 {
+            assert_ne!(b.pick(&be, LoadBalance::RoundRobin, &[]).unwrap().index, Some(0));
+        }
+        // A second endpoint failing stays in: 50 % of 3 is one.
+        b.report(&be, Some(1), Attempt::ConnectFailed);
+        b.report(&be, Some(1), Attempt::ConnectFailed);
+        assert_eq!(b.outliers().iter().filter(|o| o.ejected_for.is_some()).count(), 1);
+        // The only untried endpoint is ejected: it is used rather than refusing the request.
+        assert_eq!(b.pick(&be, LoadBalance::RoundRobin, &[1, 2]).unwrap().index, Some(0));
+        assert_eq!(
+            b.pick(&be, LoadBalance::RoundRobin, &[0, 1, 2]).map(|p| p.index),
+            Err(NO_READY_ENDPOINTS)
+        );
+    }
+
+    #[test]
+    fn a_single_endpoint_is_never_ejected() {
+        let b = Balancer::new(Settings { consecutive_failures: 1, ..Settings::default() }, metrics());
+        let be = backend(1);
+        for _ in 0..5 {
+            b.report(&be, Some(0), Attempt::ConnectFailed);
+        }
+        assert!(b.outliers().iter().all(|o| o.ejected_for.is_none()));
+    }
+
+    #[test]
+    fn ejections_grow_and_end() {
+        let settings = Settings {
+            consecutive_failures: 1,
+            base_ejection: Duration::from_millis(30),
+            ..Settings::default()
+        };
+        let b = Balancer::new(settings, metrics());
+        let be = backend(2);
+        b.report(&be, Some(0), Attempt::ConnectFailed);
+        std::thread::sleep(Duration::from_millis(40));
+        // The ejection ran out: picked again, and one more failure ejects it for twice as long.
+        let picks: Vec<_> =
+            (0..4).map(|_| b.pick(&be, LoadBalance::RoundRobin, &[]).unwrap().index).collect();
+        assert!(picks.contains(&Some(0)), "{picks:?}");
+        b.report(&be, Some(0), Attempt::ConnectFailed);
+        let o = &b.outliers()[0];
+        assert_eq!(o.ejections, 2);
+        assert!(o.ejected_for.unwrap() > Duration::from_millis(30), "{o:?}");
+        std::thread::sleep(Duration::from_millis(70));
+        let _ = b.pick(&be, LoadBalance::RoundRobin, &[]);
+        b.report(&be, Some(0), Attempt::Answered);
+        assert!(b.outliers().is_empty(), "a success after the return clears the record");
+    }
+
+    #[test]
+    fn p2c_prefers_the_endpoint_with_fewer_in_flight() {
+        let b = Balancer::new(Settings::default(), metrics());
+        let be = backend(2);
+        be.in_flight(0).store(5, Ordering::Relaxed);
+        for _ in 0..20 {
+            assert_eq!(b.pick(&be, LoadBalance::P2c, &[]).unwrap().index, Some(1));
+        }
+    }
+
+    #[test]
+    fn the_budget_allows_a_share_of_requests() {
+        let budget = Budget::new(20, 0);
+        let mut allowed = 0;
+        for _ in 0..1000 {
+            budget.deposit();
+            if budget.withdraw() {
+                allowed += 1;
+            }
+        }
+        // The saved-up cap, then one retry per five requests.
+        assert!((200..=200 + BUDGET_CAP).contains(&allowed), "{allowed}");
+        let quiet = Budget::new(20, 3);
+        quiet.tokens.store(0, Ordering::Relaxed);
+        assert_eq!((0..10).filter(|_| quiet.withdraw()).count(), 3, "the per-second allowance");
+    }
+}
