@@ -115,7 +115,15 @@ impl Proxy {
                     forwarded.as_slice(),
                     connect_timeout,
                 ));
-                match ctx.conn.slot.as_deref().filter(|_| ctx.conn.one_at_a_time) {
+                // The slot's deadline is as late as two watcher periods (up to 2 s, set by the
+                // flags' timeouts): fine for the flag's 60 s, not for an Ingress's 1 s, which
+                // gets a tokio timer.
+                match ctx
+                    .conn
+                    .slot
+                    .as_deref()
+                    .filter(|_| ctx.conn.one_at_a_time && settings.read_timeout.is_none())
+                {
                     Some(slot) => Either::Left(slot.within(timeout, send)),
                     None => Either::Right(tokio::time::timeout(timeout, send).map(Result::ok)),
                 }
