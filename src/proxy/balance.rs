@@ -425,8 +425,7 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::ObjectKey;
-    use crate::table::PortRef;
+    use crate::table::{ObjectKey, PortRef};
 
     fn metrics() -> Metrics {
         let opts = |n: &str| prometheus::Opts::new(n, n);
