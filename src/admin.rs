@@ -122,6 +122,11 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
                         "nextUpstreamTimeoutSeconds": e.upstream.next_timeout.map(|d| d.as_secs()),
                         "loadBalance": e.upstream.load_balance.as_str(),
                     },
+                    "protocols": e.protocols.iter().map(|(service, p)| {
+                        let mut shown = p.describe();
+                        shown["service"] = serde_json::Value::from(service.to_string());
+                        shown
+                    }).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
                 "outliers": state.balancer.as_ref().map(|b| b.outliers()).unwrap_or_default().iter().map(|o| serde_json::json!({
                     "endpoint": o.endpoint.to_string(),

@@ -65,6 +65,27 @@ impl Origin {
         let faults = Arc::new(Faults::default());
         tokio::spawn(accept_loop(
             listener,
+            None,
+            hits.clone(),
+            connections.clone(),
+            faults.clone(),
+            shutdown.clone(),
+        ));
+        Ok(Self { addr, hits, connections, faults, shutdown })
+    }
+
+    /// Like [`Origin::start`], serving HTTPS with `tls` (HTTP/2 when ALPN picks it).
+    pub async fn start_tls(addr: SocketAddr, tls: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let hits = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
+        let shutdown = CancellationToken::new();
+        let faults = Arc::new(Faults::default());
+        let acceptor = Some(tokio_rustls::TlsAcceptor::from(tls));
+        tokio::spawn(accept_loop(
+            listener,
+            acceptor,
             hits.clone(),
             connections.clone(),
             faults.clone(),
@@ -107,6 +128,7 @@ impl Drop for Origin {
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     hits: Arc<AtomicU64>,
     connections: Arc<AtomicU64>,
     faults: Arc<Faults>,
@@ -125,6 +147,7 @@ async fn accept_loop(
         let hits = hits.clone();
         let faults = faults.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 hits.fetch_add(1, Ordering::SeqCst);
@@ -143,10 +166,22 @@ async fn accept_loop(
                 }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                _ = shutdown.cancelled() => {}
+            match tls {
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+                Some(tls) => {
+                    let Ok(stream) = tls.accept(stream).await else { return };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
             }
         });
     }
@@ -250,6 +285,7 @@ async fn answer(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Res
             let body = serde_json::json!({
                 "method": req.method().as_str(),
                 "uri": req.uri().to_string(),
+                "version": format!("{:?}", req.version()),
                 "headers": headers,
             });
             let mut r = reply(StatusCode::OK, body.to_string());

@@ -15,7 +15,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 
 use super::cache_path::CacheFirst;
 use super::headers::{arrived_over_https, request_id};
-use super::intercept::{ProxyError, RequestInfo};
+use super::intercept::{ProxyError, RequestInfo, grpc};
 use super::respond::{Answer, RouteMetrics, Scope};
 use super::{Body, ConnInfo, Proxy, RequestBody};
 use crate::table::{Route, route};
@@ -54,6 +54,7 @@ impl Proxy {
             path: &path,
             accept: accept.as_ref().and_then(|a| a.to_str().ok()),
             request_id: request_id.to_str().unwrap_or(""),
+            grpc: false,
         };
         let unrouted =
             Scope { policies: &[], route: None, metrics: None, info: &info, request_id: &request_id };
@@ -108,6 +109,11 @@ impl Proxy {
                 }
             }
         };
+        // A gRPC route's gRPC calls get gRPC errors; other routes pay one check.
+        let info = match &route.protocol {
+            Some(p) if p.protocol.grpc() => RequestInfo { grpc: grpc::is_grpc(req.headers()), ..info },
+            _ => info,
+        };
         let ctx = Ctx {
             route,
             scope: Scope {
@@ -156,6 +162,7 @@ impl Proxy {
             path: "/",
             accept: None,
             request_id: request_id.to_str().unwrap_or(""),
+            grpc: false,
         };
         let scope = Scope {
             policies: table.unmatched_policies(),

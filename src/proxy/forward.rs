@@ -41,7 +41,12 @@ impl Proxy {
     ) -> (Response<Body>, Option<Arc<CachedError>>) {
         let route = ctx.route;
         let settings = &route.upstream;
-        let mut picked = match self.balancer.pick(&route.backend, settings.load_balance, &[]) {
+        let picked = match route.protocol.as_ref().and_then(|p| p.broken.as_deref()) {
+            // The route's TLS settings do not load: nothing is sent in plaintext instead.
+            Some(why) => Err(why),
+            None => self.balancer.pick(&route.backend, settings.load_balance, &[]),
+        };
+        let mut picked = match picked {
             Ok(p) => p,
             Err(reason) => {
                 let reason = match &route.backend.target {
@@ -101,7 +106,14 @@ impl Proxy {
         let mut request = Some(Request::from_parts(parts, body));
 
         let started = Instant::now();
-        let timeout = settings.read_timeout.unwrap_or(self.config.response_timeout);
+        let mut timeout = settings.read_timeout.unwrap_or(self.config.response_timeout);
+        // A gRPC call's own deadline (`grpc-timeout`) bounds the wait too.
+        let deadline =
+            if ctx.scope.info.grpc { request.as_ref().and_then(|r| grpc_timeout(r.headers())) } else { None };
+        if let Some(d) = deadline {
+            timeout = timeout.min(d);
+        }
+        let precise = settings.read_timeout.is_some() || deadline.is_some();
         let connect_timeout = settings.connect_timeout.unwrap_or(self.config.connect_timeout);
         let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
         let result = loop {
@@ -114,16 +126,12 @@ impl Proxy {
                     &mut request,
                     forwarded.as_slice(),
                     connect_timeout,
+                    route.protocol.as_deref(),
                 ));
                 // The slot's deadline is as late as two watcher periods (up to 2 s, set by the
                 // flags' timeouts): fine for the flag's 60 s, not for an Ingress's 1 s, which
                 // gets a tokio timer.
-                match ctx
-                    .conn
-                    .slot
-                    .as_deref()
-                    .filter(|_| ctx.conn.one_at_a_time && settings.read_timeout.is_none())
-                {
+                match ctx.conn.slot.as_deref().filter(|_| ctx.conn.one_at_a_time && !precise) {
                     Some(slot) => Either::Left(slot.within(timeout, send)),
                     None => Either::Right(tokio::time::timeout(timeout, send).map(Result::ok)),
                 }
@@ -257,8 +265,32 @@ fn judge(
             (Attempt::Other, sent(NextUpstream::ERROR, "reset"))
         }
         Some(Err(UpstreamError::Spent)) => (Attempt::Other, None),
+        // Nothing was sent; another endpoint may hold a certificate that verifies.
+        Some(Err(UpstreamError::Tls { .. })) => {
+            (Attempt::Other, next.has(NextUpstream::ERROR).then_some("tls"))
+        }
         None => (Attempt::Other, sent(NextUpstream::TIMEOUT, "timeout")),
     }
+}
+
+/// A gRPC call's `grpc-timeout` (up to 8 digits and a unit: `H`, `M`, `S`, `m`, `u`, `n`).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// The `reason` label of a retry for an upstream status.

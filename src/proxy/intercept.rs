@@ -163,6 +163,8 @@ pub struct RequestInfo<'a> {
     pub accept: Option<&'a str>,
     /// `X-Request-ID` in effect.
     pub request_id: &'a str,
+    /// A gRPC call to a gRPC route: errors are answered as gRPC statuses ([`grpc`]).
+    pub grpc: bool,
 }
 
 /// A page fetched by path (CloudFront ResponsePagePath), pinned in memory by the proxy.
@@ -267,6 +269,17 @@ fn code_value(code: StatusCode) -> HeaderValue {
 /// the first policy that covers the request, handles the source, and has a rule for the code
 /// whose method and `Accept` conditions hold, decides.
 pub fn decide(
+    policies: &[Arc<ResolvedPolicy>],
+    req: &RequestInfo<'_>,
+    outcome: Outcome<'_>,
+    pages: &dyn Pages,
+) -> Decision {
+    let decision = decide_http(policies, req, outcome, pages);
+    if req.grpc { grpc::apply(decision, &outcome) } else { decision }
+}
+
+/// [`decide`] for any client: pages, rewrites, pass-through.
+fn decide_http(
     policies: &[Arc<ResolvedPolicy>],
     req: &RequestInfo<'_>,
     outcome: Outcome<'_>,
@@ -448,6 +461,8 @@ pub fn builtin(status: StatusCode, accept: Option<&str>) -> Reply {
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
     Reply { status, headers, body }
 }
+
+pub mod grpc;
 
 #[cfg(test)]
 mod tests;

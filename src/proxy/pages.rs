@@ -219,7 +219,7 @@ impl Fetcher {
             .map_err(|e| e.to_string())?;
         let resp = tokio::time::timeout(
             PAGE_FETCH_TIMEOUT,
-            self.client.send(&authority, &mut Some(req), &[], self.client.connect_timeout()),
+            self.client.send(&authority, &mut Some(req), &[], self.client.connect_timeout(), None),
         )
         .await
         .map_err(|_| format!("timed out after {PAGE_FETCH_TIMEOUT:?}"))?

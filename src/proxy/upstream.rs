@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 use super::BoxError;
 use super::http1::client;
 use super::intercept::ProxyError;
+use crate::table::{BackendProtocol, UpstreamTls};
 
 /// Body type sent upstream.
 pub type UpstreamBody = BoxBody<Bytes, BoxError>;
@@ -77,6 +78,15 @@ pub enum UpstreamError {
     /// The request was already sent (its body streamed): it cannot be sent again.
     #[error("the request was already sent")]
     Spent,
+    /// TLS to the endpoint failed (handshake, certificate not verified, wrong name), or the
+    /// route's TLS settings are broken.
+    #[error("TLS to {authority}: {reason}")]
+    Tls {
+        /// `host:port` dialled.
+        authority: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The upstream connection pool; clones share it.
@@ -95,8 +105,10 @@ struct Inner {
     connect_timeout: Duration,
     /// Connections erratum reads and writes itself (requests without a body).
     own: Pool<client::Conn>,
-    /// Connections driven by hyper (requests with a body, upgrades).
+    /// Connections driven by hyper (requests with a body, upgrades, HTTPS endpoints).
     hyper: Pool<SendRequest<UpstreamBody>>,
+    /// HTTP/2 connections, shared by every request to an endpoint (h2c, gRPC).
+    h2: Mutex<HashMap<String, hyper::client::conn::http2::SendRequest<UpstreamBody>>>,
     reaper: std::sync::Once,
 }
 
@@ -231,6 +243,7 @@ impl Upstreams {
                 connect_timeout,
                 own: Pool::new(),
                 hyper: Pool::new(),
+                h2: Mutex::new(HashMap::new()),
                 reaper: std::sync::Once::new(),
             }),
         }
@@ -256,9 +269,16 @@ impl Upstreams {
         req: &mut Option<Request<UpstreamBody>>,
         set: &[(&HeaderName, &HeaderValue)],
         connect_timeout: Duration,
+        protocol: Option<&BackendProtocol>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         use http_body::Body as _;
         let Some(r) = req.as_mut() else { return Err(UpstreamError::Spent) };
+        if let Some(protocol) = protocol {
+            for (name, value) in set {
+                r.headers_mut().insert((*name).clone(), (*value).clone());
+            }
+            return Box::pin(self.send_via(authority, req, connect_timeout, protocol)).await;
+        }
         if r.body().is_end_stream()
             && r.method() != http::Method::CONNECT
             && !r.headers().contains_key(http::header::UPGRADE)
@@ -269,16 +289,20 @@ impl Upstreams {
             r.headers_mut().insert((*name).clone(), (*value).clone());
         }
         // Boxed: the rarer path keeps its state out of every request's future.
-        Box::pin(self.send_hyper(authority, req, connect_timeout)).await
+        Box::pin(self.send_hyper(authority, authority, req, connect_timeout, None)).await
     }
 
+    /// Sends on a pooled hyper HTTP/1.1 connection (`key` names the pool: the endpoint, and
+    /// the TLS settings when `tls`).
     async fn send_hyper(
         &self,
+        key: &str,
         authority: &str,
         slot: &mut Option<Request<UpstreamBody>>,
         connect_timeout: Duration,
+        tls: Option<&UpstreamTls>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
-        let (key, reused) = self.inner.hyper.checkout(authority);
+        let (key, reused) = self.inner.hyper.checkout(key);
         let mut sender = match reused {
             Some(mut sender) => {
                 let Some(req) = slot.take() else { return Err(UpstreamError::Spent) };
@@ -288,13 +312,13 @@ impl Upstreams {
                         // Not sent: back in the slot for a new connection (or another endpoint).
                         Some(req) => {
                             *slot = Some(req);
-                            self.connect_hyper(authority, connect_timeout).await?
+                            self.connect_hyper(authority, connect_timeout, tls).await?
                         }
                         None => return Err(e.into_error().into()),
                     },
                 }
             }
-            None => self.connect_hyper(authority, connect_timeout).await?,
+            None => self.connect_hyper(authority, connect_timeout, tls).await?,
         };
         let Some(req) = slot.take() else { return Err(UpstreamError::Spent) };
         let resp = sender.send_request(req).await?;
@@ -358,15 +382,19 @@ impl Upstreams {
         &self,
         authority: &str,
         connect_timeout: Duration,
+        tls: Option<&UpstreamTls>,
     ) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
-        let stream = self.dial(authority, connect_timeout).await?;
-        let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::trace!("upstream connection ended: {e}");
-            }
-        });
-        Ok(sender)
+        match tls {
+            None => drive_h1(self.dial(authority, connect_timeout).await?).await,
+            Some(tls) => drive_h1(self.dial_tls(authority, connect_timeout, tls).await?).await,
+        }
+    }
+
+    fn h2_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, hyper::client::conn::http2::SendRequest<UpstreamBody>>>
+    {
+        self.inner.h2.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lease(
@@ -385,6 +413,20 @@ impl Upstreams {
     }
 }
 
+/// An HTTP/1.1 connection over `io`, its driver spawned (with upgrades, for WebSocket tunnels).
+async fn drive_h1<I>(io: I) -> Result<SendRequest<UpstreamBody>, UpstreamError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::trace!("upstream connection ended: {e}");
+        }
+    });
+    Ok(sender)
+}
+
 /// Closes idle connections past [`POOL_IDLE_TIMEOUT`] until the pool is gone.
 async fn reap(pool: Weak<Inner>) {
     let mut tick = tokio::time::interval(REAP_EVERY);
@@ -394,6 +436,7 @@ async fn reap(pool: Weak<Inner>) {
         let Some(inner) = pool.upgrade() else { return };
         inner.own.reap();
         inner.hyper.reap();
+        inner.h2.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, sender| !sender.is_closed());
     }
 }
 
@@ -434,6 +477,8 @@ pub enum ResponseBody {
     Own(client::UpstreamBody<OwnLease>),
     /// Read by hyper.
     Hyper(PooledBody),
+    /// A stream of a shared HTTP/2 connection (nothing to give back).
+    Stream(Incoming),
 }
 
 /// Why an upstream response body failed.
@@ -458,6 +503,7 @@ impl http_body::Body for ResponseBody {
         match self.get_mut() {
             Self::Own(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(BodyError::from),
             Self::Hyper(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(BodyError::from),
+            Self::Stream(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(BodyError::from),
         }
     }
 
@@ -465,6 +511,7 @@ impl http_body::Body for ResponseBody {
         match self {
             Self::Own(body) => body.is_end_stream(),
             Self::Hyper(body) => body.is_end_stream(),
+            Self::Stream(body) => body.is_end_stream(),
         }
     }
 
@@ -472,6 +519,7 @@ impl http_body::Body for ResponseBody {
         match self {
             Self::Own(body) => body.size_hint(),
             Self::Hyper(body) => body.size_hint(),
+            Self::Stream(body) => body.size_hint(),
         }
     }
 }
@@ -542,6 +590,9 @@ pub fn classify(err: &UpstreamError, upstream: &str, body_limit: Option<u64>) ->
         }
         UpstreamError::Spent => {
             ProxyError::UpstreamReset { upstream: upstream.to_string(), reason: err.to_string() }
+        }
+        UpstreamError::Tls { reason, .. } => {
+            ProxyError::UpstreamConnect { upstream: upstream.to_string(), reason: reason.clone() }
         }
         UpstreamError::Http(e) => {
             if let Some(limit) = body_limit
@@ -676,5 +727,6 @@ where
     }
 }
 
+mod protocols;
 #[cfg(test)]
 mod tests;

@@ -40,8 +40,28 @@ pub const PROXY_NEXT_UPSTREAM_TIMEOUT: &str = "proxy-next-upstream-timeout";
 /// requests, reported as a difference).
 pub const LOAD_BALANCE: &str = "load-balance";
 
+/// `backend-protocol`: `HTTP`, `HTTPS`, `GRPC`, `GRPCS` or `H2C` to the endpoints.
+pub const BACKEND_PROTOCOL: &str = "backend-protocol";
+/// `proxy-ssl-secret`: `namespace/name` of a Secret with `ca.crt` (and `tls.crt`/`tls.key`
+/// for a client certificate) for TLS to the endpoints.
+pub const PROXY_SSL_SECRET: &str = "proxy-ssl-secret";
+/// `proxy-ssl-verify`: `on` or `off`.
+pub const PROXY_SSL_VERIFY: &str = "proxy-ssl-verify";
+/// `proxy-ssl-name`: the name the endpoint's certificate is verified against (and SNI).
+pub const PROXY_SSL_NAME: &str = "proxy-ssl-name";
+/// `proxy-ssl-server-name`: `on` or `off`: whether SNI is sent.
+pub const PROXY_SSL_SERVER_NAME: &str = "proxy-ssl-server-name";
+/// erratum's own: a ConfigMap of the Ingress's namespace whose `ca.crt` verifies the
+/// endpoints' certificates (a CA bundle is not a secret).
+pub const BACKEND_CA_CONFIGMAP: &str = "erratum.dev/backend-ca-configmap";
+
 /// The annotations erratum reads; every other one under [`PREFIX`] is reported as ignored.
-pub const READ: [&str; 10] = [
+pub const READ: [&str; 15] = [
+    BACKEND_PROTOCOL,
+    PROXY_SSL_SECRET,
+    PROXY_SSL_VERIFY,
+    PROXY_SSL_NAME,
+    PROXY_SSL_SERVER_NAME,
     SSL_REDIRECT,
     FORCE_SSL_REDIRECT,
     PROXY_BODY_SIZE,
@@ -79,7 +99,7 @@ impl Default for EdgeDefaults {
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 
 /// What one Ingress says about the edge, as read; `None` where it says nothing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IngressEdge {
     /// `ssl-redirect`.
     pub ssl_redirect: Option<bool>,
@@ -89,6 +109,103 @@ pub struct IngressEdge {
     pub max_body_bytes: Option<Option<u64>>,
     /// The upstream settings (timeouts, retries, balancing).
     pub upstream: IngressUpstream,
+    /// The protocol to the endpoints and its TLS settings.
+    pub protocol: IngressProtocol,
+}
+
+/// What one Ingress says about the protocol to its endpoints, as read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngressProtocol {
+    /// `backend-protocol`.
+    pub protocol: Option<Protocol>,
+    /// `proxy-ssl-secret` (`namespace/name`, or `name` in the Ingress's namespace).
+    pub ssl_secret: Option<String>,
+    /// `erratum.dev/backend-ca-configmap`.
+    pub ca_configmap: Option<String>,
+    /// `proxy-ssl-verify`.
+    pub verify: Option<bool>,
+    /// `proxy-ssl-name`.
+    pub name: Option<String>,
+    /// `proxy-ssl-server-name`.
+    pub sni: Option<bool>,
+}
+
+/// The protocol erratum speaks to a backend's endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 in plaintext.
+    #[default]
+    Http,
+    /// HTTP/1.1 over TLS.
+    Https,
+    /// HTTP/2 in plaintext (prior knowledge).
+    H2c,
+    /// gRPC: HTTP/2 in plaintext; erratum's own errors are gRPC statuses.
+    Grpc,
+    /// gRPC over TLS (HTTP/2 by ALPN).
+    Grpcs,
+}
+
+impl Protocol {
+    /// As `backend-protocol` spells it (and `/table` shows it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "HTTP",
+            Self::Https => "HTTPS",
+            Self::H2c => "H2C",
+            Self::Grpc => "GRPC",
+            Self::Grpcs => "GRPCS",
+        }
+    }
+
+    /// Whether the connection is TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, Self::Https | Self::Grpcs)
+    }
+
+    /// Whether the requests go over HTTP/2.
+    pub fn http2(self) -> bool {
+        matches!(self, Self::H2c | Self::Grpc | Self::Grpcs)
+    }
+
+    /// Whether erratum's own errors are answered as gRPC statuses.
+    pub fn grpc(self) -> bool {
+        matches!(self, Self::Grpc | Self::Grpcs)
+    }
+
+    /// A Service port's `appProtocol` (Kubernetes' own way to say it): `https`,
+    /// `kubernetes.io/h2c`, `grpc`, `grpcs` (case-insensitive); others are HTTP/1.1.
+    pub fn from_app_protocol(app: &str) -> Option<Self> {
+        match app.to_ascii_lowercase().as_str() {
+            "https" => Some(Self::Https),
+            "kubernetes.io/h2c" | "h2c" => Some(Self::H2c),
+            "grpc" => Some(Self::Grpc),
+            "grpcs" => Some(Self::Grpcs),
+            "http" => Some(Self::Http),
+            _ => None,
+        }
+    }
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    match s.trim().to_ascii_uppercase().as_str() {
+        "HTTP" => Ok(Protocol::Http),
+        "HTTPS" => Ok(Protocol::Https),
+        "H2C" => Ok(Protocol::H2c),
+        "GRPC" => Ok(Protocol::Grpc),
+        "GRPCS" => Ok(Protocol::Grpcs),
+        "AUTO_HTTP" | "FCGI" => Err("is not supported by erratum (HTTP, HTTPS, GRPC, GRPCS, H2C are)".into()),
+        _ => Err("is not HTTP, HTTPS, GRPC, GRPCS or H2C".into()),
+    }
+}
+
+/// nginx's `on`/`off`.
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("is not on or off".into()),
+    }
 }
 
 /// What one Ingress says about its upstreams, as read; `None` where it says nothing.
@@ -289,8 +406,21 @@ impl Edge {
 pub fn read(annotations: Option<&BTreeMap<String, String>>, mut report: impl FnMut(String)) -> IngressEdge {
     let mut edge = IngressEdge::default();
     for (key, value) in annotations.into_iter().flatten() {
+        if key == BACKEND_CA_CONFIGMAP {
+            edge.protocol.ca_configmap = Some(value.trim().to_string());
+            continue;
+        }
         let Some(name) = key.strip_prefix(PREFIX) else { continue };
         match name {
+            BACKEND_PROTOCOL => {
+                edge.protocol.protocol = parse_or_report(key, value, parse_protocol, &mut report)
+            }
+            PROXY_SSL_SECRET => edge.protocol.ssl_secret = Some(value.trim().to_string()),
+            PROXY_SSL_VERIFY => edge.protocol.verify = parse_or_report(key, value, parse_on_off, &mut report),
+            PROXY_SSL_NAME => edge.protocol.name = Some(value.trim().to_string()),
+            PROXY_SSL_SERVER_NAME => {
+                edge.protocol.sni = parse_or_report(key, value, parse_on_off, &mut report)
+            }
             SSL_REDIRECT => edge.ssl_redirect = parse_or_report(key, value, parse_bool, &mut report),
             FORCE_SSL_REDIRECT => {
                 edge.force_ssl_redirect = parse_or_report(key, value, parse_bool, &mut report);

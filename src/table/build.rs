@@ -81,6 +81,7 @@ impl RoutingTable {
                 ingress_slot: None,
                 edge: Edge::defaults(&config.edge),
                 upstream: Upstream::resolve(&IngressUpstream::default(), &config.edge),
+                protocol: None,
             }));
         }
         b.finish_policies();
@@ -209,6 +210,35 @@ impl Builder<'_> {
         b
     }
 
+    /// The protocol to `backend`'s endpoints for Ingress `key`, noted on its `/table` view.
+    fn protocol(
+        &mut self,
+        key: &ObjectKey,
+        annotated: &annotations::IngressProtocol,
+        backend: &Backend,
+        view: &mut IngressEdgeView,
+    ) -> Option<Arc<super::BackendProtocol>> {
+        let mut problems = Vec::new();
+        let app = super::upstream_tls::app_protocol(self.index, backend);
+        let protocol = super::upstream_tls::resolve(
+            &key.namespace,
+            annotated,
+            &backend.service,
+            app,
+            self.index,
+            &mut |m| problems.push(m),
+        );
+        for problem in problems {
+            self.report(key, problem);
+        }
+        if let Some(p) = &protocol
+            && !view.protocols.iter().any(|(s, _)| *s == backend.service)
+        {
+            view.protocols.push((backend.service.clone(), p.clone()));
+        }
+        protocol
+    }
+
     /// Resolves an Ingress backend, reporting problems against the Ingress.
     fn ingress_backend(&mut self, ing_key: &ObjectKey, backend: &IngressBackend) -> Option<Arc<Backend>> {
         let Some(svc) = backend.service.as_ref() else {
@@ -252,10 +282,12 @@ impl Builder<'_> {
             max_body_bytes: Edge::resolve(&annotated, defaults, false).max_body_bytes,
             https_redirect: Vec::new(),
             upstream,
+            protocols: Vec::new(),
         };
 
         let default = match spec.default_backend.as_ref() {
             Some(b) => self.ingress_backend(&key, b).map(|backend| {
+                let protocol = self.protocol(&key, &annotated.protocol, &backend, &mut view);
                 Arc::new(Route {
                     ingress: Some(key.clone()),
                     path: "/".into(),
@@ -266,6 +298,7 @@ impl Builder<'_> {
                     // Serves many hosts: only a forced redirect applies.
                     edge: Edge::resolve(&annotated, defaults, false),
                     upstream,
+                    protocol,
                 })
             }),
             None => None,
@@ -300,6 +333,7 @@ impl Builder<'_> {
                     continue;
                 }
                 let Some(backend) = self.ingress_backend(&key, &p.backend) else { continue };
+                let protocol = self.protocol(&key, &annotated.protocol, &backend, &mut view);
                 let route = Arc::new(Route {
                     ingress: Some(key.clone()),
                     path: path.clone(),
@@ -309,6 +343,7 @@ impl Builder<'_> {
                     ingress_slot: Some(slot),
                     edge,
                     upstream,
+                    protocol,
                 });
                 let routes = self.host_routes(&target, &policies);
                 let (map, map_key) = match kind {

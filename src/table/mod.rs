@@ -20,6 +20,7 @@ pub mod route;
 pub mod status;
 pub mod template;
 pub mod tls;
+pub mod upstream_tls;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -31,12 +32,13 @@ use arc_swap::ArcSwap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::index::Kind;
-pub use annotations::{Edge, EdgeDefaults, LoadBalance, NextUpstream, Upstream};
+pub use annotations::{Edge, EdgeDefaults, LoadBalance, NextUpstream, Protocol, Upstream};
 pub use backend::{Backend, Pick, PortRef, Target};
 pub use policy::ResolvedPolicy;
 pub use route::{HostRoutes, PathKind};
 pub use status::PolicyReport;
 pub use tls::TlsTable;
+pub use upstream_tls::{BackendProtocol, UpstreamTls};
 
 // The table's vocabulary, as the data plane sees it: the proxy imports these from here and
 // never from `crd` or `index` (checked by `tests/scenarios/layering.rs`).
@@ -145,11 +147,14 @@ pub struct Route {
     pub edge: Edge,
     /// Timeouts, retries and balancing, from the Ingress's annotations and the flags.
     pub upstream: Upstream,
+    /// The protocol to the endpoints when not plaintext HTTP/1.1 (`backend-protocol`, the
+    /// Service port's `appProtocol`).
+    pub protocol: Option<Arc<BackendProtocol>>,
 }
 
 /// What `/table` shows of an Ingress's edge settings (the effective values, after its
 /// annotations and the flags).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct IngressEdgeView {
     /// The Ingress.
     pub key: ObjectKey,
@@ -159,6 +164,8 @@ pub struct IngressEdgeView {
     pub https_redirect: Vec<String>,
     /// Timeouts, retries and balancing of its routes.
     pub upstream: Upstream,
+    /// The protocol to each Service it routes to that is not plaintext HTTP/1.1.
+    pub protocols: Vec<(ObjectKey, Arc<BackendProtocol>)>,
 }
 
 /// The policies that apply to a route, highest precedence first (shared by all routes of one

@@ -27,4 +27,5 @@ mod routing;
 mod shutdown;
 mod stress;
 mod tls;
+mod upstream_protocols;
 mod upstreams;

@@ -41,7 +41,7 @@ fn get() -> Request<UpstreamBody> {
 }
 
 async fn ok(pool: &Upstreams, addr: &str) {
-    let resp = pool.send(addr, &mut Some(get()), &[], pool.connect_timeout()).await.unwrap();
+    let resp = pool.send(addr, &mut Some(get()), &[], pool.connect_timeout(), None).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
 }
@@ -55,7 +55,7 @@ async fn finished_responses_return_their_connection() {
         assert_eq!(pool.idle(), 1);
     }
     // A body dropped before its end takes its connection with it.
-    let resp = pool.send(&addr, &mut Some(get()), &[], pool.connect_timeout()).await.unwrap();
+    let resp = pool.send(&addr, &mut Some(get()), &[], pool.connect_timeout(), None).await.unwrap();
     assert_eq!(pool.idle(), 0);
     drop(resp);
     assert_eq!(pool.idle(), 0);
@@ -68,7 +68,7 @@ async fn requests_with_a_body_use_hyper_and_return_their_connection_too() {
     for _ in 0..3 {
         let body = http_body_util::Full::new(Bytes::from_static(b"x")).map_err(|n| match n {}).boxed();
         let req = Request::post("/").header("host", "o").body(body).unwrap();
-        let resp = pool.send(&addr, &mut Some(req), &[], pool.connect_timeout()).await.unwrap();
+        let resp = pool.send(&addr, &mut Some(req), &[], pool.connect_timeout(), None).await.unwrap();
         assert!(matches!(resp.body(), ResponseBody::Hyper(_)));
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
         // Back when the body is dropped: the driver task may need a turn to see the end.
@@ -112,7 +112,7 @@ async fn idempotent_requests_the_pooled_connection_lost_are_sent_again() {
     assert_eq!(connections.load(Ordering::SeqCst), 2);
     // A POST is not idempotent: the origin may have acted on it, so it is not sent again.
     let post = Request::post("/").header("host", "o").body(Empty::new().map_err(|n| match n {}).boxed());
-    let Err(err) = pool.send(&addr, &mut Some(post.unwrap()), &[], pool.connect_timeout()).await else {
+    let Err(err) = pool.send(&addr, &mut Some(post.unwrap()), &[], pool.connect_timeout(), None).await else {
         panic!("answered")
     };
     assert!(matches!(err, UpstreamError::H1(client::Error::NoResponse(_))), "{err:?}");
@@ -156,7 +156,7 @@ async fn connect_failures_are_classified() {
     let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
     let pool = Upstreams::new(Duration::from_secs(1));
     let Err(err) =
-        pool.send(&format!("127.0.0.1:{port}"), &mut Some(get()), &[], pool.connect_timeout()).await
+        pool.send(&format!("127.0.0.1:{port}"), &mut Some(get()), &[], pool.connect_timeout(), None).await
     else {
         panic!("connected")
     };
