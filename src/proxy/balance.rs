@@ -73,6 +73,90 @@ pub struct Metrics {
     pub ejected: IntGauge,
 }
 
+/// Why a request goes to another endpoint (the `reason` label of
+/// `erratum_upstream_retries_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// The connect failed (refused, unreachable).
+    Connect,
+    /// The connect timed out.
+    ConnectTimeout,
+    /// The TLS handshake failed.
+    Tls,
+    /// The connection broke before the response head.
+    Reset,
+    /// No response head in time.
+    Timeout,
+    /// The response head was not valid HTTP.
+    InvalidHeader,
+    /// An answer with a status the route retries.
+    Http500,
+    /// 502.
+    Http502,
+    /// 503.
+    Http503,
+    /// 504.
+    Http504,
+    /// 403.
+    Http403,
+    /// 404.
+    Http404,
+    /// 429.
+    Http429,
+}
+
+impl Retry {
+    /// Every reason, in label order.
+    pub const ALL: [Retry; 13] = [
+        Retry::Connect,
+        Retry::ConnectTimeout,
+        Retry::Tls,
+        Retry::Reset,
+        Retry::Timeout,
+        Retry::InvalidHeader,
+        Retry::Http500,
+        Retry::Http502,
+        Retry::Http503,
+        Retry::Http504,
+        Retry::Http403,
+        Retry::Http404,
+        Retry::Http429,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Retry::Connect => "connect",
+            Retry::ConnectTimeout => "connect_timeout",
+            Retry::Tls => "tls",
+            Retry::Reset => "reset",
+            Retry::Timeout => "timeout",
+            Retry::InvalidHeader => "invalid_header",
+            Retry::Http500 => "http_500",
+            Retry::Http502 => "http_502",
+            Retry::Http503 => "http_503",
+            Retry::Http504 => "http_504",
+            Retry::Http403 => "http_403",
+            Retry::Http404 => "http_404",
+            Retry::Http429 => "http_429",
+        }
+    }
+
+    /// The reason for a retried status.
+    pub fn for_status(status: u16) -> Option<Self> {
+        Some(match status {
+            500 => Retry::Http500,
+            502 => Retry::Http502,
+            503 => Retry::Http503,
+            504 => Retry::Http504,
+            403 => Retry::Http403,
+            404 => Retry::Http404,
+            429 => Retry::Http429,
+            _ => return None,
+        })
+    }
+}
+
 /// The endpoint chosen for one attempt.
 #[derive(Clone, Debug)]
 pub struct Picked {
@@ -116,6 +200,10 @@ pub struct Balancer {
     trouble: Mutex<HashMap<SocketAddr, Trouble, foldhash::fast::RandomState>>,
     budget: Budget,
     metrics: Metrics,
+    /// `retries` by [`Retry`], resolved once (a label lookup hashes on every call).
+    retries: Vec<IntCounter>,
+    denied_budget: IntCounter,
+    denied_no_endpoint: IntCounter,
 }
 
 /// Why no (other) endpoint can take the request.
@@ -129,6 +217,9 @@ impl Balancer {
             troubled: AtomicUsize::new(0),
             trouble: Mutex::new(HashMap::default()),
             budget: Budget::new(settings.retry_budget_percent, settings.retry_budget_min_per_second),
+            retries: Retry::ALL.iter().map(|r| metrics.retries.with_label_values(&[r.label()])).collect(),
+            denied_budget: metrics.retries_denied.with_label_values(&["budget"]),
+            denied_no_endpoint: metrics.retries_denied.with_label_values(&["no_endpoint"]),
             metrics,
         }
     }
@@ -213,6 +304,11 @@ impl Balancer {
     /// Records how an attempt at endpoint `index` of `backend` went: consecutive failures
     /// eject it (within the share of the backend's endpoints that may be out at once).
     pub fn report(&self, backend: &Backend, index: Option<usize>, attempt: Attempt) {
+        // One endpoint is never ejected: nothing to record (and a Service whose only
+        // endpoint is down does not put every other request on the slow path).
+        if backend.endpoints().len() < 2 {
+            return;
+        }
         let Some(addr) = index.and_then(|i| backend.endpoints().get(i)) else { return };
         let counted = match attempt {
             Attempt::Answered => false,
@@ -273,19 +369,23 @@ impl Balancer {
     }
 
     /// Whether a retry for `reason` may go out: counted, or denied when the budget is spent.
-    pub fn may_retry(&self, reason: &'static str) -> bool {
+    pub fn may_retry(&self, reason: Retry) -> bool {
         if self.budget.withdraw() {
-            self.metrics.retries.with_label_values(&[reason]).inc();
+            if let Some(counter) =
+                Retry::ALL.iter().position(|r| *r == reason).and_then(|i| self.retries.get(i))
+            {
+                counter.inc();
+            }
             true
         } else {
-            self.metrics.retries_denied.with_label_values(&["budget"]).inc();
+            self.denied_budget.inc();
             false
         }
     }
 
     /// Counts a retry that could not go out for want of another endpoint.
     pub fn no_other_endpoint(&self) {
-        self.metrics.retries_denied.with_label_values(&["no_endpoint"]).inc();
+        self.denied_no_endpoint.inc();
     }
 
     /// Endpoints with failures on record, for `/table`.

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 
 use super::access_log::{BytesIn, Counted, Facts};
 use super::admit::{Ctx, close_http1};
-use super::balance::{Attempt, InFlight};
+use super::balance::{Attempt, InFlight, Retry};
 use super::cache::CachedError;
 use super::cache_path::{Cacheable, Kept};
 use super::headers::{ClientChain, is_upgrade, upstream_fields};
@@ -140,7 +140,11 @@ impl Proxy {
             drop(in_flight);
             let (attempt, retry) = judge(&result, settings.next, idempotent);
             self.balancer.report(&route.backend, picked.index, attempt);
-            let Some(reason) = retry.filter(|_| request.is_some()) else { break result };
+            // One endpoint (or an ExternalName): there is nowhere else to go.
+            let Some(reason) = retry.filter(|_| request.is_some() && route.backend.endpoints().len() > 1)
+            else {
+                break result;
+            };
             if (settings.tries > 0 && tried.len() + 1 >= settings.tries as usize)
                 || settings.next_timeout.is_some_and(|t| started.elapsed() >= t)
             {
@@ -149,11 +153,7 @@ impl Proxy {
             if let Some(i) = picked.index {
                 tried.push(i);
             }
-            let next = match picked.index {
-                Some(_) => self.balancer.pick(&route.backend, settings.load_balance, &tried).ok(),
-                None => None, // an ExternalName is one upstream
-            };
-            let Some(next) = next else {
+            let Some(next) = self.balancer.pick(&route.backend, settings.load_balance, &tried).ok() else {
                 self.balancer.no_other_endpoint();
                 break result;
             };
@@ -240,36 +240,36 @@ fn judge(
     result: &Option<Result<Response<ResponseBody>, UpstreamError>>,
     next: NextUpstream,
     idempotent: bool,
-) -> (Attempt, Option<&'static str>) {
+) -> (Attempt, Option<Retry>) {
     use super::http1::client::Error as H1;
-    let sent = |flag: u16, reason: &'static str| (next.has(flag) && idempotent).then_some(reason);
+    let sent = |flag: u16, reason: Retry| (next.has(flag) && idempotent).then_some(reason);
     match result {
         Some(Ok(resp)) => {
             let status = resp.status().as_u16();
             let attempt = if status >= 500 { Attempt::ServerError } else { Attempt::Answered };
             // Cheap for the common answer: one shift when the route retries no status.
-            let retry = (next.on_status(status) && idempotent).then_some(status_reason(status));
+            let retry = if next.on_status(status) && idempotent { Retry::for_status(status) } else { None };
             (attempt, retry)
         }
         // Nothing was sent: any method goes elsewhere.
         Some(Err(UpstreamError::Connect { .. })) => {
-            (Attempt::ConnectFailed, next.has(NextUpstream::ERROR).then_some("connect"))
+            (Attempt::ConnectFailed, next.has(NextUpstream::ERROR).then_some(Retry::Connect))
         }
         Some(Err(UpstreamError::ConnectTimeout { .. })) => {
-            (Attempt::ConnectFailed, next.has(NextUpstream::TIMEOUT).then_some("connect_timeout"))
+            (Attempt::ConnectFailed, next.has(NextUpstream::TIMEOUT).then_some(Retry::ConnectTimeout))
         }
         Some(Err(UpstreamError::H1(H1::Invalid(_) | H1::HeadTooLarge))) => {
-            (Attempt::Other, sent(NextUpstream::INVALID_HEADER, "invalid_header"))
+            (Attempt::Other, sent(NextUpstream::INVALID_HEADER, Retry::InvalidHeader))
         }
         Some(Err(UpstreamError::H1(_) | UpstreamError::Http(_))) => {
-            (Attempt::Other, sent(NextUpstream::ERROR, "reset"))
+            (Attempt::Other, sent(NextUpstream::ERROR, Retry::Reset))
         }
         Some(Err(UpstreamError::Spent)) => (Attempt::Other, None),
         // Nothing was sent; another endpoint may hold a certificate that verifies.
         Some(Err(UpstreamError::Tls { .. })) => {
-            (Attempt::Other, next.has(NextUpstream::ERROR).then_some("tls"))
+            (Attempt::Other, next.has(NextUpstream::ERROR).then_some(Retry::Tls))
         }
-        None => (Attempt::Other, sent(NextUpstream::TIMEOUT, "timeout")),
+        None => (Attempt::Other, sent(NextUpstream::TIMEOUT, Retry::Timeout)),
     }
 }
 
@@ -291,19 +291,6 @@ fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
         "n" => Duration::from_nanos(n),
         _ => return None,
     })
-}
-
-/// The `reason` label of a retry for an upstream status.
-fn status_reason(status: u16) -> &'static str {
-    match status {
-        500 => "http_500",
-        502 => "http_502",
-        503 => "http_503",
-        504 => "http_504",
-        403 => "http_403",
-        404 => "http_404",
-        _ => "http_429",
-    }
 }
 
 impl Proxy {
