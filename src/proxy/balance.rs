@@ -483,8 +483,10 @@ struct Budget {
     epoch: Instant,
 }
 
-/// The most retries the budget saves up.
-const BUDGET_CAP: i64 = 10;
+/// The most retries the budget saves up: enough for the burst of retries when an endpoint
+/// dies under a few hundred requests in flight, small beside the traffic of a sustained
+/// outage (where the share rules).
+const BUDGET_CAP: i64 = 100;
 
 impl Budget {
     fn new(percent: u32, min_per_second: u32) -> Self {
