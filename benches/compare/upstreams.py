@@ -22,7 +22,8 @@ import argparse, os, shutil, signal, statistics, subprocess, sys, tempfile, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run import CLK_TCK, cpu_ticks, pids_of, wait_port, wrk, write  # noqa: E402
 
-PORT, PORT_TLS, GRPC = 18190, 18191, 18197
+PORT, PORT_TLS, PORT_SLOW, GRPC = 18190, 18191, 18192, 18197
+SLOW_MS = 20
 ERRATUM, NGINX, NGINX_H2, ADMIN = 18181, 18182, 18184, 18199
 BODY = "x" * 1024
 
@@ -46,6 +47,7 @@ worker_processes 1; daemon off; pid {d}/origin.pid; error_log {d}/origin.err cri
 events {{ worker_connections 4096; }}
 http {{ access_log off; keepalive_requests 1000000;
   server {{ listen 127.0.0.1:{PORT}; listen 127.0.0.2:{PORT};
+    listen 127.0.0.1:{PORT_SLOW};
     listen 127.0.0.1:{PORT_TLS} ssl; ssl_certificate {d}/origin.pem; ssl_certificate_key {d}/origin.key;
     location = /ok {{ return 200 "{BODY}"; }}
   }} }}
@@ -57,6 +59,8 @@ http {{ access_log off; keepalive_requests 1000000;
   upstream three {{ server 127.0.0.1:{PORT}; server 127.0.0.2:{PORT}; server 127.0.0.3:{PORT}; keepalive 64; }}
   upstream tls {{ server 127.0.0.1:{PORT_TLS}; keepalive 64; }}
   upstream grpc {{ server 127.0.0.1:{GRPC}; keepalive 64; }}
+  upstream slow_rr {{ server 127.0.0.1:{PORT_SLOW}; server 127.0.0.2:{PORT_SLOW}; keepalive 64; }}
+  upstream slow_lc {{ least_conn; server 127.0.0.1:{PORT_SLOW}; server 127.0.0.2:{PORT_SLOW}; keepalive 64; }}
   proxy_http_version 1.1; proxy_set_header Connection "";
   proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Real-IP $remote_addr;
   proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host;
@@ -69,6 +73,8 @@ http {{ access_log off; keepalive_requests 1000000;
       proxy_ssl_verify on; proxy_ssl_trusted_certificate {d}/ca.pem; proxy_ssl_name origin.bench.svc;
       proxy_ssl_server_name on; proxy_ssl_session_reuse on; }}
   }}
+  server {{ listen 127.0.0.1:{NGINX}; server_name slow-rr.bench; location / {{ proxy_pass http://slow_rr; }} }}
+  server {{ listen 127.0.0.1:{NGINX}; server_name slow-p2c.bench; location / {{ proxy_pass http://slow_lc; }} }}
   server {{ listen 127.0.0.1:{NGINX_H2} http2; server_name grpc.bench;
     location / {{ grpc_pass grpc://grpc; grpc_set_header X-Request-Id $request_id; }}
   }} }}
@@ -105,6 +111,9 @@ spec:
         svc("three", PORT, ["127.0.0.1", "127.0.0.2", "127.0.0.3"]),
         svc("tls", PORT_TLS, ["127.0.0.1"]),
         svc("grpc", GRPC, ["127.0.0.1"]),
+        svc("slow", PORT_SLOW, ["127.0.0.1", "127.0.0.2"]),
+        ing("slow-rr", "slow-rr.bench", "slow", {}),
+        ing("slow-p2c", "slow-p2c.bench", "slow", {"nginx.ingress.kubernetes.io/load-balance": "ewma"}),
         f"""
 apiVersion: v1
 kind: ConfigMap
@@ -165,6 +174,9 @@ def main():
     try:
         procs["origin"] = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", f"{d}/origin.conf", "-p", d])
         procs["grpc"] = subprocess.Popen(["taskset", "-c", "1", a.grpc_origin, f"127.0.0.1:{GRPC}"])
+        # The slow endpoint: erratum's demo origin answering every request SLOW_MS late.
+        procs["slow"] = subprocess.Popen(["taskset", "-c", "1", a.erratum, "--log-level", "error", "origin",
+                                          "--addr", f"127.0.0.2:{PORT_SLOW}", "--delay-ms", str(SLOW_MS)])
         procs["erratum"] = subprocess.Popen(["taskset", "-c", "0", a.erratum, "--log-level", "error", "run",
             "--manifests", f"{d}/manifests", "--workers", "1", "--http-addr", f"127.0.0.1:{ERRATUM}",
             "--https-addr", "off", "--admin-addr", f"127.0.0.1:{ADMIN}"])
@@ -209,6 +221,23 @@ def main():
                 print(f"| {names[scenario]} | {proxy} | {m['rps']:.0f} | {p99} | {m['cpu']:.1f} | {m['failed']} / {m['total']} | {ratio} | {cpu} |")
         for proxy, _, h2port in proxies:
             checks.append((f"grpc {proxy}: grpc-status 0 through the proxy", grpc_answers(h2port)))
+
+        print(f"\nOne slow endpoint of two (+{SLOW_MS} ms each answer): round robin vs power of two choices"
+              " (erratum `load-balance: ewma`; nginx `least_conn`, its nearest)")
+        print("| proxy | balancing | req/s | p50 ms | p99 ms |")
+        print("|---|---|---|---|---|")
+        slow = {}
+        for _ in range(a.rounds):
+            for proxy, port, _ in proxies:
+                for host in ["slow-rr.bench", "slow-p2c.bench"]:
+                    slow.setdefault((proxy, host), []).append(wrk(port, "/ok", a.seconds, a.connections, headers=[f"Host: {host}"]))
+        for proxy, _, _ in proxies:
+            for host, label in [("slow-rr.bench", "round robin"),
+                                ("slow-p2c.bench", "p2c" if proxy == "erratum" else "least_conn")]:
+                rs = slow[(proxy, host)]
+                checks.append((f"slow {proxy} {label}: all 2xx", all(r["non2xx"] == 0 and r["total"] > 0 for r in rs)))
+                med = {k: statistics.median(r[k] for r in rs) for k in ["rps", "p50", "p99"]}
+                print(f"| {proxy} | {label} | {med['rps']:.0f} | {med['p50']:.2f} | {med['p99']:.2f} |")
         bad = [name for name, ok in checks if not ok]
         for name, ok in checks:
             print(f"{'ok  ' if ok else 'FAIL'} {name}")
