@@ -2,7 +2,11 @@
 //! on an h2c port, every service reported SERVING. Not part of erratum.
 //!
 //! `cargo run --release --example grpc_origin -- 127.0.0.1:18097`
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark helper: a failed start is a failed run")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark helper: a failed start is a failed run"
+)]
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {

@@ -15,7 +15,6 @@
 //! body is finished.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -110,129 +109,6 @@ struct Inner {
     /// HTTP/2 connections, shared by every request to an endpoint (h2c, gRPC).
     h2: Mutex<HashMap<String, hyper::client::conn::http2::SendRequest<UpstreamBody>>>,
     reaper: std::sync::Once,
-}
-
-/// What a pooled connection can do now.
-enum Health {
-    Ready,
-    /// Still finishing its last exchange: kept for later.
-    Busy,
-    /// Closed by the origin or carrying stray bytes: dropped.
-    Gone,
-}
-
-/// A connection that can wait in a [`Pool`].
-trait Poolable {
-    fn health(&mut self) -> Health;
-}
-
-impl Poolable for client::Conn {
-    fn health(&mut self) -> Health {
-        if self.is_usable() { Health::Ready } else { Health::Gone }
-    }
-}
-
-impl Poolable for SendRequest<UpstreamBody> {
-    fn health(&mut self) -> Health {
-        if self.is_closed() {
-            Health::Gone
-        } else if self.is_ready() {
-            Health::Ready
-        } else {
-            Health::Busy
-        }
-    }
-}
-
-/// Idle connections by endpoint (`host:port`).
-struct Pool<C> {
-    hosts: Mutex<HashMap<Arc<str>, Vec<Idle<C>>, foldhash::fast::RandomState>>,
-    /// Reaper ticks so far.
-    tick: AtomicU32,
-}
-
-struct Idle<C> {
-    conn: C,
-    /// The reaper tick when it came back.
-    since: u32,
-}
-
-impl<C> Idle<C> {
-    /// Idle for more than [`IDLE_TICKS`] whole ticks: at least [`POOL_IDLE_TIMEOUT`].
-    fn expired(&self, tick: u32) -> bool {
-        tick.wrapping_sub(self.since) > IDLE_TICKS
-    }
-}
-
-impl<C: Poolable> Pool<C> {
-    fn new() -> Self {
-        Self { hosts: Mutex::new(HashMap::default()), tick: AtomicU32::new(0) }
-    }
-
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Idle<C>>, foldhash::fast::RandomState>> {
-        self.hosts.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The pool key for `authority` and the most recently used ready connection to it, if any.
-    /// Closed and expired connections met on the way are dropped (which closes them).
-    fn checkout(&self, authority: &str) -> (Arc<str>, Option<C>) {
-        let mut hosts = self.lock();
-        let key = match hosts.get_key_value(authority) {
-            Some((key, _)) => key.clone(),
-            None => {
-                let key: Arc<str> = Arc::from(authority);
-                hosts.insert(key.clone(), Vec::new());
-                key
-            }
-        };
-        let tick = self.tick.load(Ordering::Relaxed);
-        let mut found = None;
-        if let Some(idle) = hosts.get_mut(authority) {
-            // Most recently used first: the warmest, and the least likely to have been timed
-            // out by the origin.
-            let mut i = idle.len();
-            while i > 0 {
-                i -= 1;
-                if idle[i].expired(tick) {
-                    idle.swap_remove(i);
-                    continue;
-                }
-                match idle[i].conn.health() {
-                    Health::Gone => drop(idle.swap_remove(i)),
-                    Health::Busy => {}
-                    Health::Ready => {
-                        found = Some(idle.swap_remove(i).conn);
-                        break;
-                    }
-                }
-            }
-        }
-        (key, found)
-    }
-
-    fn give_back(&self, key: Arc<str>, conn: C) {
-        let mut hosts = self.lock();
-        let idle = hosts.entry(key).or_default();
-        if idle.len() < MAX_IDLE_PER_ENDPOINT {
-            idle.push(Idle { conn, since: self.tick.load(Ordering::Relaxed) });
-        }
-    }
-
-    /// Counts a tick and closes connections that are gone or idle past [`POOL_IDLE_TIMEOUT`].
-    fn reap(&self) {
-        let tick = self.tick.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-        let mut hosts = self.lock();
-        for idle in hosts.values_mut() {
-            idle.retain_mut(|c| !c.expired(tick) && !matches!(c.conn.health(), Health::Gone));
-        }
-        hosts.retain(|_, idle| !idle.is_empty());
-    }
-
-    fn idle(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
-    }
 }
 
 impl Upstreams {
@@ -664,69 +540,11 @@ fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-pin_project_lite::pin_project! {
-    /// A body that fails when no frame arrives for `idle` (nginx's `proxy_read_timeout` and
-    /// `client_body_timeout`): a peer that stalls mid-body would otherwise hold the
-    /// connection, and the client's, forever.
-    ///
-    /// The timer is armed only when the inner body is not ready, so a body that arrives with
-    /// its head (the common small response) never touches the timer wheel.
-    pub struct IdleTimeout<B> {
-        idle: Duration,
-        #[pin]
-        sleep: Option<tokio::time::Sleep>,
-        #[pin]
-        body: B,
-    }
-}
-
-impl<B> IdleTimeout<B> {
-    /// Wraps `body`.
-    pub fn new(body: B, idle: Duration) -> Self {
-        Self { idle, sleep: None, body }
-    }
-}
-
-/// The error of a body that stalled.
-#[derive(Debug, thiserror::Error)]
-#[error("no body data for {0:?}")]
-pub struct Stalled(pub Duration);
-
-impl<B> http_body::Body for IdleTimeout<B>
-where
-    B: http_body::Body,
-    B::Error: Into<BoxError>,
-{
-    type Data = B::Data;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        use std::future::Future;
-        use std::task::Poll;
-        let mut this = self.project();
-        if let Poll::Ready(frame) = this.body.poll_frame(cx) {
-            this.sleep.set(None);
-            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
-        }
-        if this.sleep.is_none() {
-            this.sleep.set(Some(tokio::time::sleep(*this.idle)));
-        }
-        let expired = this.sleep.as_pin_mut().is_some_and(|sleep| sleep.poll(cx).is_ready());
-        if expired { Poll::Ready(Some(Err(Stalled(*this.idle).into()))) } else { Poll::Pending }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
+mod idle;
+mod pool;
 mod protocols;
+
+pub use idle::{IdleTimeout, Stalled};
+use pool::Pool;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! Unit tests of `upstream`.
 
 use super::*;
+use std::sync::atomic::Ordering;
 use http_body_util::{BodyExt, Empty};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
