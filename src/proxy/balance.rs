@@ -442,7 +442,7 @@ fn p2c(backend: &Backend, n: usize, usable: impl Fn(usize) -> bool) -> Option<us
     }
 }
 
-/// One request in flight to an endpoint, for [`p2c`]; counted only on routes that balance
+/// One request in flight to an endpoint, for power-of-two-choices; counted only on routes that balance
 /// so (round robin pays nothing).
 pub struct InFlight<'a>(Option<&'a AtomicU32>);
 
