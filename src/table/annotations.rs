@@ -555,6 +555,43 @@ mod tests {
     }
 
     #[test]
+    fn upstream_annotations_follow_ingress_nginx() {
+        let next = NextUpstream::parse("error timeout http_503  non_idempotent").unwrap();
+        assert!(next.has(NextUpstream::ERROR) && next.has(NextUpstream::NON_IDEMPOTENT));
+        assert!(next.on_status(503) && !next.on_status(502) && !next.on_status(200));
+        assert_eq!(next.names(), ["error", "timeout", "non_idempotent", "http_503"]);
+        assert_eq!(NextUpstream::parse("off").unwrap().names(), ["off"]);
+        for bad in ["", "off error", "http_418", "errors"] {
+            assert!(NextUpstream::parse(bad).is_err(), "{bad:?}");
+        }
+        let mut reports = Vec::new();
+        let read = read(
+            Some(&annotations(&[
+                ("proxy-connect-timeout", "3"),
+                ("proxy-read-timeout", "0"),
+                ("proxy-next-upstream-tries", "5"),
+                ("proxy-next-upstream-timeout", "0"),
+                ("backend-protocol", "grpcs"),
+                ("proxy-ssl-verify", "yes"),
+            ])),
+            |m| reports.push(m),
+        );
+        assert_eq!(read.upstream.connect_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(read.upstream.read_timeout, None, "0 is not a timeout");
+        assert_eq!(read.upstream.tries, Some(5));
+        assert_eq!(read.upstream.next_timeout, Some(None), "0 is no limit");
+        assert_eq!(read.protocol.protocol, Some(Protocol::Grpcs), "case-insensitive");
+        assert_eq!(read.protocol.verify, None);
+        assert_eq!(reports.len(), 2, "{reports:?}");
+        let resolved = Upstream::resolve(&read.upstream, &EdgeDefaults::default());
+        assert_eq!((resolved.next, resolved.tries), (NextUpstream::DEFAULT, 5));
+        assert_eq!(
+            Upstream::resolve(&IngressUpstream::default(), &EdgeDefaults::default()).tries,
+            DEFAULT_TRIES
+        );
+    }
+
+    #[test]
     fn booleans_follow_go() {
         assert_eq!(parse_bool("True"), Ok(true));
         assert_eq!(parse_bool("0"), Ok(false));

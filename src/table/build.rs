@@ -220,14 +220,10 @@ impl Builder<'_> {
     ) -> Option<Arc<super::BackendProtocol>> {
         let mut problems = Vec::new();
         let app = super::upstream_tls::app_protocol(self.index, backend);
-        let protocol = super::upstream_tls::resolve(
-            &key.namespace,
-            annotated,
-            &backend.service,
-            app,
-            self.index,
-            &mut |m| problems.push(m),
-        );
+        let protocol =
+            super::upstream_tls::resolve(&key.namespace, annotated, backend, app, self.index, &mut |m| {
+                problems.push(m)
+            });
         for problem in problems {
             self.report(key, problem);
         }

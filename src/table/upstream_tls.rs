@@ -80,17 +80,24 @@ fn server_name_str(name: &ServerName<'_>) -> String {
 pub fn resolve(
     ns: &str,
     ingress: &IngressProtocol,
-    service: &ObjectKey,
+    backend: &super::Backend,
     app_protocol: Option<&str>,
     index: &Index,
     report: &mut impl FnMut(String),
 ) -> Option<Arc<BackendProtocol>> {
+    let service = &backend.service;
+    // The name a certificate is checked against unless `proxy-ssl-name` says: the external
+    // host of an ExternalName Service, else the Service's own DNS name.
+    let default_name = match &backend.target {
+        super::Target::ExternalName { host, .. } => host.clone(),
+        _ => format!("{}.{}.svc", service.name, service.namespace),
+    };
     let protocol = ingress.protocol.or_else(|| app_protocol.and_then(Protocol::from_app_protocol))?;
     if protocol == Protocol::Http {
         return None;
     }
     let (tls, broken) = if protocol.tls() {
-        match client_tls(ns, ingress, service, protocol, index, report) {
+        match client_tls(ns, ingress, service, &default_name, protocol, index, report) {
             Ok(tls) => (Some(tls), None),
             Err(why) => {
                 report(format!("TLS to service {service}: {why}; its routes answer 503"));
@@ -107,6 +114,7 @@ fn client_tls(
     ns: &str,
     ingress: &IngressProtocol,
     service: &ObjectKey,
+    default_name: &str,
     protocol: Protocol,
     index: &Index,
     report: &mut impl FnMut(String),
@@ -156,7 +164,7 @@ fn client_tls(
     if verify && ca.is_none() {
         return Err("proxy-ssl-verify is on but no CA is given (proxy-ssl-secret with ca.crt)".into());
     }
-    let name = ingress.name.clone().unwrap_or_else(|| format!("{}.{}.svc", service.name, service.namespace));
+    let name = ingress.name.clone().unwrap_or_else(|| default_name.to_string());
     let server_name =
         ServerName::try_from(name.clone()).map_err(|_| format!("proxy-ssl-name {name:?} is not a name"))?;
 

@@ -1,8 +1,8 @@
 //! Unit tests of `upstream`.
 
 use super::*;
-use std::sync::atomic::Ordering;
 use http_body_util::{BodyExt, Empty};
+use std::sync::atomic::Ordering;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
