@@ -39,6 +39,44 @@ fn pki(names: &[&str]) -> Pki {
     Pki { ca_pem: ca.pem(), server: Arc::new(server) }
 }
 
+/// A server configuration for `server_names` that demands a client certificate, the CA of
+/// its own certificate (PEM), and a client certificate and key (PEM) it accepts.
+fn mutual(server_names: &[&str]) -> (String, String, String, Arc<rustls::ServerConfig>) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let client_ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let client = CertificateParams::new(vec!["erratum.client".to_string()])
+        .unwrap()
+        .signed_by(&key, &client_ca)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(client_ca.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf = CertificateParams::new(server_names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    (ca.pem(), client.pem(), key.serialize_pem(), Arc::new(config))
+}
+
 /// An Ingress `name` for `host` -> service `svc`; annotation keys without a `/` get the
 /// ingress-nginx prefix.
 fn ingress_for(name: &str, host: &str, svc: &str, annotations: &[(&str, &str)]) -> String {
@@ -164,6 +202,40 @@ async fn https_upstreams_verify_what_they_are_told_to() {
     assert_eq!(good_edge["protocols"][0]["tlsVerified"], true);
     let m = h.metrics().await;
     assert!(m.contains("erratum_proxy_errors_total{reason=\"upstream_connect\"} 2"), "{m}");
+    h.shutdown().await;
+}
+
+/// `proxy-ssl-secret`'s `tls.crt`/`tls.key` are the client certificate erratum presents to
+/// an endpoint that asks for one (mutual TLS); without it the endpoint refuses: 502.
+#[tokio::test]
+async fn https_upstreams_present_the_secrets_client_certificate() {
+    let (server_ca, client_pem, client_key, config) = mutual(&["mtls.ns.svc"]);
+    let origin = Origin::start_tls("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata: {{name: client, namespace: ns}}\nstringData:\n  ca.crt: |\n{}  tls.crt: |\n{}  tls.key: |\n{}---\n",
+        indent(&server_ca),
+        indent(&client_pem),
+        indent(&client_key)
+    );
+    let mut m = backend("ns", "mtls", &[origin.addr]);
+    m.push_str(&secret);
+    m.push_str(&ca_configmap("ca", &server_ca));
+    m.push_str(&ingress_for(
+        "with",
+        "with.test",
+        "mtls",
+        &[("backend-protocol", "HTTPS"), ("proxy-ssl-secret", "client")],
+    ));
+    m.push_str(&ingress_for(
+        "without",
+        "without.test",
+        "mtls",
+        &[("backend-protocol", "HTTPS"), ("erratum.dev/backend-ca-configmap", "ca")],
+    ));
+    let h = Harness::start(&m).await;
+    assert_eq!(h.status("with.test", "/").await, 200, "the client certificate of the Secret");
+    assert_eq!(h.status("without.test", "/").await, 502, "no client certificate: refused");
+    assert_eq!(origin.hits(), 1);
     h.shutdown().await;
 }
 
