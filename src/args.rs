@@ -200,6 +200,14 @@ fn parse_access_log(s: &str) -> Result<AccessLogArg, String> {
     }
 }
 
+/// A `--custom-http-errors` value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomHttpErrors(pub Vec<u16>);
+
+fn parse_custom_http_errors(s: &str) -> Result<CustomHttpErrors, String> {
+    crate::table::annotations::parse_codes(s).map(CustomHttpErrors).map_err(|why| format!("{s:?} {why}"))
+}
+
 /// A `--max-body-size` value; `None` is unlimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BodySize(pub Option<u64>);
@@ -353,6 +361,10 @@ pub struct RunArgs {
     /// including to requests no Ingress matches.
     #[arg(long, env = "ERRATUM_DEFAULT_POLICY", value_parser = ObjectKey::parse)]
     pub default_policy: Option<ObjectKey>,
+    /// Status codes (comma-separated) whose page `--default-backend` renders, for every
+    /// Ingress without its own `custom-http-errors` (ingress-nginx's ConfigMap key).
+    #[arg(long, env = "ERRATUM_CUSTOM_HTTP_ERRORS", value_parser = parse_custom_http_errors)]
+    pub custom_http_errors: Option<CustomHttpErrors>,
     /// Data-plane tuning.
     #[command(flatten)]
     pub tuning: TuningArgs,
@@ -394,6 +406,7 @@ impl RunArgs {
                 default_backend: self.default_backend,
                 default_policy: self.default_policy,
                 edge: self.tuning.edge_defaults(),
+                custom_http_errors: self.custom_http_errors.map(|c| c.0).unwrap_or_default(),
             },
             proxy,
             drain_timeout: self.tuning.shutdown_drain,
@@ -436,6 +449,7 @@ impl DemoArgs {
             controller_name: "erratum.dev/ingress-controller".into(),
             default_backend: None,
             default_policy: None,
+            custom_http_errors: None,
             tuning: self.tuning,
         }
         .into_config()

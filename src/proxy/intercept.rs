@@ -15,6 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use crate::table::Mode;
 use crate::table::ResolvedPolicy;
 use crate::table::accept;
+use crate::table::policy::error_backend::ErrorBackend;
 use crate::table::policy::{PageBody, Rule};
 use crate::table::template::Values;
 
@@ -202,6 +203,8 @@ pub struct Reply {
     pub headers: HeaderMap,
     /// Body.
     pub body: Bytes,
+    /// The body (and its type) is to be asked of this error backend, per request.
+    pub fetch: Option<Arc<ErrorBackend>>,
 }
 
 /// Which policy rule acted, for metrics and logs.
@@ -331,6 +334,14 @@ fn decide_http(
 
     let format = page.negotiate(req.accept);
     let (body, content_type) = match &format.body {
+        PageBody::Backend(backend) => {
+            // The original status; the body comes from the error backend once this returns
+            // (the proxy asks it, or falls back to the built-in page).
+            let mut headers = HeaderMap::with_capacity(4);
+            finish_headers(&mut headers, rule, code, code, origin, false);
+            let reply = Reply { status: code, headers, body: Bytes::new(), fetch: Some(backend.clone()) };
+            return Decision::Replace { reply, applied: Some(applied) };
+        }
         PageBody::Static(template) => (
             template.render(&Values {
                 status: code_u16,
@@ -359,7 +370,7 @@ fn decide_http(
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     finish_headers(&mut headers, rule, code, status, origin, page.varies());
-    Decision::Replace { reply: Reply { status, headers, body }, applied: Some(applied) }
+    Decision::Replace { reply: Reply { status, headers, body, fetch: None }, applied: Some(applied) }
 }
 
 /// The policy and rule that decide `code` for a request: the first policy in precedence order
@@ -430,7 +441,7 @@ fn redirect(status: StatusCode, location: &HeaderValue) -> Reply {
     let mut headers = HeaderMap::with_capacity(2);
     headers.insert(header::LOCATION, location.clone());
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-    Reply { status, headers, body: Bytes::new() }
+    Reply { status, headers, body: Bytes::new(), fetch: None }
 }
 
 /// erratum's own page for a status: HTML, or RFC 9457 `application/problem+json` when the
@@ -459,7 +470,7 @@ pub fn builtin(status: StatusCode, accept: Option<&str>) -> Reply {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::VARY, HeaderValue::from_static("Accept"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
-    Reply { status, headers, body }
+    Reply { status, headers, body, fetch: None }
 }
 
 pub mod grpc;

@@ -391,6 +391,11 @@ async fn answer(proxy: &Proxy, conn: &ConnInfo, mut req: Request<RequestBody>) -
         pending
     });
     let mut resp = proxy.handle(req, conn.clone()).await;
+    // A page an error backend renders (ingress-nginx's `custom-http-errors`): asked now,
+    // in a boxed future so that other requests' futures do not grow.
+    if resp.extensions().get::<super::error_backend::ErrorPageFetch>().is_some() {
+        resp = Box::pin(proxy.ask_error_backend(resp)).await;
+    }
     if let Some(hsts) = hsts {
         resp.headers_mut().insert(STRICT_TRANSPORT_SECURITY, hsts.clone());
     }

@@ -35,6 +35,7 @@ pub mod balance;
 pub mod cache;
 pub mod cache_path;
 pub mod conns;
+pub mod error_backend;
 pub mod forward;
 pub mod headers;
 pub mod http1;

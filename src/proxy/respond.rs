@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Full};
 
 use super::access_log::Facts;
 use super::cache::{CachedError, OwnerCounters};
+use super::error_backend::ErrorPageFetch;
 use super::headers::{X_REQUEST_ID, strip_hop_by_hop};
 use super::intercept::{self, Applied, Decision, Outcome, ProxyError, Reply, RequestInfo};
 use super::{Body, Proxy};
@@ -108,7 +109,13 @@ impl Proxy {
                 if let Answer::Upstream(_, body) = answer {
                     drain(body);
                 }
+                let fetch = reply.fetch.clone();
                 let mut resp = into_response(reply, scope.request_id);
+                if let (Some(backend), Some(applied)) = (fetch, &applied) {
+                    let policy = (applied.policy.key.namespace.clone(), applied.policy.key.name.clone());
+                    let fetch = ErrorPageFetch::new(backend, scope, resp.status(), policy);
+                    resp.extensions_mut().insert(fetch);
+                }
                 self.finish(&mut resp, cached, upstream, scope, logged);
                 return resp;
             }

@@ -55,8 +55,15 @@ pub const PROXY_SSL_SERVER_NAME: &str = "proxy-ssl-server-name";
 /// endpoints' certificates (a CA bundle is not a secret).
 pub const BACKEND_CA_CONFIGMAP: &str = "erratum.dev/backend-ca-configmap";
 
+/// `custom-http-errors`: codes whose page the error backend renders (comma-separated).
+pub const CUSTOM_HTTP_ERRORS: &str = "custom-http-errors";
+/// `default-backend`: a Service of the Ingress's namespace: the error backend.
+pub const DEFAULT_BACKEND: &str = "default-backend";
+
 /// The annotations erratum reads; every other one under [`PREFIX`] is reported as ignored.
-pub const READ: [&str; 15] = [
+pub const READ: [&str; 17] = [
+    CUSTOM_HTTP_ERRORS,
+    DEFAULT_BACKEND,
     BACKEND_PROTOCOL,
     PROXY_SSL_SECRET,
     PROXY_SSL_VERIFY,
@@ -111,6 +118,10 @@ pub struct IngressEdge {
     pub upstream: IngressUpstream,
     /// The protocol to the endpoints and its TLS settings.
     pub protocol: IngressProtocol,
+    /// `custom-http-errors`.
+    pub custom_http_errors: Option<Vec<u16>>,
+    /// `default-backend`: a Service name.
+    pub default_backend: Option<String>,
 }
 
 /// What one Ingress says about the protocol to its endpoints, as read.
@@ -197,6 +208,23 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
         "AUTO_HTTP" | "FCGI" => Err("is not supported by erratum (HTTP, HTTPS, GRPC, GRPCS, H2C are)".into()),
         _ => Err("is not HTTP, HTTPS, GRPC, GRPCS or H2C".into()),
     }
+}
+
+/// `custom-http-errors`: status codes 400–599, comma-separated.
+pub fn parse_codes(s: &str) -> Result<Vec<u16>, String> {
+    let mut codes = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.parse::<u16>() {
+            Ok(code) if (400..=599).contains(&code) => codes.push(code),
+            _ => return Err(format!("has {part:?}, which is not an error status (400-599)")),
+        }
+    }
+    if codes.is_empty() {
+        return Err("lists no status".into());
+    }
+    codes.sort_unstable();
+    codes.dedup();
+    Ok(codes)
 }
 
 /// nginx's `on`/`off`.
@@ -415,6 +443,10 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>, mut report: impl FnM
             BACKEND_PROTOCOL => {
                 edge.protocol.protocol = parse_or_report(key, value, parse_protocol, &mut report)
             }
+            CUSTOM_HTTP_ERRORS => {
+                edge.custom_http_errors = parse_or_report(key, value, parse_codes, &mut report)
+            }
+            DEFAULT_BACKEND => edge.default_backend = Some(value.trim().to_string()),
             PROXY_SSL_SECRET => edge.protocol.ssl_secret = Some(value.trim().to_string()),
             PROXY_SSL_VERIFY => edge.protocol.verify = parse_or_report(key, value, parse_on_off, &mut report),
             PROXY_SSL_NAME => edge.protocol.name = Some(value.trim().to_string()),

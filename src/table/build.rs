@@ -13,7 +13,7 @@ use std::sync::Arc;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::annotations::{self, Edge, EdgeDefaults, IngressUpstream, Upstream};
+use super::annotations::{self, Edge, IngressUpstream, Upstream};
 use super::{Backend, HostRoutes, IngressEdgeView, PathKind, PortRef, Target};
 use super::{
     BuildConfig, DEFAULT_CLASS_ANNOTATION, Diagnostic, LEGACY_CLASS_ANNOTATION, Policies, PolicyReport,
@@ -58,7 +58,7 @@ impl RoutingTable {
         b.table.fallback_policies = b.policies.fallback();
         let tls_hosts: Vec<Vec<HostTarget>> = ours.iter().map(|ing| b.add_tls(ing)).collect();
         for (slot, (ing, tls_hosts)) in ours.iter().zip(&tls_hosts).enumerate() {
-            b.add_ingress(ing, slot, &config.edge, tls_hosts);
+            b.add_ingress(ing, slot, config, tls_hosts);
         }
         if b.table.catch_all.is_none()
             && let Some(default) = &config.default_backend
@@ -210,6 +210,76 @@ impl Builder<'_> {
         b
     }
 
+    /// The Ingress's policies with its error backend's implicit policy (`custom-http-errors`
+    /// and `default-backend`, or the flags) after its own, before `--default-policy`.
+    fn with_error_backend(
+        &mut self,
+        key: &ObjectKey,
+        annotated: &annotations::IngressEdge,
+        config: &BuildConfig,
+        policies: Policies,
+    ) -> Policies {
+        let codes = match &annotated.custom_http_errors {
+            Some(codes) => codes.clone(),
+            None if !config.custom_http_errors.is_empty() => config.custom_http_errors.clone(),
+            None => {
+                if annotated.default_backend.is_some() {
+                    self.report(
+                        key,
+                        "annotation default-backend without custom-http-errors: erratum uses it only as the \
+                         error backend of custom-http-errors (ingress-nginx also sends requests there when \
+                         the Service has no endpoints; erratum answers 503, which a policy can page)"
+                            .into(),
+                    );
+                }
+                return policies;
+            }
+        };
+        let backend = match (&annotated.default_backend, &config.default_backend) {
+            (Some(name), _) => {
+                // ingress-nginx uses the Service's first port.
+                let port = self
+                    .index
+                    .services
+                    .get(&ObjectKey::new(key.namespace.clone(), name.clone()))
+                    .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first().map(|p| p.port));
+                match port {
+                    Some(port) => self.backend(&key.namespace, name, PortRef::Number(port)),
+                    None => {
+                        self.report(
+                            key,
+                            format!("default-backend service {}/{name} not found or has no port; custom-http-errors not applied", key.namespace),
+                        );
+                        return policies;
+                    }
+                }
+            }
+            (None, Some(global)) => {
+                self.backend(&global.service.namespace, &global.service.name, global.port.clone())
+            }
+            (None, None) => {
+                self.report(
+                    key,
+                    "custom-http-errors needs an error backend: the default-backend annotation or --default-backend; not applied"
+                        .into(),
+                );
+                return policies;
+            }
+        };
+        let implicit = Arc::new(policy::error_backend::implicit_policy(
+            key,
+            &codes,
+            Arc::new(policy::error_backend::ErrorBackend { backend }),
+        ));
+        let mut list: Vec<Arc<ResolvedPolicy>> = policies.iter().cloned().collect();
+        let at = match &config.default_policy {
+            Some(default) if list.last().is_some_and(|p| p.key == *default) => list.len() - 1,
+            _ => list.len(),
+        };
+        list.insert(at, implicit);
+        list.into()
+    }
+
     /// The protocol to `backend`'s endpoints for Ingress `key`, noted on its `/table` view.
     fn protocol(
         &mut self,
@@ -262,16 +332,18 @@ impl Builder<'_> {
         Some(b)
     }
 
-    fn add_ingress(&mut self, ing: &Ingress, slot: usize, defaults: &EdgeDefaults, tls_hosts: &[HostTarget]) {
+    fn add_ingress(&mut self, ing: &Ingress, slot: usize, config: &BuildConfig, tls_hosts: &[HostTarget]) {
+        let defaults = &config.edge;
         let key = ObjectKey::of(&ing.metadata);
         let Some(spec) = ing.spec.as_ref() else { return };
-        let policies =
-            self.policies.per_ingress.get(&key).cloned().unwrap_or_else(|| self.policies.fallback());
         let mut problems = Vec::new();
         let annotated = annotations::read(ing.metadata.annotations.as_ref(), |m| problems.push(m));
         for problem in problems {
             self.report(&key, problem);
         }
+        let policies =
+            self.policies.per_ingress.get(&key).cloned().unwrap_or_else(|| self.policies.fallback());
+        let policies = self.with_error_backend(&key, &annotated, config, policies);
         let upstream = Upstream::resolve(&annotated.upstream, defaults);
         let mut view = IngressEdgeView {
             key: key.clone(),

@@ -64,6 +64,9 @@ pub struct BuildConfig {
     pub default_policy: Option<ObjectKey>,
     /// The edge behaviour Ingress annotations override (`--ssl-redirect`, `--max-body-bytes`).
     pub edge: EdgeDefaults,
+    /// `--custom-http-errors`: codes whose page `--default-backend` renders for every
+    /// Ingress that does not say otherwise (ingress-nginx's ConfigMap key of that name).
+    pub custom_http_errors: Vec<u16>,
 }
 
 impl Default for BuildConfig {
@@ -74,6 +77,7 @@ impl Default for BuildConfig {
             default_backend: None,
             default_policy: None,
             edge: EdgeDefaults::default(),
+            custom_http_errors: Vec::new(),
         }
     }
 }

@@ -16,6 +16,8 @@ use super::template::{Escape, Template};
 use crate::crd::{self, ErrorPagePolicy, HttpMethod, MAX_PAGE_BYTES, MAX_TTL_SECONDS, Mode, Source};
 use crate::index::{Index, ObjectKey};
 
+pub mod error_backend;
+
 /// CloudFront's default Error Caching Minimum TTL (rule 7).
 pub const DEFAULT_MIN_TTL_SECONDS: u32 = 10;
 /// Content type of pages that do not name one.
@@ -93,6 +95,8 @@ pub enum PageBody {
     Static(Template),
     /// Fetched through the routing table on the request's host, pinned by the proxy.
     Path(String),
+    /// Asked of an error backend per request (ingress-nginx's `custom-http-errors`).
+    Backend(Arc<error_backend::ErrorBackend>),
 }
 
 /// One representation of a page.
@@ -128,7 +132,7 @@ impl Page {
     pub fn paths(&self) -> impl Iterator<Item = &str> {
         self.formats.iter().filter_map(|f| match &f.body {
             PageBody::Path(p) => Some(p.as_str()),
-            PageBody::Static(_) => None,
+            PageBody::Static(_) | PageBody::Backend(_) => None,
         })
     }
 
@@ -137,6 +141,7 @@ impl Page {
             .iter()
             .map(|f| match &f.body {
                 PageBody::Path(p) => format!("path {p}"),
+                PageBody::Backend(b) => format!("error backend {}", b.backend.service),
                 PageBody::Static(t) => format!("{} ({} bytes)", f.media, t.literal_len()),
             })
             .collect::<Vec<_>>()

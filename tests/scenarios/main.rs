@@ -20,6 +20,7 @@ mod kube_crd;
 mod kube_faults;
 mod kube_packaging;
 mod layering;
+mod migration;
 mod policies;
 mod protocols;
 mod reload;

@@ -121,7 +121,7 @@ fn trailers_only(code: Code, message: HeaderValue) -> Reply {
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert(GRPC_STATUS.clone(), HeaderValue::from(code as u16));
     headers.insert(GRPC_MESSAGE.clone(), message);
-    Reply { status: StatusCode::OK, headers, body: Bytes::new() }
+    Reply { status: StatusCode::OK, headers, body: Bytes::new(), fetch: None }
 }
 
 /// Whether a request is a gRPC call (`content-type: application/grpc…`).

@@ -1,0 +1,163 @@
+//! A home for ingress-nginx users (issue 20): their error backends work unchanged. An
+//! Ingress's `custom-http-errors` with `default-backend` (or the flags for every Ingress) asks
+//! the error backend per request with ingress-nginx's headers and serves its body with the
+//! original status; an explicit ErrorPagePolicy wins where both apply.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::support::*;
+
+/// An error backend like ingress-nginx's custom-error-pages image: it answers with the status
+/// `X-Code` names, and (so the test can read them) the headers it got as JSON.
+async fn error_backend() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let service = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let headers: serde_json::Map<String, serde_json::Value> = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                        .collect();
+                    let body = serde_json::json!({"path": req.uri().path(), "headers": headers}).to_string();
+                    let code = req
+                        .headers()
+                        .get("x-code")
+                        .and_then(|v| v.to_str().ok()?.parse().ok())
+                        .unwrap_or(404);
+                    let resp = hyper::Response::builder()
+                        .status(code)
+                        .header("content-type", "application/vnd.errors+json")
+                        .body(Full::new(Bytes::from(body)))
+                        .unwrap();
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn annotated(name: &str, host: &str, service: &str, annotations: &[(&str, &str)]) -> String {
+    let mut out = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: ns\n  annotations:\n    erratum.dev/test: \"true\"\n"
+    );
+    for (k, v) in annotations {
+        out.push_str(&format!("    nginx.ingress.kubernetes.io/{k}: \"{v}\"\n"));
+    }
+    out.push_str(&format!(
+        "spec:\n  ingressClassName: erratum\n  rules:\n  - host: {host}\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}]}}\n---\n"
+    ));
+    out
+}
+
+/// ingress-nginx's error-backend protocol: the listed codes, from the origin or from erratum
+/// (no endpoint), get the error backend's body and type with the original status, and the
+/// backend is told X-Code, X-Format, X-Original-URI, X-Namespace, X-Ingress-Name,
+/// X-Service-Name, X-Service-Port and X-Request-ID. Unlisted codes pass; a policy wins; a
+/// dead error backend gives the built-in page with the original status.
+#[tokio::test]
+async fn custom_http_errors_ask_the_default_backend_per_request() {
+    let app = origin().await;
+    let errors = error_backend().await;
+    let errors_ann: &[(&str, &str)] = &[("custom-http-errors", "404,503"), ("default-backend", "errors")];
+    let mut m = backend("ns", "app", &[app.addr]);
+    m.push_str(&backend("ns", "errors", &[errors]));
+    m.push_str(&backend("ns", "empty", &[]));
+    m.push_str(&backend("ns", "dead", &[closed_port()]));
+    m.push_str(&annotated("shop", "shop.test", "app", errors_ann));
+    m.push_str(&annotated("empty", "empty.test", "empty", errors_ann));
+    m.push_str(&annotated("paged", "paged.test", "app", errors_ann));
+    m.push_str(&annotated(
+        "broken",
+        "broken.test",
+        "app",
+        &[("custom-http-errors", "404"), ("default-backend", "dead")],
+    ));
+    m.push_str(&annotated("global", "global.test", "app", &[]));
+    m.push_str(&policy(
+        "ns",
+        "own-404",
+        "targetRefs: [{name: paged}]\nerrorResponses:\n- codes: [\"404\"]\n  page: {formats: [{contentType: text/plain, inline: \"the policy's page\"}]}\n",
+    ));
+    let h = Harness::start_with(&m, |c| {
+        c.build.custom_http_errors = vec![404];
+        c.build.default_backend = Some("ns/errors:80".parse().unwrap());
+    })
+    .await;
+
+    let resp = h
+        .client
+        .get(h.url("/missing/thing?q=1"))
+        .header("host", "shop.test")
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "the original status");
+    assert_eq!(resp.headers()["content-type"], "application/vnd.errors+json", "the backend's type");
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let got: serde_json::Value = resp.json().await.unwrap();
+    let headers = &got["headers"];
+    assert_eq!(got["path"], "/", "ingress-nginx asks for /");
+    assert_eq!(headers["x-code"], "404");
+    assert_eq!(headers["x-format"], "application/json");
+    assert_eq!(headers["x-original-uri"], "/missing/thing");
+    assert_eq!(headers["x-namespace"], "ns");
+    assert_eq!(headers["x-ingress-name"], "shop");
+    assert_eq!(headers["x-service-name"], "app");
+    assert_eq!(headers["x-service-port"], "80");
+    assert_eq!(headers["x-request-id"], request_id.as_str());
+
+    assert_eq!(h.status("shop.test", "/boom").await, 500, "500 is not listed: it passes");
+    assert_eq!(h.get("shop.test", "/boom").await.text().await.unwrap(), "origin: internal error\n");
+
+    let resp = h.get("empty.test", "/").await;
+    assert_eq!(resp.status(), 503, "no endpoint: erratum's 503, rendered by the error backend");
+    let text = resp.text().await.unwrap();
+    let table = h.client.get(h.admin_url("/table")).send().await.unwrap().text().await.unwrap();
+    let metrics = h.metrics().await;
+    let got: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {text} {table} {}",
+            metrics.lines().filter(|l| l.contains("fallback")).collect::<Vec<_>>().join("\n")
+        )
+    });
+    assert_eq!(got["headers"]["x-code"], "503");
+
+    let resp = h.get("paged.test", "/missing/x").await;
+    assert_eq!((resp.status().as_u16(), resp.text().await.unwrap()), (404, "the policy's page".into()));
+
+    let resp = h.get("broken.test", "/missing/x").await;
+    assert_eq!(resp.status(), 404, "a dead error backend keeps the original status");
+    assert!(resp.text().await.unwrap().contains("<h1>404 Not Found</h1>"), "and the built-in page");
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains(
+            "erratum_error_page_fallbacks_total{namespace=\"ns\",policy=\"custom-http-errors.broken\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    let resp = h.get("global.test", "/missing/x").await;
+    assert_eq!(resp.status(), 404);
+    let got: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(got["headers"]["x-ingress-name"], "global", "--custom-http-errors with --default-backend");
+    assert!(
+        metrics.contains("erratum_error_pages_served_total{code=\"404\",namespace=\"ns\",policy=\"custom-http-errors.shop\",source=\"upstream\"} 1"),
+        "{metrics}"
+    );
+    h.shutdown().await;
+}
