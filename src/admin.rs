@@ -137,6 +137,7 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
                     "ejections": o.ejections,
                 })).collect::<Vec<_>>(),
                 "problems": t.diagnostics().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "unsupportedAnnotations": t.unsupported_annotations(),
             });
             text(StatusCode::OK, "application/json", format!("{body:#}\n"))
         }

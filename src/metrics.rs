@@ -291,6 +291,9 @@ pub struct TableMetrics {
     pub manifest_errors: IntCounterVec,
     /// `erratum_objects{kind}`: objects in the Index.
     pub objects: IntGaugeVec,
+    /// `erratum_ingress_annotations_unsupported{annotation}`: Ingresses carrying an
+    /// ingress-nginx annotation erratum does not read, by annotation.
+    pub unsupported_annotations: IntGaugeVec,
 }
 
 impl TableMetrics {
@@ -335,6 +338,16 @@ impl TableMetrics {
             objects: register(
                 r,
                 IntGaugeVec::new(Opts::new("erratum_objects", "Objects in the index, by kind"), &["kind"])?,
+            )?,
+            unsupported_annotations: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "erratum_ingress_annotations_unsupported",
+                        "Ingresses carrying an ingress-nginx annotation erratum does not read, by annotation",
+                    ),
+                    &["annotation"],
+                )?,
             )?,
         })
     }

@@ -72,6 +72,10 @@ impl Publisher {
         m.hosts.set(table.host_count() as i64);
         m.routes.set(table.route_count() as i64);
         m.problems.set(table.diagnostics().len() as i64);
+        m.unsupported_annotations.reset();
+        for (name, count) in table.unsupported_annotations() {
+            m.unsupported_annotations.with_label_values(&[name.as_str()]).set(*count as i64);
+        }
         for kind in crate::index::Kind::ALL {
             m.objects.with_label_values(&[kind.as_str()]).set(index.count(kind) as i64);
         }

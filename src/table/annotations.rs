@@ -122,6 +122,8 @@ pub struct IngressEdge {
     pub custom_http_errors: Option<Vec<u16>>,
     /// `default-backend`: a Service name.
     pub default_backend: Option<String>,
+    /// ingress-nginx annotations erratum does not read (names without the prefix).
+    pub unsupported: Vec<String>,
 }
 
 /// What one Ingress says about the protocol to its endpoints, as read.
@@ -490,7 +492,19 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>, mut report: impl FnM
                     ));
                 }
             }
-            _ => report(format!("annotation {key} is not supported by erratum; ignored")),
+            _ => {
+                edge.unsupported.push(name.to_string());
+                if name.ends_with("-snippet") {
+                    report(format!(
+                        "annotation {key} is never executed: it is raw nginx configuration, and erratum runs \
+                         no nginx (snippets let an Ingress author run directives in the shared proxy, \
+                         the root of CVE-2025-1974); say it with an ErrorPagePolicy or an annotation \
+                         erratum reads"
+                    ));
+                } else {
+                    report(format!("annotation {key} is not supported by erratum; ignored"));
+                }
+            }
         }
     }
     edge

@@ -344,6 +344,9 @@ impl Builder<'_> {
         let policies =
             self.policies.per_ingress.get(&key).cloned().unwrap_or_else(|| self.policies.fallback());
         let policies = self.with_error_backend(&key, &annotated, config, policies);
+        for name in &annotated.unsupported {
+            *self.table.unsupported_annotations.entry(name.clone()).or_default() += 1;
+        }
         let upstream = Upstream::resolve(&annotated.upstream, defaults);
         let mut view = IngressEdgeView {
             key: key.clone(),

@@ -207,6 +207,8 @@ pub struct RoutingTable {
     service_ready: HashMap<ObjectKey, bool>,
     /// Our Ingresses (for status).
     ingress_keys: Vec<ObjectKey>,
+    /// ingress-nginx annotations erratum does not read, by name: how many Ingresses carry each.
+    unsupported_annotations: std::collections::BTreeMap<String, usize>,
 }
 
 // === impl RoutingTable ===
@@ -304,6 +306,11 @@ impl RoutingTable {
     /// The Ingresses of our class, oldest first.
     pub fn ingress_keys(&self) -> &[ObjectKey] {
         &self.ingress_keys
+    }
+
+    /// ingress-nginx annotations erratum does not read, with how many Ingresses carry each.
+    pub fn unsupported_annotations(&self) -> &std::collections::BTreeMap<String, usize> {
+        &self.unsupported_annotations
     }
 
     /// Each served Ingress's effective edge settings, oldest Ingress first.

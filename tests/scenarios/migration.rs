@@ -161,3 +161,37 @@ async fn custom_http_errors_ask_the_default_backend_per_request() {
     );
     h.shutdown().await;
 }
+
+/// Every ingress-nginx annotation erratum does not read is reported — on `/table`, as a
+/// diagnostic (Event, log) and in a metric by name — and a snippet is never executed, with
+/// the reason.
+#[tokio::test]
+async fn unread_annotations_are_reported_and_snippets_never_run() {
+    let app = origin().await;
+    let mut m = backend("ns", "app", &[app.addr]);
+    m.push_str(&annotated(
+        "a",
+        "a.test",
+        "app",
+        &[("configuration-snippet", "more_set_headers 'X: y';"), ("enable-opentelemetry", "true")],
+    ));
+    m.push_str(&annotated("b", "b.test", "app", &[("enable-opentelemetry", "true")]));
+    let h = Harness::start(&m).await;
+    let resp = h.get("a.test", "/").await;
+    assert_eq!(resp.status(), 200, "the Ingress serves");
+    assert!(resp.headers().get("x").is_none(), "the snippet did not run");
+    let table: serde_json::Value =
+        h.client.get(h.admin_url("/table")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        table["unsupportedAnnotations"],
+        serde_json::json!({"configuration-snippet": 1, "enable-opentelemetry": 2})
+    );
+    let problems = table["problems"].to_string();
+    assert!(problems.contains("configuration-snippet is never executed"), "{problems}");
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("erratum_ingress_annotations_unsupported{annotation=\"enable-opentelemetry\"} 2"),
+        "{metrics}"
+    );
+    h.shutdown().await;
+}
