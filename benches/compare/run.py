@@ -161,6 +161,20 @@ spec:
       paths:
       - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
 ---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: ranges
+  namespace: bench
+  annotations: {{nginx.ingress.kubernetes.io/allowlist-source-range: "10.0.0.0/8, 127.0.0.1"}}
+spec:
+  ingressClassName: erratum
+  rules:
+  - host: ranges.bench
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
+---
 apiVersion: erratum.dev/v1alpha1
 kind: ErrorPagePolicy
 metadata: {{name: bench, namespace: bench}}

@@ -14,7 +14,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 
 use super::cache_path::CacheFirst;
-use super::headers::{arrived_over_https, request_id};
+use super::headers::{ClientChain, arrived_over_https, request_id};
 use super::intercept::{ProxyError, RequestInfo, grpc};
 use super::respond::{Answer, RouteMetrics, Scope};
 use super::{Body, ConnInfo, Proxy, RequestBody};
@@ -95,6 +95,19 @@ impl Proxy {
                     self.fail(&ProxyError::BadRequest { reason }, &scope)
                 }
             };
+        }
+        // After the redirect, as nginx's access phase comes after its rewrite phase.
+        if let Some(ranges) = &route.access {
+            let client = match conn.trusted {
+                true => ClientChain::of(req.headers(), &conn, &self.config.trusted_proxies).client_ip,
+                false => conn.client_ip.clone(),
+            };
+            let ip = client.to_str().ok().and_then(|c| c.parse::<std::net::IpAddr>().ok());
+            if !ip.is_some_and(|ip| ranges.permits(ip)) {
+                let scope = Scope { policies: &route.policies, route: Some(route), metrics, ..unrouted };
+                let client = client.to_str().unwrap_or("").to_string();
+                return self.fail(&ProxyError::Forbidden { client }, &scope);
+            }
         }
         let path_and_query = match (&path, request_uri.path_and_query()) {
             (Cow::Borrowed(_), Some(pq)) => pq.clone(),

@@ -88,6 +88,12 @@ pub enum ProxyError {
         /// The limit.
         limit: u64,
     },
+    /// The client's address is not allowed on the route (`allowlist-`/`denylist-source-range`).
+    #[error("client {client} is not allowed on this route")]
+    Forbidden {
+        /// The client address.
+        client: String,
+    },
     /// The request is malformed or ambiguous (or its body broke off); never forwarded whole.
     #[error("bad request: {reason}")]
     BadRequest {
@@ -109,6 +115,7 @@ impl ProxyError {
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
         }
     }
 
@@ -125,6 +132,7 @@ impl ProxyError {
             ProxyError::UriTooLong { .. } => "uri_too_long",
             ProxyError::HeadTooLarge { .. } => "head_too_large",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::Forbidden { .. } => "forbidden",
         }
     }
 }

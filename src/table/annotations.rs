@@ -60,8 +60,19 @@ pub const CUSTOM_HTTP_ERRORS: &str = "custom-http-errors";
 /// `default-backend`: a Service of the Ingress's namespace: the error backend.
 pub const DEFAULT_BACKEND: &str = "default-backend";
 
+/// `allowlist-source-range` (and its older name `whitelist-source-range`): only clients in
+/// these CIDRs are served; others get 403.
+pub const ALLOWLIST_SOURCE_RANGE: &str = "allowlist-source-range";
+/// The older name of [`ALLOWLIST_SOURCE_RANGE`].
+pub const WHITELIST_SOURCE_RANGE: &str = "whitelist-source-range";
+/// `denylist-source-range`: clients in these CIDRs get 403 (checked first).
+pub const DENYLIST_SOURCE_RANGE: &str = "denylist-source-range";
+
 /// The annotations erratum reads; every other one under [`PREFIX`] is reported as ignored.
-pub const READ: [&str; 17] = [
+pub const READ: [&str; 20] = [
+    ALLOWLIST_SOURCE_RANGE,
+    WHITELIST_SOURCE_RANGE,
+    DENYLIST_SOURCE_RANGE,
     CUSTOM_HTTP_ERRORS,
     DEFAULT_BACKEND,
     BACKEND_PROTOCOL,
@@ -124,6 +135,51 @@ pub struct IngressEdge {
     pub default_backend: Option<String>,
     /// ingress-nginx annotations erratum does not read (names without the prefix).
     pub unsupported: Vec<String>,
+    /// `allowlist-source-range` / `whitelist-source-range`.
+    pub allow: Option<Vec<ipnet::IpNet>>,
+    /// `denylist-source-range`.
+    pub deny: Option<Vec<ipnet::IpNet>>,
+}
+
+/// Who may use a route, by client address (ingress-nginx's source ranges).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceRanges {
+    /// When not empty, only these.
+    pub allow: Vec<ipnet::IpNet>,
+    /// Never these (checked first, as nginx's `deny` lines come first).
+    pub deny: Vec<ipnet::IpNet>,
+}
+
+impl SourceRanges {
+    /// The ranges an Ingress sets; `None` when it sets none (nothing is checked).
+    pub fn of(ingress: &IngressEdge) -> Option<Self> {
+        let ranges = Self {
+            allow: ingress.allow.clone().unwrap_or_default(),
+            deny: ingress.deny.clone().unwrap_or_default(),
+        };
+        (!ranges.allow.is_empty() || !ranges.deny.is_empty()).then_some(ranges)
+    }
+
+    /// Whether `ip` may use the route.
+    pub fn permits(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        !self.deny.iter().any(|n| n.contains(&ip))
+            && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip)))
+    }
+}
+
+/// A comma-separated list of CIDRs or addresses (ingress-nginx's source ranges).
+pub fn parse_ranges(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .map(|n| n.trunc())
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("has {p:?}, which is not a CIDR or an address"))
+        })
+        .collect()
 }
 
 /// What one Ingress says about the protocol to its endpoints, as read.
@@ -445,6 +501,10 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>, mut report: impl FnM
             BACKEND_PROTOCOL => {
                 edge.protocol.protocol = parse_or_report(key, value, parse_protocol, &mut report)
             }
+            ALLOWLIST_SOURCE_RANGE | WHITELIST_SOURCE_RANGE => {
+                edge.allow = parse_or_report(key, value, parse_ranges, &mut report);
+            }
+            DENYLIST_SOURCE_RANGE => edge.deny = parse_or_report(key, value, parse_ranges, &mut report),
             CUSTOM_HTTP_ERRORS => {
                 edge.custom_http_errors = parse_or_report(key, value, parse_codes, &mut report)
             }

@@ -82,6 +82,7 @@ impl RoutingTable {
                 edge: Edge::defaults(&config.edge),
                 upstream: Upstream::resolve(&IngressUpstream::default(), &config.edge),
                 protocol: None,
+                access: None,
             }));
         }
         b.finish_policies();
@@ -348,6 +349,7 @@ impl Builder<'_> {
             *self.table.unsupported_annotations.entry(name.clone()).or_default() += 1;
         }
         let upstream = Upstream::resolve(&annotated.upstream, defaults);
+        let access = annotations::SourceRanges::of(&annotated).map(Arc::new);
         let mut view = IngressEdgeView {
             key: key.clone(),
             max_body_bytes: Edge::resolve(&annotated, defaults, false).max_body_bytes,
@@ -370,6 +372,7 @@ impl Builder<'_> {
                     edge: Edge::resolve(&annotated, defaults, false),
                     upstream,
                     protocol,
+                    access: access.clone(),
                 })
             }),
             None => None,
@@ -415,6 +418,7 @@ impl Builder<'_> {
                     edge,
                     upstream,
                     protocol,
+                    access: access.clone(),
                 });
                 let routes = self.host_routes(&target, &policies);
                 let (map, map_key) = match kind {

@@ -154,6 +154,9 @@ pub struct Route {
     /// The protocol to the endpoints when not plaintext HTTP/1.1 (`backend-protocol`, the
     /// Service port's `appProtocol`).
     pub protocol: Option<Arc<BackendProtocol>>,
+    /// Client address ranges allowed or denied (`allowlist-`/`denylist-source-range`);
+    /// `None` checks nothing.
+    pub access: Option<Arc<annotations::SourceRanges>>,
 }
 
 /// What `/table` shows of an Ingress's edge settings (the effective values, after its

@@ -195,3 +195,53 @@ async fn unread_annotations_are_reported_and_snippets_never_run() {
     );
     h.shutdown().await;
 }
+
+/// `allowlist-source-range` (and `whitelist-source-range`), `denylist-source-range`: clients
+/// outside the allowed ranges, or inside the denied ones, get 403 through the one decision
+/// (a policy can page it); behind `--trusted-proxies` the client is the forwarded one.
+#[tokio::test]
+async fn source_ranges_answer_403() {
+    let app = origin().await;
+    let mut m = backend("ns", "app", &[app.addr]);
+    m.push_str(&annotated(
+        "inside",
+        "inside.test",
+        "app",
+        &[("allowlist-source-range", "10.0.0.0/8, 127.0.0.1")],
+    ));
+    m.push_str(&annotated("outside", "outside.test", "app", &[("whitelist-source-range", "10.0.0.0/8")]));
+    m.push_str(&annotated(
+        "denied",
+        "denied.test",
+        "app",
+        &[("allowlist-source-range", "127.0.0.0/8"), ("denylist-source-range", "127.0.0.1")],
+    ));
+    m.push_str(&annotated("bad", "bad.test", "app", &[("denylist-source-range", "10.0.0.0/33")]));
+    m.push_str(&policy(
+        "ns",
+        "forbidden",
+        "targetRefs: [{name: outside}]\nerrorResponses:\n- codes: [\"403\"]\n  page: {formats: [{contentType: text/plain, inline: \"not from here\"}]}\n",
+    ));
+    let h =
+        Harness::start_with(&m, |c| c.proxy.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()].into())
+            .await;
+
+    assert_eq!(h.status("inside.test", "/").await, 200);
+    let resp = h.get("outside.test", "/").await;
+    assert_eq!((resp.status().as_u16(), resp.text().await.unwrap()), (403, "not from here".into()));
+    assert_eq!(h.status("denied.test", "/").await, 403, "the denylist is checked first");
+    assert_eq!(h.status("bad.test", "/").await, 200, "a bad range is reported and ignored");
+    // From a trusted proxy, the client is the forwarded address.
+    let forwarded = |host: &'static str, xff: &'static str| {
+        h.client.get(h.url("/")).header("host", host).header("x-forwarded-for", xff).send()
+    };
+    assert_eq!(forwarded("outside.test", "10.1.2.3").await.unwrap().status(), 200);
+    assert_eq!(forwarded("inside.test", "192.0.2.9").await.unwrap().status(), 403);
+    assert_eq!(app.hits(), 3, "nothing refused reached the origin");
+    let metrics = h.metrics().await;
+    assert!(metrics.contains("erratum_proxy_errors_total{reason=\"forbidden\"} 3"), "{metrics}");
+    let table: serde_json::Value =
+        h.client.get(h.admin_url("/table")).send().await.unwrap().json().await.unwrap();
+    assert!(table["problems"].to_string().contains("10.0.0.0/33"), "{}", table["problems"]);
+    h.shutdown().await;
+}

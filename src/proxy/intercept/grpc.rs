@@ -58,6 +58,7 @@ pub fn from_error(err: &ProxyError) -> Code {
             Code::ResourceExhausted
         }
         ProxyError::NoRoute { .. } => Code::Unimplemented,
+        ProxyError::Forbidden { .. } => Code::PermissionDenied,
         ProxyError::BadRequest { .. } => Code::Internal,
         ProxyError::NotReady
         | ProxyError::NoEndpoints { .. }
