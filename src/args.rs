@@ -293,11 +293,7 @@ impl TuningArgs {
 
 /// A `--trusted-proxies` entry: a CIDR, or one address (a /32 or /128).
 fn parse_trusted(s: &str) -> Result<ipnet::IpNet, String> {
-    let s = s.trim();
-    s.parse::<ipnet::IpNet>()
-        .map(|net| net.trunc())
-        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        .map_err(|_| format!("{s:?} is not a CIDR (10.0.0.0/8) or an address"))
+    crate::table::annotations::parse_range(s)
 }
 
 /// A listener address that can be turned off with `off`.

@@ -4,7 +4,7 @@
 //! Data flow: `decide()` picks the implicit policy's rule like any other and returns a reply
 //! with the original status whose body is to be fetched; [`respond`](super::respond) notes an
 //! [`ErrorPageFetch`] on that response, and the connection's `answer` (the one async step
-//! every response passes) calls [`Proxy::ask_error_backend`], which fills in the body. A
+//! every response passes) calls `Proxy::ask_error_backend`, which fills in the body. A
 //! backend that fails gives the built-in page with the original status, counted as a page
 //! fallback (rule 47).
 

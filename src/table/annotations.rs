@@ -139,6 +139,8 @@ pub struct IngressEdge {
     pub allow: Option<Vec<ipnet::IpNet>>,
     /// `denylist-source-range`.
     pub deny: Option<Vec<ipnet::IpNet>>,
+    /// A source range did not parse: nobody is allowed.
+    pub ranges_broken: bool,
 }
 
 /// Who may use a route, by client address (ingress-nginx's source ranges).
@@ -148,6 +150,8 @@ pub struct SourceRanges {
     pub allow: Vec<ipnet::IpNet>,
     /// Never these (checked first, as nginx's `deny` lines come first).
     pub deny: Vec<ipnet::IpNet>,
+    /// A range did not parse: nobody.
+    pub closed: bool,
 }
 
 impl SourceRanges {
@@ -156,30 +160,33 @@ impl SourceRanges {
         let ranges = Self {
             allow: ingress.allow.clone().unwrap_or_default(),
             deny: ingress.deny.clone().unwrap_or_default(),
+            closed: ingress.ranges_broken,
         };
-        (!ranges.allow.is_empty() || !ranges.deny.is_empty()).then_some(ranges)
+        (ranges.closed || !ranges.allow.is_empty() || !ranges.deny.is_empty()).then_some(ranges)
     }
 
     /// Whether `ip` may use the route.
     pub fn permits(&self, ip: std::net::IpAddr) -> bool {
         let ip = ip.to_canonical();
-        !self.deny.iter().any(|n| n.contains(&ip))
+        !self.closed
+            && !self.deny.iter().any(|n| n.contains(&ip))
             && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip)))
     }
 }
 
 /// A comma-separated list of CIDRs or addresses (ingress-nginx's source ranges).
 pub fn parse_ranges(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.parse::<ipnet::IpNet>()
-                .map(|n| n.trunc())
-                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| format!("has {p:?}, which is not a CIDR or an address"))
-        })
-        .collect()
+    s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(parse_range).collect()
+}
+
+/// One CIDR (host bits cleared) or one address (a /32 or /128); also `--trusted-proxies`'s
+/// entries.
+pub fn parse_range(p: &str) -> Result<ipnet::IpNet, String> {
+    let p = p.trim();
+    p.parse::<ipnet::IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{p:?} is not a CIDR (10.0.0.0/8) or an address"))
 }
 
 /// What one Ingress says about the protocol to its endpoints, as read.
@@ -501,10 +508,18 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>, mut report: impl FnM
             BACKEND_PROTOCOL => {
                 edge.protocol.protocol = parse_or_report(key, value, parse_protocol, &mut report)
             }
-            ALLOWLIST_SOURCE_RANGE | WHITELIST_SOURCE_RANGE => {
-                edge.allow = parse_or_report(key, value, parse_ranges, &mut report);
+            // A range that does not parse closes the route (403 for everyone) instead of
+            // opening it: ingress-nginx denies such a location too.
+            ALLOWLIST_SOURCE_RANGE | WHITELIST_SOURCE_RANGE | DENYLIST_SOURCE_RANGE => {
+                match parse_ranges(value) {
+                    Ok(ranges) if name == DENYLIST_SOURCE_RANGE => edge.deny = Some(ranges),
+                    Ok(ranges) => edge.allow = Some(ranges),
+                    Err(why) => {
+                        edge.ranges_broken = true;
+                        report(format!("annotation {key}: {why}; the Ingress answers 403 until it is fixed"));
+                    }
+                }
             }
-            DENYLIST_SOURCE_RANGE => edge.deny = parse_or_report(key, value, parse_ranges, &mut report),
             CUSTOM_HTTP_ERRORS => {
                 edge.custom_http_errors = parse_or_report(key, value, parse_codes, &mut report)
             }

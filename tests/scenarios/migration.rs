@@ -230,16 +230,16 @@ async fn source_ranges_answer_403() {
     let resp = h.get("outside.test", "/").await;
     assert_eq!((resp.status().as_u16(), resp.text().await.unwrap()), (403, "not from here".into()));
     assert_eq!(h.status("denied.test", "/").await, 403, "the denylist is checked first");
-    assert_eq!(h.status("bad.test", "/").await, 200, "a bad range is reported and ignored");
+    assert_eq!(h.status("bad.test", "/").await, 403, "a bad range closes the Ingress, never opens it");
     // From a trusted proxy, the client is the forwarded address.
     let forwarded = |host: &'static str, xff: &'static str| {
         h.client.get(h.url("/")).header("host", host).header("x-forwarded-for", xff).send()
     };
     assert_eq!(forwarded("outside.test", "10.1.2.3").await.unwrap().status(), 200);
     assert_eq!(forwarded("inside.test", "192.0.2.9").await.unwrap().status(), 403);
-    assert_eq!(app.hits(), 3, "nothing refused reached the origin");
+    assert_eq!(app.hits(), 2, "nothing refused reached the origin");
     let metrics = h.metrics().await;
-    assert!(metrics.contains("erratum_proxy_errors_total{reason=\"forbidden\"} 3"), "{metrics}");
+    assert!(metrics.contains("erratum_proxy_errors_total{reason=\"forbidden\"} 4"), "{metrics}");
     let table: serde_json::Value =
         h.client.get(h.admin_url("/table")).send().await.unwrap().json().await.unwrap();
     assert!(table["problems"].to_string().contains("10.0.0.0/33"), "{}", table["problems"]);
