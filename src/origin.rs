@@ -57,35 +57,24 @@ struct Faults {
 impl Origin {
     /// Starts an origin on `addr` (use port 0 for any free port).
     pub async fn start(addr: SocketAddr) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let hits = Arc::new(AtomicU64::new(0));
-        let connections = Arc::new(AtomicU64::new(0));
-        let shutdown = CancellationToken::new();
-        let faults = Arc::new(Faults::default());
-        tokio::spawn(accept_loop(
-            listener,
-            None,
-            hits.clone(),
-            connections.clone(),
-            faults.clone(),
-            shutdown.clone(),
-        ));
-        Ok(Self { addr, hits, connections, faults, shutdown })
+        Self::serve(addr, None).await
     }
 
     /// Like [`Origin::start`], serving HTTPS with `tls` (HTTP/2 when ALPN picks it).
     pub async fn start_tls(addr: SocketAddr, tls: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+        Self::serve(addr, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn serve(addr: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let hits = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(AtomicU64::new(0));
         let shutdown = CancellationToken::new();
         let faults = Arc::new(Faults::default());
-        let acceptor = Some(tokio_rustls::TlsAcceptor::from(tls));
         tokio::spawn(accept_loop(
             listener,
-            acceptor,
+            tls,
             hits.clone(),
             connections.clone(),
             faults.clone(),

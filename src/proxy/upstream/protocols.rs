@@ -112,27 +112,28 @@ impl Upstreams {
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
         let sender = match tls {
-            Some(tls) => {
-                let stream = self.dial_tls(authority, connect_timeout, tls).await?;
-                let (sender, conn) = builder.handshake(TokioIo::new(stream)).await?;
-                tokio::spawn(drive(conn));
-                sender
-            }
-            None => {
-                let stream = self.dial(authority, connect_timeout).await?;
-                let (sender, conn) = builder.handshake(TokioIo::new(stream)).await?;
-                tokio::spawn(drive(conn));
-                sender
-            }
+            Some(tls) => drive_h2(&builder, self.dial_tls(authority, connect_timeout, tls).await?).await?,
+            None => drive_h2(&builder, self.dial(authority, connect_timeout).await?).await?,
         };
         Ok(sender)
     }
 }
 
-async fn drive<F: std::future::Future<Output = Result<(), hyper::Error>>>(conn: F) {
-    if let Err(e) = conn.await {
-        tracing::debug!("upstream HTTP/2 connection ended: {e}");
-    }
+/// An HTTP/2 connection over `io`, its driver spawned.
+async fn drive_h2<I>(
+    builder: &http2::Builder<TokioExecutor>,
+    io: I,
+) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = builder.handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("upstream HTTP/2 connection ended: {e}");
+        }
+    });
+    Ok(sender)
 }
 
 /// Why a TLS handshake failed, as the log and the error say it.
