@@ -18,6 +18,8 @@ use super::headers::{ClientChain, arrived_over_https, request_id};
 use super::intercept::{ProxyError, RequestInfo, grpc};
 use super::respond::{Answer, RouteMetrics, Scope};
 use super::{Body, ConnInfo, Proxy, RequestBody};
+use crate::table::annotations::limits::Refused;
+use crate::table::annotations::{Rewrite, routing};
 use crate::table::{Route, route};
 
 /// What one routed request carries through the later phases. The request facts, its id and
@@ -80,6 +82,17 @@ impl Proxy {
             return self.fail(&err, &Scope { policies: found.policies, ..unrouted });
         };
         let metrics: Option<&RouteMetrics> = view.route_metrics(route, &self.metrics);
+        // nginx's rewrite phase: the annotations' redirects (`return`), then HTTPS.
+        if let Some(rewrite) = &route.rewrite {
+            let https = arrived_over_https(req.headers(), &conn);
+            let target = request_uri.path_and_query().map_or("/", |pq| pq.as_str());
+            if let Some((status, location)) =
+                annotated_redirect(rewrite, https, raw_host.as_str(), info.path, target)
+            {
+                let scope = Scope { policies: &route.policies, route: Some(route), metrics, ..unrouted };
+                return self.render(Answer::Redirect(status, &location), &scope);
+            }
+        }
         if route.edge.https_redirect
             && !arrived_over_https(req.headers(), &conn)
             && !is_acme_challenge(info.path)
@@ -96,17 +109,27 @@ impl Proxy {
                 }
             };
         }
-        // After the redirect, as nginx's access phase comes after its rewrite phase.
-        if let Some(ranges) = &route.access {
+        // After the redirects: nginx's preaccess phase (rate limits), then its access phase
+        // (source ranges). The limit on concurrent requests holds until the response head.
+        let mut _admitted = None;
+        if route.limits.is_some() || route.access.is_some() {
             let client = match conn.trusted {
                 true => ClientChain::of(req.headers(), &conn, &self.config.trusted_proxies).client_ip,
                 false => conn.client_ip.clone(),
             };
             let ip = client.to_str().ok().and_then(|c| c.parse::<std::net::IpAddr>().ok());
-            if !ip.is_some_and(|ip| ranges.permits(ip)) {
-                let scope = Scope { policies: &route.policies, route: Some(route), metrics, ..unrouted };
-                let client = client.to_str().unwrap_or("").to_string();
-                return self.fail(&ProxyError::Forbidden { client }, &scope);
+            let scope = Scope { policies: &route.policies, route: Some(route), metrics, ..unrouted };
+            let text = || client.to_str().unwrap_or("").to_string();
+            if let (Some(limits), Some(ip)) = (&route.limits, ip) {
+                match limits.admit(ip) {
+                    Ok(admitted) => _admitted = Some(admitted),
+                    Err(refused) => return self.fail(&rate_limited(refused, text()), &scope),
+                }
+            }
+            if let Some(ranges) = &route.access
+                && !ip.is_some_and(|ip| ranges.permits(ip))
+            {
+                return self.fail(&ProxyError::Forbidden { client: text() }, &scope);
             }
         }
         let path_and_query = match (&path, request_uri.path_and_query()) {
@@ -121,6 +144,20 @@ impl Proxy {
                     }
                 }
             }
+        };
+        // `rewrite-target`: the backend gets the rewritten path; the route matched the original.
+        let path_and_query = match route.rewrite.as_ref().and_then(|r| r.target.as_ref()) {
+            Some(target) => match target.apply(info.path, request_uri.query()) {
+                Some(rewritten) => match http::uri::PathAndQuery::try_from(rewritten) {
+                    Ok(pq) => pq,
+                    Err(e) => {
+                        let reason = format!("rewritten path: {e}");
+                        return self.fail(&ProxyError::BadRequest { reason }, &unrouted);
+                    }
+                },
+                None => path_and_query,
+            },
+            None => path_and_query,
         };
         // A gRPC route's gRPC calls get gRPC errors; other routes pay one check.
         let info = match &route.protocol {
@@ -221,6 +258,58 @@ pub(super) fn close_http1(resp: &mut Response<Body>, http1: bool) {
 /// every ACME client need them; ingress-nginx exempts them too).
 fn is_acme_challenge(path: &str) -> bool {
     path.starts_with("/.well-known/acme-challenge/")
+}
+
+/// The 429 for a refused request.
+fn rate_limited(refused: Refused, client: String) -> ProxyError {
+    match refused {
+        Refused::Connections => {
+            ProxyError::RateLimited { client, limit: "limit-connections", retry_after: None }
+        }
+        Refused::Rate(wait) => {
+            ProxyError::RateLimited { client, limit: "limit-rps/rpm", retry_after: Some(wait) }
+        }
+    }
+}
+
+/// The redirect an Ingress's annotations make of a request, if any, in nginx's order:
+/// `from-to-www-redirect` (its own server), `app-root` (for `/` only), then
+/// `permanent-redirect` / `temporal-redirect`. The scheme is the one the client used; the
+/// host is the client's, with its port, and only when it is a plain host (never a way to
+/// another site).
+fn annotated_redirect(
+    rewrite: &Rewrite,
+    https: bool,
+    raw_host: &str,
+    path: &str,
+    target: &str,
+) -> Option<(StatusCode, HeaderValue)> {
+    let scheme = if https { "https://" } else { "http://" };
+    let plain = |h: &str| {
+        !h.is_empty()
+            && h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']'))
+    };
+    if let Some(to) = &rewrite.www {
+        let port = raw_host.rsplit_once(':').map(|(_, p)| p);
+        let port = port.filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let mut location = format!("{scheme}{to}");
+        if let Some(p) = port {
+            location.push(':');
+            location.push_str(p);
+        }
+        location.push_str(target);
+        let status = StatusCode::from_u16(routing::WWW_REDIRECT_CODE).ok()?;
+        return HeaderValue::try_from(location).ok().map(|l| (status, l));
+    }
+    if let Some(root) = &rewrite.app_root
+        && path == "/"
+        && plain(raw_host)
+    {
+        let location = format!("{scheme}{raw_host}{}", root.to_str().unwrap_or("/"));
+        return HeaderValue::try_from(location).ok().map(|l| (StatusCode::FOUND, l));
+    }
+    let (code, location) = rewrite.redirect.as_ref()?;
+    Some((StatusCode::from_u16(*code).ok()?, location.clone()))
 }
 
 /// `https://HOST[:PORT]TARGET` for a redirect, when the host is a name or an address (the

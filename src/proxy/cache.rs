@@ -39,6 +39,8 @@ const HEADER_OVERHEAD: usize = 128;
 pub const RECENT_ERROR_WINDOW: Duration = Duration::from_secs(120);
 /// How often the maintenance task looks for a new table and refreshes the gauges.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(200);
+/// Maintenance ticks between two passes over the rate limits (a minute).
+const LIMITS_EVERY: u64 = 300;
 
 // === Clock ===
 
@@ -525,10 +527,12 @@ impl ErrorCache {
         }
     }
 
-    /// Starts the maintenance task: readiness flushes on new tables, gauges, moka housekeeping.
+    /// Starts the maintenance task: readiness flushes on new tables, gauges, moka housekeeping,
+    /// and (once a minute) forgetting rate-limit state of clients whose budget is full again.
     pub fn spawn_maintenance(&self, table: TableReader, shutdown: CancellationToken) {
         let cache = self.clone();
         tokio::spawn(async move {
+            let mut ticks: u64 = 0;
             let mut generation = 0;
             let mut ready: HashMap<ObjectKey, bool> = HashMap::new();
             let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
@@ -538,6 +542,12 @@ impl ErrorCache {
                     _ = tick.tick() => {}
                 }
                 let t = table.load();
+                ticks += 1;
+                if ticks.is_multiple_of(LIMITS_EVERY) {
+                    for (_, limits) in t.rate_limits() {
+                        limits.forget_idle();
+                    }
+                }
                 if t.generation() != generation {
                     generation = t.generation();
                     let now_ready = t.service_readiness();

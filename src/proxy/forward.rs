@@ -66,6 +66,16 @@ impl Proxy {
         // Kept as one byte across the exchange: every byte of this future is copied per request.
         let http1 = parts.version <= Version::HTTP_11;
         let host = ctx.raw_host.header_value();
+        // `upstream-vhost` and `x-forwarded-prefix`: before the forwarded fields, so the
+        // backend gets one Host (X-Forwarded-Host stays the client's).
+        if let Some(rewrite) = &route.rewrite {
+            if let Some(vhost) = &rewrite.upstream_vhost {
+                parts.headers.insert(http::header::HOST, vhost.clone());
+            }
+            if let Some(prefix) = &rewrite.forwarded_prefix {
+                parts.headers.insert(http::HeaderName::from_static("x-forwarded-prefix"), prefix.clone());
+            }
+        }
         // Only a request from a `--trusted-proxies` peer reads the client's forwarded fields.
         let chain = ctx
             .conn

@@ -94,6 +94,17 @@ pub enum ProxyError {
         /// The client address.
         client: String,
     },
+    /// The client is over a rate limit of the route's Ingress (`limit-rps`, `limit-rpm`,
+    /// `limit-connections`): 429, counted apart from errors.
+    #[error("client {client} is over the {limit} limit")]
+    RateLimited {
+        /// The client address.
+        client: String,
+        /// Which limit (the annotation's name).
+        limit: &'static str,
+        /// When a request would be allowed again (`Retry-After`), for the rate limits.
+        retry_after: Option<std::time::Duration>,
+    },
     /// The request is malformed or ambiguous (or its body broke off); never forwarded whole.
     #[error("bad request: {reason}")]
     BadRequest {
@@ -116,6 +127,7 @@ impl ProxyError {
             ProxyError::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -133,6 +145,7 @@ impl ProxyError {
             ProxyError::HeadTooLarge { .. } => "head_too_large",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::Forbidden { .. } => "forbidden",
+            ProxyError::RateLimited { .. } => "rate_limited",
         }
     }
 }
@@ -285,7 +298,16 @@ pub fn decide(
     outcome: Outcome<'_>,
     pages: &dyn Pages,
 ) -> Decision {
-    let decision = decide_http(policies, req, outcome, pages);
+    let mut decision = decide_http(policies, req, outcome, pages);
+    // A rate limit says when to come back, whatever page answers it (a rule's own
+    // `Retry-After` stays).
+    if let Outcome::Proxy(ProxyError::RateLimited { retry_after: Some(wait), .. }) = outcome
+        && let Decision::Replace { reply, .. } = &mut decision
+        && !reply.headers.contains_key(header::RETRY_AFTER)
+    {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        reply.headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
     if req.grpc { grpc::apply(decision, &outcome) } else { decision }
 }
 

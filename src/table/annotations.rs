@@ -9,6 +9,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub mod limits;
+pub mod routing;
+
+pub use limits::{IngressLimits, RateLimits};
+pub use routing::{IngressRouting, Rewrite};
+
 /// The prefix of every ingress-nginx annotation.
 pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
@@ -68,7 +74,14 @@ pub const WHITELIST_SOURCE_RANGE: &str = "whitelist-source-range";
 /// `denylist-source-range`: clients in these CIDRs get 403 (checked first).
 pub const DENYLIST_SOURCE_RANGE: &str = "denylist-source-range";
 
-/// The annotations erratum reads; every other one under [`PREFIX`] is reported as ignored.
+/// Whether erratum reads the annotation `name` (without the prefix); every other one under
+/// [`PREFIX`] is reported as ignored.
+pub fn is_read(name: &str) -> bool {
+    READ.contains(&name) || routing::READ.contains(&name) || limits::READ.contains(&name)
+}
+
+/// The edge, upstream, access and error-page annotations erratum reads (besides
+/// [`routing::READ`] and [`limits::READ`]).
 pub const READ: [&str; 20] = [
     ALLOWLIST_SOURCE_RANGE,
     WHITELIST_SOURCE_RANGE,
@@ -141,6 +154,10 @@ pub struct IngressEdge {
     pub deny: Option<Vec<ipnet::IpNet>>,
     /// A source range did not parse: nobody is allowed.
     pub ranges_broken: bool,
+    /// Redirects, rewrites, regex paths, the upstream `Host`.
+    pub routing: IngressRouting,
+    /// Rate limits per client address.
+    pub limits: IngressLimits,
 }
 
 /// Who may use a route, by client address (ingress-nginx's source ranges).
@@ -498,6 +515,7 @@ impl Edge {
 /// (the default applies) and per ingress-nginx annotation erratum does not read.
 pub fn read(annotations: Option<&BTreeMap<String, String>>, mut report: impl FnMut(String)) -> IngressEdge {
     let mut edge = IngressEdge::default();
+    let all = |k: &str| annotations.and_then(|a| a.get(k)).cloned();
     for (key, value) in annotations.into_iter().flatten() {
         if key == BACKEND_CA_CONFIGMAP {
             edge.protocol.ca_configmap = Some(value.trim().to_string());
@@ -567,6 +585,8 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>, mut report: impl FnM
                     ));
                 }
             }
+            _ if edge.routing.read(name, key, value, &all, &mut report) => {}
+            _ if edge.limits.read(name, key, value, &mut report) => {}
             _ => {
                 edge.unsupported.push(name.to_string());
                 if name.ends_with("-snippet") {
@@ -727,15 +747,15 @@ mod tests {
             Some(&annotations(&[
                 ("ssl-redirect", "false"),
                 ("proxy-body-size", "eight"),
-                ("rewrite-target", "/$2"),
+                ("limit-rate", "100"),
             ])),
             |m| reports.push(m),
         );
         assert_eq!(read.ssl_redirect, Some(false));
         assert_eq!(read.max_body_bytes, None, "a bad value leaves the default");
         assert_eq!(reports.len(), 2, "{reports:?}");
-        assert!(reports[0].contains("proxy-body-size") && reports[0].contains("the default applies"));
-        assert!(reports[1].contains("rewrite-target") && reports[1].contains("not supported"));
+        assert!(reports[0].contains("limit-rate") && reports[0].contains("not supported"));
+        assert!(reports[1].contains("proxy-body-size") && reports[1].contains("the default applies"));
         let edge = Edge::resolve(&read, &defaults, true);
         assert!(!edge.https_redirect, "ssl-redirect: false wins over a TLS entry");
         assert_eq!(edge.max_body_bytes, Some(DEFAULT_MAX_BODY_BYTES));

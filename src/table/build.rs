@@ -22,6 +22,9 @@ use super::{
 use crate::crd::ErrorPagePolicy;
 use crate::index::{Index, Kind, ObjectKey};
 
+mod routing;
+use routing::regex_hosts;
+
 impl RoutingTable {
     /// Builds a table from the Index. Pure: the same Index and config give the same table,
     /// and every problem is returned in [`RoutingTable::diagnostics`] instead of failing.
@@ -38,6 +41,10 @@ impl RoutingTable {
         previous: Option<&RoutingTable>,
     ) -> Self {
         let mut b = Builder {
+            previous,
+            regex_hosts: Default::default(),
+            regex_pending: Default::default(),
+            www_pending: Vec::new(),
             index,
             slices: backend::slices_by_service(index),
             table: Self::default(),
@@ -57,9 +64,14 @@ impl RoutingTable {
         b.resolve_policies(config, previous, &ours);
         b.table.fallback_policies = b.policies.fallback();
         let tls_hosts: Vec<Vec<HostTarget>> = ours.iter().map(|ing| b.add_tls(ing)).collect();
-        for (slot, (ing, tls_hosts)) in ours.iter().zip(&tls_hosts).enumerate() {
-            b.add_ingress(ing, slot, config, tls_hosts);
+        let annotated: Vec<annotations::IngressEdge> =
+            ours.iter().map(|ing| b.read_annotations(ing)).collect();
+        b.regex_hosts = regex_hosts(&ours, &annotated);
+        for (slot, ((ing, tls_hosts), annotated)) in ours.iter().zip(&tls_hosts).zip(&annotated).enumerate() {
+            b.add_ingress(ing, slot, config, tls_hosts, annotated);
         }
+        b.finish_regex();
+        b.finish_www();
         if b.table.catch_all.is_none()
             && let Some(default) = &config.default_backend
         {
@@ -83,6 +95,8 @@ impl RoutingTable {
                 upstream: Upstream::resolve(&IngressUpstream::default(), &config.edge),
                 protocol: None,
                 access: None,
+                rewrite: None,
+                limits: None,
             }));
         }
         b.finish_policies();
@@ -156,6 +170,14 @@ impl<'a> ClassFilter<'a> {
 }
 
 struct Builder<'a> {
+    /// The table this build replaces (for the state it carries over).
+    previous: Option<&'a RoutingTable>,
+    /// Hosts whose paths are all regexes (`use-regex`, `rewrite-target`).
+    regex_hosts: HashMap<HostTarget, Vec<ObjectKey>>,
+    /// Their routes, compiled once every Ingress is added.
+    regex_pending: HashMap<HostTarget, Vec<Arc<Route>>>,
+    /// `from-to-www-redirect`: the other form of a host, and a route of the Ingress.
+    www_pending: Vec<(String, Arc<Route>)>,
     index: &'a Index,
     slices: HashMap<ObjectKey, Vec<&'a k8s_openapi::api::discovery::v1::EndpointSlice>>,
     table: RoutingTable,
@@ -333,26 +355,40 @@ impl Builder<'_> {
         Some(b)
     }
 
-    fn add_ingress(&mut self, ing: &Ingress, slot: usize, config: &BuildConfig, tls_hosts: &[HostTarget]) {
-        let defaults = &config.edge;
+    /// Reads an Ingress's annotations, reporting what they get wrong or erratum ignores.
+    fn read_annotations(&mut self, ing: &Ingress) -> annotations::IngressEdge {
         let key = ObjectKey::of(&ing.metadata);
-        let Some(spec) = ing.spec.as_ref() else { return };
         let mut problems = Vec::new();
         let annotated = annotations::read(ing.metadata.annotations.as_ref(), |m| problems.push(m));
         for problem in problems {
             self.report(&key, problem);
         }
+        annotated
+    }
+
+    fn add_ingress(
+        &mut self,
+        ing: &Ingress,
+        slot: usize,
+        config: &BuildConfig,
+        tls_hosts: &[HostTarget],
+        annotated: &annotations::IngressEdge,
+    ) {
+        let defaults = &config.edge;
+        let key = ObjectKey::of(&ing.metadata);
+        let Some(spec) = ing.spec.as_ref() else { return };
+        let limits = self.limits(&key, &annotated.limits);
         let policies =
             self.policies.per_ingress.get(&key).cloned().unwrap_or_else(|| self.policies.fallback());
-        let policies = self.with_error_backend(&key, &annotated, config, policies);
+        let policies = self.with_error_backend(&key, annotated, config, policies);
         for name in &annotated.unsupported {
             *self.table.unsupported_annotations.entry(name.clone()).or_default() += 1;
         }
         let upstream = Upstream::resolve(&annotated.upstream, defaults);
-        let access = annotations::SourceRanges::of(&annotated).map(Arc::new);
+        let access = annotations::SourceRanges::of(annotated).map(Arc::new);
         let mut view = IngressEdgeView {
             key: key.clone(),
-            max_body_bytes: Edge::resolve(&annotated, defaults, false).max_body_bytes,
+            max_body_bytes: Edge::resolve(annotated, defaults, false).max_body_bytes,
             https_redirect: Vec::new(),
             upstream,
             protocols: Vec::new(),
@@ -361,6 +397,7 @@ impl Builder<'_> {
         let default = match spec.default_backend.as_ref() {
             Some(b) => self.ingress_backend(&key, b).map(|backend| {
                 let protocol = self.protocol(&key, &annotated.protocol, &backend, &mut view);
+                let rewrite = self.rewrite(&key, &annotated.routing, "/");
                 Arc::new(Route {
                     ingress: Some(key.clone()),
                     path: "/".into(),
@@ -369,10 +406,12 @@ impl Builder<'_> {
                     policies: policies.clone(),
                     ingress_slot: Some(slot),
                     // Serves many hosts: only a forced redirect applies.
-                    edge: Edge::resolve(&annotated, defaults, false),
+                    edge: Edge::resolve(annotated, defaults, false),
                     upstream,
                     protocol,
                     access: access.clone(),
+                    rewrite: rewrite.ok().flatten(),
+                    limits: limits.clone(),
                 })
             }),
             None => None,
@@ -389,7 +428,7 @@ impl Builder<'_> {
                 }
             };
             hosts_named.push(target.clone());
-            let edge = Edge::resolve(&annotated, defaults, tls_covers(tls_hosts, &target));
+            let edge = Edge::resolve(annotated, defaults, tls_covers(tls_hosts, &target));
             if edge.https_redirect {
                 view.https_redirect.push(host_label(&target).to_string());
             }
@@ -407,6 +446,7 @@ impl Builder<'_> {
                     continue;
                 }
                 let Some(backend) = self.ingress_backend(&key, &p.backend) else { continue };
+                let Ok(rewrite) = self.rewrite(&key, &annotated.routing, &path) else { continue };
                 let protocol = self.protocol(&key, &annotated.protocol, &backend, &mut view);
                 let route = Arc::new(Route {
                     ingress: Some(key.clone()),
@@ -419,7 +459,20 @@ impl Builder<'_> {
                     upstream,
                     protocol,
                     access: access.clone(),
+                    rewrite,
+                    limits: limits.clone(),
                 });
+                if annotated.routing.from_to_www
+                    && let HostTarget::Exact(h) = &target
+                {
+                    self.www_pending.push((annotations::routing::www_alias(h), route.clone()));
+                }
+                if self.regex_hosts.contains_key(&target) {
+                    // Every path of the host is a regex, whichever Ingress wrote it.
+                    self.host_routes(&target, &policies);
+                    self.regex_pending.entry(target.clone()).or_default().push(route);
+                    continue;
+                }
                 let routes = self.host_routes(&target, &policies);
                 let (map, map_key) = match kind {
                     PathKind::Exact => (&mut routes.exact, path.clone()),
@@ -651,7 +704,7 @@ impl Builder<'_> {
 }
 
 /// Where a rule's host puts its paths.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum HostTarget {
     Exact(String),
     /// The suffix after `*.`

@@ -157,6 +157,11 @@ pub struct Route {
     /// Client address ranges allowed or denied (`allowlist-`/`denylist-source-range`);
     /// `None` checks nothing.
     pub access: Option<Arc<annotations::SourceRanges>>,
+    /// Redirects and rewrites (`rewrite-target`, `app-root`, `permanent-redirect`, …);
+    /// `None` for most routes.
+    pub rewrite: Option<Arc<annotations::Rewrite>>,
+    /// Rate limits per client address (`limit-rps`, …), shared by the Ingress's routes.
+    pub limits: Option<Arc<annotations::RateLimits>>,
 }
 
 /// What `/table` shows of an Ingress's edge settings (the effective values, after its
@@ -212,6 +217,8 @@ pub struct RoutingTable {
     ingress_keys: Vec<ObjectKey>,
     /// ingress-nginx annotations erratum does not read, by name: how many Ingresses carry each.
     unsupported_annotations: std::collections::BTreeMap<String, usize>,
+    /// Rate-limit state per Ingress (carried over to the next table while unchanged).
+    limits: Vec<(ObjectKey, Arc<annotations::RateLimits>)>,
 }
 
 // === impl RoutingTable ===
@@ -314,6 +321,11 @@ impl RoutingTable {
     /// ingress-nginx annotations erratum does not read, with how many Ingresses carry each.
     pub fn unsupported_annotations(&self) -> &std::collections::BTreeMap<String, usize> {
         &self.unsupported_annotations
+    }
+
+    /// Rate-limit state of each Ingress that sets limits.
+    pub fn rate_limits(&self) -> &[(ObjectKey, Arc<annotations::RateLimits>)] {
+        &self.limits
     }
 
     /// Each served Ingress's effective edge settings, oldest Ingress first.

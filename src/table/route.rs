@@ -46,12 +46,26 @@ pub struct HostRoutes {
     pub(crate) default: Option<Arc<Route>>,
     /// Policies of the Ingress that owns the host, for its requests that match no path.
     pub(crate) policies: super::Policies,
+    /// A regex host's paths (`use-regex`, `rewrite-target` on any of its Ingresses): then
+    /// the maps above are empty.
+    pub(crate) regex: Option<Arc<RegexHost>>,
+}
+
+/// The paths of a regex host, in ingress-nginx's order, compiled into one set.
+#[derive(Debug)]
+pub struct RegexHost {
+    pub(crate) paths: super::annotations::routing::RegexPaths,
+    /// Routes in the set's order.
+    pub(crate) routes: Vec<Arc<Route>>,
 }
 
 impl HostRoutes {
     /// Finds the route for a request path: an Exact match first (it is always the longest
     /// possible match, and Exact beats Prefix of equal length), then the longest Prefix.
     pub fn find(&self, path: &str) -> Option<&Arc<Route>> {
+        if let Some(regex) = &self.regex {
+            return regex.paths.find(path).and_then(|i| regex.routes.get(i));
+        }
         if let Some(route) = self.exact.get(path) {
             return Some(route);
         }
@@ -73,7 +87,7 @@ impl HostRoutes {
 
     /// Number of path rules.
     pub fn len(&self) -> usize {
-        self.exact.len() + self.prefix.len()
+        self.exact.len() + self.prefix.len() + self.regex.as_ref().map_or(0, |r| r.routes.len())
     }
 
     /// Whether the host has no path rule.

@@ -59,6 +59,7 @@ pub fn from_error(err: &ProxyError) -> Code {
         }
         ProxyError::NoRoute { .. } => Code::Unimplemented,
         ProxyError::Forbidden { .. } => Code::PermissionDenied,
+        ProxyError::RateLimited { .. } => Code::ResourceExhausted,
         ProxyError::BadRequest { .. } => Code::Internal,
         ProxyError::NotReady
         | ProxyError::NoEndpoints { .. }

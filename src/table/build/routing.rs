@@ -1,0 +1,187 @@
+//! The build's part of ingress-nginx's routing annotations: which hosts are regex hosts,
+//! their compiled path sets, `from-to-www-redirect` hosts, the routes' rewrites and the
+//! per-Ingress rate-limit state. Pure, like the rest of the build.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::networking::v1::Ingress;
+
+use super::{Builder, HostTarget, classify_host, host_label};
+use crate::index::ObjectKey;
+use crate::table::Route;
+use crate::table::annotations::routing::{IngressRouting, RegexPaths, Rewrite};
+use crate::table::annotations::{IngressEdge, IngressLimits, RateLimits};
+use crate::table::route::{HostRoutes, RegexHost};
+
+/// The hosts whose every path is a regex, with the Ingresses that make them so: ingress-nginx
+/// turns all paths of a host into `~*` locations when any Ingress on it sets `use-regex` or
+/// rewrites a path.
+pub(super) fn regex_hosts(
+    ours: &[&Ingress],
+    annotated: &[IngressEdge],
+) -> HashMap<HostTarget, Vec<ObjectKey>> {
+    let mut hosts: HashMap<HostTarget, Vec<ObjectKey>> = HashMap::new();
+    for (ing, edge) in ours.iter().zip(annotated) {
+        let rules = ing.spec.as_ref().and_then(|s| s.rules.as_ref());
+        let paths = rules
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r.http.iter().flat_map(|h| h.paths.iter()))
+            .map(|p| p.path.as_deref().unwrap_or("/"));
+        if !edge.routing.enforces_regex(paths) {
+            continue;
+        }
+        for rule in rules.into_iter().flatten() {
+            if let Ok(target) = classify_host(rule.host.as_deref().unwrap_or("")) {
+                hosts.entry(target).or_default().push(ObjectKey::of(&ing.metadata));
+            }
+        }
+    }
+    hosts
+}
+
+impl Builder<'_> {
+    /// The rewrite of an Ingress's route for `path`; `Err` (reported) when the path cannot be
+    /// rewritten as asked, and the path is left out.
+    pub(super) fn rewrite(
+        &mut self,
+        key: &ObjectKey,
+        routing: &IngressRouting,
+        path: &str,
+    ) -> Result<Option<Arc<Rewrite>>, ()> {
+        match routing.resolve(path) {
+            Ok(r) => Ok(r.map(Arc::new)),
+            Err(why) => {
+                self.report(key, format!("{why}; skipped"));
+                Err(())
+            }
+        }
+    }
+
+    /// The rate-limit state of an Ingress: the previous table's while the settings are the
+    /// same, so a table swap resets no client's budget.
+    pub(super) fn limits(&mut self, key: &ObjectKey, settings: &IngressLimits) -> Option<Arc<RateLimits>> {
+        if !settings.any() {
+            return None;
+        }
+        let carried = self
+            .previous
+            .and_then(|p| p.limits.iter().find(|(k, l)| k == key && l.settings == *settings))
+            .map(|(_, l)| l.clone());
+        let limits = carried.or_else(|| RateLimits::new(settings).map(Arc::new))?;
+        self.table.limits.push((key.clone(), limits.clone()));
+        self.report(
+            key,
+            "limit-rps/limit-rpm/limit-connections: erratum refuses with 429 and Retry-After \
+             (ingress-nginx: limit-req-status-code, 503 by default), counted as reason rate_limited, \
+             not as a 5xx"
+                .into(),
+        );
+        Some(limits)
+    }
+
+    /// Compiles each regex host's paths into one set, leaving out (and reporting) a path that
+    /// is not a regex erratum reads; tells the Ingresses whose plain paths became regexes.
+    pub(super) fn finish_regex(&mut self) {
+        let pending = std::mem::take(&mut self.regex_pending);
+        for (target, mut routes) in pending {
+            let owners = self.regex_hosts.get(&target).cloned().unwrap_or_default();
+            let mut seen = std::collections::HashSet::new();
+            routes.retain(|r| {
+                let first = seen.insert(r.path.clone());
+                if !first && let Some(key) = &r.ingress {
+                    let message = format!(
+                        "path {:?} on host {:?} is already served by an older Ingress; ignored",
+                        r.path,
+                        host_label(&target)
+                    );
+                    self.table.diagnostics.push(crate::table::Diagnostic {
+                        kind: Some(crate::index::Kind::Ingress),
+                        key: key.clone(),
+                        message,
+                    });
+                }
+                first
+            });
+            for r in &routes {
+                if let Some(key) = r.ingress.as_ref().filter(|k| !owners.contains(k)) {
+                    let by: Vec<String> = owners.iter().map(ToString::to_string).collect();
+                    self.report(
+                        key,
+                        format!(
+                            "host {:?}: use-regex or rewrite-target on Ingress {} makes every path of the \
+                             host a case-insensitive regex prefix, this Ingress's too (as ingress-nginx does)",
+                            host_label(&target),
+                            by.join(", ")
+                        ),
+                    );
+                }
+            }
+            let compiled = loop {
+                let paths: Vec<&str> = routes.iter().map(|r| r.path.as_str()).collect();
+                match RegexPaths::compile(&paths) {
+                    Ok(c) => break Some(c),
+                    Err((i, why)) => {
+                        let bad = routes.remove(i);
+                        if let Some(key) = &bad.ingress {
+                            self.report(
+                                key,
+                                format!(
+                                    "path {:?} is not a regular expression erratum reads: {why}; skipped",
+                                    bad.path
+                                ),
+                            );
+                        }
+                        if routes.is_empty() {
+                            break None;
+                        }
+                    }
+                }
+            };
+            let Some((paths, order)) = compiled else { continue };
+            let ordered = order.iter().filter_map(|&i| routes.get(i).cloned()).collect();
+            if let Some(host) = self.existing_host(&target) {
+                host.regex = Some(Arc::new(RegexHost { paths, routes: ordered }));
+            }
+        }
+    }
+
+    /// `from-to-www-redirect`: the other form of each host redirects to it (308, as
+    /// ingress-nginx's `http-redirect-code`), unless some Ingress has rules for it.
+    pub(super) fn finish_www(&mut self) {
+        for (alias, route) in std::mem::take(&mut self.www_pending) {
+            let Ok(HostTarget::Exact(alias)) = classify_host(&alias) else { continue };
+            if self.table.hosts.contains_key(&alias) {
+                continue;
+            }
+            let to = alias.strip_prefix("www.").map_or_else(|| format!("www.{alias}"), str::to_string);
+            let redirect = Arc::new(Route {
+                ingress: route.ingress.clone(),
+                path: "/".into(),
+                kind: route.kind,
+                backend: route.backend.clone(),
+                policies: route.policies.clone(),
+                ingress_slot: route.ingress_slot,
+                edge: route.edge,
+                upstream: route.upstream,
+                protocol: route.protocol.clone(),
+                access: route.access.clone(),
+                rewrite: Some(Arc::new(Rewrite::www(&to))),
+                limits: route.limits.clone(),
+            });
+            let policies = route.policies.clone();
+            self.table
+                .hosts
+                .insert(alias, HostRoutes { default: Some(redirect), policies, ..HostRoutes::default() });
+        }
+    }
+
+    fn existing_host(&mut self, target: &HostTarget) -> Option<&mut HostRoutes> {
+        match target {
+            HostTarget::Exact(h) => self.table.hosts.get_mut(h),
+            HostTarget::Wildcard(s) => self.table.wildcards.get_mut(s),
+            HostTarget::None => Some(&mut self.table.hostless),
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! ingress-nginx's annotations as its documentation describes them (issue 20), through the
+//! real proxy from a manifests folder, a real origin that echoes what it got, and a real
+//! HTTP client that does not follow redirects. Each test is named after the documented
+//! behaviour it checks, including the traps of the Kubernetes blog's "Before You Migrate:
+//! Five Surprising Ingress-NGINX Behaviors" (regex paths are prefixes, case-insensitive, and
+//! spread to every path of the host).
+
+use std::time::Duration;
+
+use crate::support::*;
+
+/// An Ingress of class erratum in namespace `ns` with these annotations (without the
+/// prefix) and `(path, pathType)` rules for `host`, all to Service `service` port 80.
+fn ingress_with(
+    name: &str,
+    host: &str,
+    annotations: &[(&str, &str)],
+    paths: &[(&str, &str)],
+    service: &str,
+) -> String {
+    let mut out = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: ns\n  annotations:\n    erratum.dev/test: \"true\"\n"
+    );
+    for (k, v) in annotations {
+        out.push_str(&format!("    nginx.ingress.kubernetes.io/{k}: '{v}'\n"));
+    }
+    out.push_str(&format!(
+        "spec:\n  ingressClassName: erratum\n  rules:\n  - host: {host}\n    http:\n      paths:\n"
+    ));
+    for (path, kind) in paths {
+        out.push_str(&format!(
+            "      - path: '{path}'\n        pathType: {kind}\n        backend: {{service: {{name: {service}, port: {{number: 80}}}}}}\n"
+        ));
+    }
+    out.push_str("---\n");
+    out
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+async fn echo(h: &Harness, host: &str, path: &str) -> serde_json::Value {
+    let resp = h.get(host, path).await;
+    assert_eq!(resp.status(), 200, "{host}{path}");
+    resp.json().await.unwrap()
+}
+
+/// `rewrite-target` with capture groups (ingress-nginx's docs/examples/rewrite): the backend
+/// gets `/$2` of `/something(/|$)(.*)`, the query kept; the match is case-insensitive.
+#[tokio::test]
+async fn rewrite_target_uses_the_paths_capture_groups() {
+    let app = origin().await;
+    let mut m = backend("ns", "app", &[app.addr]);
+    m.push_str(&ingress_with(
+        "rewrite",
+        "rewrite.test",
+        &[("use-regex", "true"), ("rewrite-target", "/echo/$2")],
+        &[("/something(/|$)(.*)", "ImplementationSpecific")],
+        "app",
+    ));
+    m.push_str(&ingress_with(
+        "query",
+        "query.test",
+        &[("rewrite-target", "/echo/v2/$1?from=api"), ("x-forwarded-prefix", "/api")],
+        &[("/api/(.*)", "Prefix")],
+        "app",
+    ));
+    let h = Harness::start(&m).await;
+    for (path, uri) in [
+        ("/something", "/echo/"),
+        ("/something/", "/echo/"),
+        ("/something/new?a=1", "/echo/new?a=1"),
+        ("/SomeThing/new", "/echo/new"),
+    ] {
+        assert_eq!(echo(&h, "rewrite.test", path).await["uri"], uri, "{path}");
+    }
+    assert_eq!(h.status("rewrite.test", "/other").await, 404, "anchored at the start");
+    let got = echo(&h, "query.test", "/api/users?page=2").await;
+    assert_eq!(got["uri"], "/echo/v2/users?from=api&page=2", "the target's query, then the client's");
+    assert_eq!(got["headers"]["x-forwarded-prefix"], "/api");
+    h.shutdown().await;
+}
+
+/// `use-regex` on one Ingress makes every path of the host a case-insensitive regex prefix,
+/// another Ingress's Exact and Prefix paths included — and erratum tells that Ingress.
+#[tokio::test]
+async fn use_regex_turns_every_path_of_the_host_into_a_case_insensitive_prefix_regex() {
+    let app = origin().await;
+    let mut m = backend("ns", "app", &[app.addr]);
+    m.push_str(&ingress_with(
+        "regex",
+        "trap.test",
+        &[("use-regex", "true")],
+        &[("/echo/v[0-9]+", "Prefix")],
+        "app",
+    ));
+    m.push_str(&ingress_with(
+        "plain",
+        "trap.test",
+        &[],
+        &[("/echo/exact", "Exact"), ("/Echo/Static", "Prefix")],
+        "app",
+    ));
+    m.push_str(&ingress_with(
+        "control",
+        "control.test",
+        &[],
+        &[("/echo/exact", "Exact"), ("/Echo/Static", "Prefix")],
+        "app",
+    ));
+    let h = Harness::start(&m).await;
+    assert_eq!(h.status("trap.test", "/echo/v12/x").await, 200);
+    assert_eq!(h.status("trap.test", "/ECHO/V1").await, 200, "case-insensitive");
+    assert_eq!(h.status("trap.test", "/echo/exactly").await, 200, "an Exact path became a prefix");
+    assert_eq!(h.status("trap.test", "/echo/static/css").await, 200, "a Prefix path became case-insensitive");
+    assert_eq!(h.status("trap.test", "/echo/vx").await, 404);
+    // The same paths on a host without use-regex keep their Ingress v1 meaning.
+    assert_eq!(h.status("control.test", "/echo/exactly").await, 404);
+    assert_eq!(h.status("control.test", "/echo/static/css").await, 404);
+    assert_eq!(h.status("control.test", "/Echo/Static/css").await, 200);
+    let table: serde_json::Value =
+        h.client.get(h.admin_url("/table")).send().await.unwrap().json().await.unwrap();
+    let problems = table["problems"].to_string();
+    assert!(
+        problems.contains("ns/plain")
+            && problems.contains("makes every path of the host a case-insensitive regex prefix"),
+        "{problems}"
+    );
+    h.shutdown().await;
+}
+
+/// `app-root` (302 for `/` only), `permanent-redirect` (301, or `permanent-redirect-code`),
+/// `temporal-redirect` (302, or `temporal-redirect-code`), `from-to-www-redirect` (308 to the
+/// host the rules name, path and query kept). Nothing reaches the backend.
+#[tokio::test]
+async fn redirect_annotations_answer_without_the_backend() {
+    let app = origin().await;
+    let mut m = backend("ns", "app", &[app.addr]);
+    let root = &[("/", "Prefix")];
+    m.push_str(&ingress_with("root", "root.test", &[("app-root", "/app1")], root, "app"));
+    m.push_str(&ingress_with(
+        "moved",
+        "moved.test",
+        &[("permanent-redirect", "https://example.com/new")],
+        root,
+        "app",
+    ));
+    m.push_str(&ingress_with(
+        "moved308",
+        "moved308.test",
+        &[("permanent-redirect", "https://example.com/new"), ("permanent-redirect-code", "308")],
+        root,
+        "app",
+    ));
+    m.push_str(&ingress_with(
+        "away",
+        "away.test",
+        &[("temporal-redirect", "https://example.com/later")],
+        root,
+        "app",
+    ));
+    m.push_str(&ingress_with(
+        "away307",
+        "away307.test",
+        &[("temporal-redirect", "https://example.com/later"), ("temporal-redirect-code", "307")],
+        root,
+        "app",
+    ));
+    m.push_str(&ingress_with("www", "www.shop.test", &[("from-to-www-redirect", "true")], root, "app"));
+    m.push_str(&ingress_with("bare", "bare.test", &[("from-to-www-redirect", "true")], root, "app"));
+    let h = Harness::start(&m).await;
+    let client = no_redirects();
+    let get = |host: &'static str, path: &'static str| {
+        let req = client.get(h.url(path)).header("host", host);
+        async move {
+            let resp = req.send().await.unwrap();
+            let location = resp.headers().get("location").map(|l| l.to_str().unwrap().to_string());
+            (resp.status().as_u16(), location.unwrap_or_default())
+        }
+    };
+    assert_eq!(get("root.test", "/").await, (302, "http://root.test/app1".into()));
+    assert_eq!(get("root.test", "/other").await.0, 200, "app-root redirects / only");
+    assert_eq!(get("moved.test", "/x").await, (301, "https://example.com/new".into()));
+    assert_eq!(get("moved308.test", "/x").await, (308, "https://example.com/new".into()));
+    assert_eq!(get("away.test", "/x").await, (302, "https://example.com/later".into()));
+    assert_eq!(get("away307.test", "/x").await, (307, "https://example.com/later".into()));
+    assert_eq!(get("shop.test", "/a/b?c=d").await, (308, "http://www.shop.test/a/b?c=d".into()));
+    assert_eq!(get("www.bare.test", "/x").await, (308, "http://bare.test/x".into()));
+    assert_eq!(get("www.shop.test", "/x").await.0, 200, "the named host serves");
+    assert_eq!(app.hits(), 2, "redirects never reach the backend");
+    h.shutdown().await;
+}
+
+/// `upstream-vhost` is the Host the backend gets (X-Forwarded-Host stays the client's);
+/// `x-forwarded-prefix` is sent only with a rewrite, as ingress-nginx does.
+#[tokio::test]
+async fn upstream_vhost_sets_the_backends_host() {
+    let app = origin().await;
+    let mut m = backend("ns", "app", &[app.addr]);
+    m.push_str(&ingress_with(
+        "vhost",
+        "vhost.test",
+        &[("upstream-vhost", "internal.example"), ("x-forwarded-prefix", "/ignored")],
+        &[("/", "Prefix")],
+        "app",
+    ));
+    let h = Harness::start(&m).await;
+    let got = echo(&h, "vhost.test", "/echo").await;
+    assert_eq!(got["headers"]["host"], "internal.example");
+    assert_eq!(got["headers"]["x-forwarded-host"], "vhost.test");
+    assert!(got["headers"].get("x-forwarded-prefix").is_none(), "no rewrite, no prefix");
+    h.shutdown().await;
+}
+
+/// `limit-rps` with `limit-burst-multiplier`: the burst passes, the next request gets 429 with
+/// `Retry-After` through the one decision (a policy pages it), counted as `rate_limited` and
+/// never reaching the backend; `limit-whitelist` exempts; `limit-connections` counts requests
+/// in flight.
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let app = origin().await;
+    let slow = origin().await;
+    slow.delay(Duration::from_millis(600));
+    let mut m = backend("ns", "app", &[app.addr]);
+    m.push_str(&backend("ns", "slow", &[slow.addr]));
+    let root = &[("/", "Prefix")];
+    m.push_str(&ingress_with(
+        "limited",
+        "limited.test",
+        &[("limit-rps", "1"), ("limit-burst-multiplier", "2")],
+        root,
+        "app",
+    ));
+    m.push_str(&ingress_with(
+        "exempt",
+        "exempt.test",
+        &[("limit-rps", "1"), ("limit-burst-multiplier", "1"), ("limit-whitelist", "127.0.0.0/8")],
+        root,
+        "app",
+    ));
+    m.push_str(&ingress_with("conns", "conns.test", &[("limit-connections", "1")], root, "slow"));
+    m.push_str(&policy(
+        "ns",
+        "slow-down",
+        "targetRefs: [{name: limited}]\nerrorResponses:\n- codes: [\"429\"]\n  page: {formats: [{contentType: text/plain, inline: \"slow down\"}]}\n",
+    ));
+    let h = Harness::start(&m).await;
+    for i in 0..3 {
+        assert_eq!(h.status("limited.test", "/").await, 200, "burst: request {i}");
+    }
+    let resp = h.get("limited.test", "/").await;
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=1).contains(&retry), "one request per second: {retry}");
+    assert_eq!(resp.text().await.unwrap(), "slow down");
+    assert_eq!(app.hits(), 3, "the refused request never reached the backend");
+    for _ in 0..6 {
+        assert_eq!(h.status("exempt.test", "/").await, 200, "limit-whitelist");
+    }
+    let (a, b) = tokio::join!(h.get("conns.test", "/"), h.get("conns.test", "/"));
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 429], "one request in flight per client");
+    assert_eq!(h.status("conns.test", "/").await, 200, "the count drops when the request ends");
+    let metrics = h.metrics().await;
+    assert!(metrics.contains("erratum_proxy_errors_total{reason=\"rate_limited\"} 2"), "{metrics}");
+    let table: serde_json::Value =
+        h.client.get(h.admin_url("/table")).send().await.unwrap().json().await.unwrap();
+    assert!(table["problems"].to_string().contains("429 and Retry-After"), "the difference is told");
+    h.shutdown().await;
+}
