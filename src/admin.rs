@@ -127,6 +127,17 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
                         shown["service"] = serde_json::Value::from(service.to_string());
                         shown
                     }).collect::<Vec<_>>(),
+                    "routing": routing_json(&e.routing),
+                })).collect::<Vec<_>>(),
+                "rateLimits": t.rate_limits().iter().map(|(ingress, l)| serde_json::json!({
+                    "ingress": ingress.to_string(),
+                    "rps": l.settings.rps,
+                    "rpm": l.settings.rpm,
+                    "connections": l.settings.connections,
+                    "burstMultiplier": l.settings.burst_multiplier.map_or(crate::table::annotations::limits::DEFAULT_BURST_MULTIPLIER, |m| m.get()),
+                    "exempt": l.settings.exempt.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "trackedClients": l.tracked(),
+                    "status": 429,
                 })).collect::<Vec<_>>(),
                 "outliers": state.balancer.as_ref().map(|b| b.outliers()).unwrap_or_default().iter().map(|o| serde_json::json!({
                     "endpoint": o.endpoint.to_string(),
@@ -224,4 +235,23 @@ async fn cache(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
         }
         _ => text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET or DELETE\n"),
     }
+}
+
+/// An Ingress's routing annotations as `/table` shows them.
+fn routing_json(r: &crate::table::annotations::IngressRouting) -> serde_json::Value {
+    let text = |h: &Option<http::HeaderValue>| h.as_ref().and_then(|h| h.to_str().ok()).map(str::to_string);
+    let redirect = |r: &Option<(String, u16)>| {
+        r.as_ref().map(|(url, code)| serde_json::json!({"url": url, "code": code}))
+    };
+    serde_json::json!({
+        "rewriteTarget": r.rewrite_target,
+        "useRegex": r.use_regex,
+        "appRoot": r.app_root,
+        "permanentRedirect": redirect(&r.permanent),
+        "temporalRedirect": redirect(&r.temporal),
+        "fromToWwwRedirect": r.from_to_www,
+        "upstreamVhost": text(&r.upstream_vhost),
+        "xForwardedPrefix": text(&r.forwarded_prefix),
+        "serviceUpstream": r.service_upstream,
+    })
 }

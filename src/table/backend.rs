@@ -168,9 +168,28 @@ pub(crate) fn resolve(
     slices: &HashMap<ObjectKey, Vec<&EndpointSlice>>,
     service: ObjectKey,
     port: PortRef,
+    cluster_ip: bool,
 ) -> Backend {
-    let target = resolve_target(index, slices, &service, &port);
+    let target = match cluster_ip {
+        true => via_cluster_ip(index, &service, &port)
+            .unwrap_or_else(|| resolve_target(index, slices, &service, &port)),
+        false => resolve_target(index, slices, &service, &port),
+    };
     Backend::new(service, port, target)
+}
+
+/// `service-upstream`: the Service's cluster IP and port, one endpoint that kube-proxy
+/// balances (`None` for a headless or ExternalName Service, which has none: its endpoints
+/// are used).
+fn via_cluster_ip(index: &Index, key: &ObjectKey, port: &PortRef) -> Option<Target> {
+    let spec = index.services.get(key)?.spec.as_ref()?;
+    let ip: IpAddr = spec.cluster_ip.as_deref()?.parse().ok()?;
+    let service_port = spec.ports.iter().flatten().find(|sp| match port {
+        PortRef::Number(n) => sp.port == *n,
+        PortRef::Name(name) => sp.name.as_deref() == Some(name.as_str()),
+    })?;
+    let number = u16::try_from(service_port.port).ok()?;
+    Some(Target::Endpoints(vec![SocketAddr::new(ip, number)]))
 }
 
 fn resolve_target(

@@ -100,7 +100,7 @@ impl RoutingTable {
             }));
         }
         b.finish_policies();
-        for ((service, _), backend) in &b.backends {
+        for ((service, _, _), backend) in &b.backends {
             let ready = !matches!(backend.target, Target::Endpoints(ref a) if a.is_empty())
                 && !matches!(backend.target, Target::Unresolved(_));
             *b.table.service_ready.entry(service.clone()).or_default() |= ready;
@@ -182,7 +182,7 @@ struct Builder<'a> {
     slices: HashMap<ObjectKey, Vec<&'a k8s_openapi::api::discovery::v1::EndpointSlice>>,
     table: RoutingTable,
     /// One Backend per Service port, shared by its routes so round robin spans all of them.
-    backends: HashMap<(ObjectKey, PortRef), Arc<Backend>>,
+    backends: HashMap<(ObjectKey, PortRef, bool), Arc<Backend>>,
     /// (ingress, problem) pairs already reported, so one bad Service is one diagnostic.
     reported: BTreeSet<(Kind, ObjectKey, String)>,
     policies: PolicySet,
@@ -224,11 +224,23 @@ impl Builder<'_> {
     }
 
     fn backend(&mut self, namespace: &str, service: &str, port: PortRef) -> Arc<Backend> {
-        let key = (ObjectKey::new(namespace, service), port);
+        self.backend_via(namespace, service, port, false)
+    }
+
+    /// A Service port's backend; by its cluster IP when `cluster_ip` (`service-upstream`).
+    fn backend_via(
+        &mut self,
+        namespace: &str,
+        service: &str,
+        port: PortRef,
+        cluster_ip: bool,
+    ) -> Arc<Backend> {
+        let key = (ObjectKey::new(namespace, service), port, cluster_ip);
         if let Some(b) = self.backends.get(&key) {
             return b.clone();
         }
-        let b = Arc::new(backend::resolve(self.index, &self.slices, key.0.clone(), key.1.clone()));
+        let b =
+            Arc::new(backend::resolve(self.index, &self.slices, key.0.clone(), key.1.clone(), cluster_ip));
         self.backends.insert(key, b.clone());
         b
     }
@@ -329,7 +341,12 @@ impl Builder<'_> {
     }
 
     /// Resolves an Ingress backend, reporting problems against the Ingress.
-    fn ingress_backend(&mut self, ing_key: &ObjectKey, backend: &IngressBackend) -> Option<Arc<Backend>> {
+    fn ingress_backend(
+        &mut self,
+        ing_key: &ObjectKey,
+        backend: &IngressBackend,
+        cluster_ip: bool,
+    ) -> Option<Arc<Backend>> {
         let Some(svc) = backend.service.as_ref() else {
             self.report(ing_key, "resource backends are not supported; rule skipped".into());
             return None;
@@ -348,7 +365,7 @@ impl Builder<'_> {
                 return None;
             }
         };
-        let b = self.backend(&ing_key.namespace, &svc.name, port);
+        let b = self.backend_via(&ing_key.namespace, &svc.name, port, cluster_ip);
         if let Target::Unresolved(reason) = &b.target {
             self.report(ing_key, format!("{reason}; its routes answer 503"));
         }
@@ -392,10 +409,11 @@ impl Builder<'_> {
             https_redirect: Vec::new(),
             upstream,
             protocols: Vec::new(),
+            routing: annotated.routing.clone(),
         };
 
         let default = match spec.default_backend.as_ref() {
-            Some(b) => self.ingress_backend(&key, b).map(|backend| {
+            Some(b) => self.ingress_backend(&key, b, annotated.routing.service_upstream).map(|backend| {
                 let protocol = self.protocol(&key, &annotated.protocol, &backend, &mut view);
                 let rewrite = self.rewrite(&key, &annotated.routing, "/");
                 Arc::new(Route {
@@ -445,7 +463,11 @@ impl Builder<'_> {
                     self.report(&key, format!("path {path:?} does not start with '/'; skipped"));
                     continue;
                 }
-                let Some(backend) = self.ingress_backend(&key, &p.backend) else { continue };
+                let Some(backend) =
+                    self.ingress_backend(&key, &p.backend, annotated.routing.service_upstream)
+                else {
+                    continue;
+                };
                 let Ok(rewrite) = self.rewrite(&key, &annotated.routing, &path) else { continue };
                 let protocol = self.protocol(&key, &annotated.protocol, &backend, &mut view);
                 let route = Arc::new(Route {

@@ -178,6 +178,8 @@ pub struct IngressEdgeView {
     pub upstream: Upstream,
     /// The protocol to each Service it routes to that is not plaintext HTTP/1.1.
     pub protocols: Vec<(ObjectKey, Arc<BackendProtocol>)>,
+    /// Redirects, rewrites, regex paths, as read.
+    pub routing: annotations::IngressRouting,
 }
 
 /// The policies that apply to a route, highest precedence first (shared by all routes of one

@@ -527,3 +527,58 @@ fn path_pages_are_prefetched_for_exact_hosts() {
     let t = build(objects);
     assert_eq!(t.page_prefetch(), [("shop.example".to_string(), "/errors/503.html".to_string())]);
 }
+
+/// ingress-nginx's routing annotations as the build resolves them: `service-upstream` sends to
+/// the cluster IP; a regex path erratum cannot read is left out and reported while the rest of
+/// the host serves; `from-to-www-redirect` never takes a host another Ingress names; rate-limit
+/// state outlives a rebuild with the same settings and not a changed one.
+#[test]
+fn routing_annotations_resolve_at_build() {
+    const P: &str = "nginx.ingress.kubernetes.io/";
+    let mut clustered = service("ns", "a", &[(None, 80)]);
+    clustered.spec.as_mut().unwrap().cluster_ip = Some("10.96.0.7".into());
+    let mut objects = vec![Object::Service(Box::new(clustered))];
+    objects.extend(svc("ns", "a").into_iter().skip(1));
+    objects.push(ing(ingress("ns", "cip")
+        .annotation(&format!("{P}service-upstream"), "true")
+        .path("cip.test", "/", "Prefix", "a", 80)));
+    objects.push(ing(ingress("ns", "eps").path("eps.test", "/", "Prefix", "a", 80)));
+    objects.push(ing(ingress("ns", "re")
+        .annotation(&format!("{P}use-regex"), "true")
+        .path("re.test", "/ok/[0-9]+", "Prefix", "a", 80)
+        .path("re.test", "/(?<=bad)", "Prefix", "a", 80)));
+    objects.push(ing(ingress("ns", "www")
+        .annotation(&format!("{P}from-to-www-redirect"), "true")
+        .path("www.taken.test", "/", "Prefix", "a", 80)
+        .path("free.test", "/", "Prefix", "a", 80)));
+    objects.push(ing(ingress("ns", "taken").path("taken.test", "/", "Prefix", "a", 80)));
+    let limited = |rps: &str| {
+        ing(ingress("ns", "limited")
+            .annotation(&format!("{P}limit-rps"), rps)
+            .path("l.test", "/", "Prefix", "a", 80))
+    };
+    objects.push(limited("5"));
+    let idx = index(objects.clone());
+    let t = RoutingTable::build(&idx, &BuildConfig::default(), 1);
+
+    let addr = |host: &str| t.find(host, "/x").map(|r| r.backend.endpoints().to_vec()).unwrap_or_default();
+    assert_eq!(addr("cip.test"), ["10.96.0.7:80".parse().unwrap()]);
+    assert_eq!(addr("eps.test"), ["10.0.0.1:8080".parse().unwrap()]);
+
+    assert_eq!(target(&t, "re.test", "/OK/12"), "a");
+    assert!(t.diagnostics().iter().any(|d| d.message.contains("(?<=bad)") && d.message.contains("skipped")));
+
+    let www = |host: &str| t.find(host, "/").and_then(|r| r.rewrite.as_ref()).and_then(|r| r.www.clone());
+    assert_eq!(www("www.free.test").as_deref(), Some("free.test"));
+    assert_eq!(www("taken.test"), None, "taken.test has its own Ingress");
+    assert!(t.find("taken.test", "/").is_some());
+
+    let state = |t: &RoutingTable| t.rate_limits()[0].1.clone();
+    let same = RoutingTable::build_from(&idx, &BuildConfig::default(), 2, Some(&t));
+    assert!(Arc::ptr_eq(&state(&t), &state(&same)), "same settings: the same state");
+    let mut changed = objects;
+    changed.pop();
+    changed.push(limited("6"));
+    let changed = RoutingTable::build_from(&index(changed), &BuildConfig::default(), 3, Some(&same));
+    assert!(!Arc::ptr_eq(&state(&same), &state(&changed)), "changed settings start afresh");
+}

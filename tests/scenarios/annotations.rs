@@ -210,6 +210,9 @@ async fn upstream_vhost_sets_the_backends_host() {
     assert_eq!(got["headers"]["host"], "internal.example");
     assert_eq!(got["headers"]["x-forwarded-host"], "vhost.test");
     assert!(got["headers"].get("x-forwarded-prefix").is_none(), "no rewrite, no prefix");
+    let table: serde_json::Value =
+        h.client.get(h.admin_url("/table")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(table["edge"][0]["routing"]["upstreamVhost"], "internal.example");
     h.shutdown().await;
 }
 
@@ -268,5 +271,9 @@ async fn rate_limits_answer_429_with_retry_after() {
     let table: serde_json::Value =
         h.client.get(h.admin_url("/table")).send().await.unwrap().json().await.unwrap();
     assert!(table["problems"].to_string().contains("429 and Retry-After"), "the difference is told");
+    let limited =
+        table["rateLimits"].as_array().unwrap().iter().find(|l| l["ingress"] == "ns/limited").unwrap();
+    assert_eq!((limited["rps"].as_u64(), limited["burstMultiplier"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(limited["trackedClients"], 1);
     h.shutdown().await;
 }

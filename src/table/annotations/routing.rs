@@ -31,8 +31,12 @@ pub const UPSTREAM_VHOST: &str = "upstream-vhost";
 /// `x-forwarded-prefix`: an `X-Forwarded-Prefix` for the backend (with `rewrite-target`).
 pub const X_FORWARDED_PREFIX: &str = "x-forwarded-prefix";
 
+/// `service-upstream`: send to the Service's cluster IP instead of its endpoints.
+pub const SERVICE_UPSTREAM: &str = "service-upstream";
+
 /// The annotations this module reads.
-pub const READ: [&str; 10] = [
+pub const READ: [&str; 11] = [
+    SERVICE_UPSTREAM,
     REWRITE_TARGET,
     USE_REGEX,
     APP_ROOT,
@@ -67,6 +71,8 @@ pub struct IngressRouting {
     pub upstream_vhost: Option<HeaderValue>,
     /// `x-forwarded-prefix`.
     pub forwarded_prefix: Option<HeaderValue>,
+    /// `service-upstream`.
+    pub service_upstream: bool,
 }
 
 impl IngressRouting {
@@ -126,7 +132,8 @@ impl IngressRouting {
             }
             // Read with the URL they qualify.
             PERMANENT_REDIRECT_CODE | TEMPORAL_REDIRECT_CODE => {}
-            FROM_TO_WWW_REDIRECT => match super::parse_bool(v) {
+            FROM_TO_WWW_REDIRECT | SERVICE_UPSTREAM => match super::parse_bool(v) {
+                Ok(b) if name == SERVICE_UPSTREAM => self.service_upstream = b,
                 Ok(b) => self.from_to_www = b,
                 Err(why) => report(format!("annotation {key}: {v:?} {why}; the default (false) applies")),
             },
