@@ -62,6 +62,11 @@ pub enum Command {
     Demo(Box<DemoArgs>),
     /// Print the ErrorPagePolicy CustomResourceDefinition (YAML), as committed in crds/.
     Crd,
+    /// Report what erratum would do with ingress-nginx Ingresses (a folder of manifests, or
+    /// the cluster of the current kubeconfig): each annotation supported, supported with a
+    /// difference, unsupported or invalid. Exit code 0: nothing at or above --fail-on;
+    /// 1: something is; 2: the input could not be read.
+    Migrate(MigrateArgs),
     /// Run only the demo's misbehaving origin (for benchmarks and the soak script).
     #[command(hide = true)]
     Origin {
@@ -72,6 +77,43 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
     },
+}
+
+/// `erratum migrate`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// A manifest file or folder (searched recursively for .yaml, .yml, .json). Without it,
+    /// the cluster of the current kubeconfig is read.
+    #[arg(long, value_name = "PATH")]
+    pub manifests: Option<PathBuf>,
+    /// The ingress-nginx ConfigMap: NAMESPACE/NAME in the cluster, or a file of manifests
+    /// holding it.
+    #[arg(long, value_name = "NAMESPACE/NAME|FILE")]
+    pub configmap: Option<String>,
+    /// Only this namespace (cluster mode; default: all).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Only Ingresses of these classes (default: all).
+    #[arg(long = "ingress-class", value_name = "CLASS")]
+    pub classes: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = MigrateOutput::Text)]
+    pub output: MigrateOutput,
+    /// The least that makes the exit code 1.
+    #[arg(long, value_enum, default_value_t = crate::migrate::FailOn::Unsupported)]
+    pub fail_on: crate::migrate::FailOn,
+    /// Print erratum's support of every ingress-nginx annotation as a Markdown table, and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// `erratum migrate -o`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MigrateOutput {
+    /// For people.
+    Text,
+    /// One JSON document.
+    Json,
 }
 
 /// Data-plane tuning shared by `run` and `demo`.
@@ -347,9 +389,14 @@ pub struct RunArgs {
     /// IngressClass name to serve.
     #[arg(long, env = "ERRATUM_INGRESS_CLASS", default_value = "erratum")]
     pub ingress_class: String,
-    /// `spec.controller` value of our IngressClass.
+    /// `spec.controller` value of our IngressClass (`k8s.io/ingress-nginx`, with
+    /// `--ingress-class nginx`, serves ingress-nginx's class in place).
     #[arg(long, env = "ERRATUM_CONTROLLER_NAME", default_value = "erratum.dev/ingress-controller")]
     pub controller_name: String,
+    /// Also serve Ingresses that name no class (ingress-nginx's flag of that name), besides
+    /// those our IngressClass gets as the cluster default.
+    #[arg(long, env = "ERRATUM_WATCH_INGRESS_WITHOUT_CLASS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub watch_ingress_without_class: bool,
     /// Catch-all backend when no Ingress provides one: NAMESPACE/SERVICE:PORT.
     #[arg(long, env = "ERRATUM_DEFAULT_BACKEND")]
     pub default_backend: Option<ServiceRef>,
@@ -403,6 +450,7 @@ impl RunArgs {
                 default_policy: self.default_policy,
                 edge: self.tuning.edge_defaults(),
                 custom_http_errors: self.custom_http_errors.map(|c| c.0).unwrap_or_default(),
+                without_class: self.watch_ingress_without_class,
             },
             proxy,
             drain_timeout: self.tuning.shutdown_drain,
@@ -443,6 +491,7 @@ impl DemoArgs {
             admin_addr: self.admin_addr,
             ingress_class: "erratum".into(),
             controller_name: "erratum.dev/ingress-controller".into(),
+            watch_ingress_without_class: false,
             default_backend: None,
             default_policy: None,
             custom_http_errors: None,

@@ -48,6 +48,7 @@ pub mod demo;
 pub mod fixtures;
 pub mod index;
 pub mod metrics;
+pub mod migrate;
 pub mod origin;
 pub mod proxy;
 pub mod runtime;

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             print!("{}", erratum::crd::crd_yaml());
             return ExitCode::SUCCESS;
         }
+        Command::Migrate(args) => return migrate(&args),
     };
     match run(workers, task) {
         Ok(()) => ExitCode::SUCCESS,
@@ -52,6 +53,56 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `erratum migrate`: 0 when nothing reaches `--fail-on`, 1 when something does, 2 when the
+/// input cannot be read.
+fn migrate(args: &erratum::args::MigrateArgs) -> ExitCode {
+    use erratum::migrate;
+    if args.list {
+        print!("{}", migrate::markdown_table());
+        return ExitCode::SUCCESS;
+    }
+    let input = || -> anyhow::Result<_> {
+        let configmap_file = args.configmap.as_deref().map(std::path::Path::new).filter(|p| p.exists());
+        let (ingresses, mut config_map) = match &args.manifests {
+            Some(path) => (migrate::from_files(path)?.0, None),
+            None => {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let cluster_cm = args.configmap.as_deref().filter(|_| configmap_file.is_none());
+                runtime.block_on(migrate::from_cluster(args.namespace.as_deref(), cluster_cm))?
+            }
+        };
+        if let Some(file) = configmap_file {
+            let (_, maps) = migrate::from_files(file)?;
+            config_map = Some(maps.into_iter().next().context("no ConfigMap in the --configmap file")?);
+        } else if args.manifests.is_some() && args.configmap.is_some() {
+            anyhow::bail!("--configmap with --manifests is a file of manifests holding the ConfigMap");
+        }
+        Ok((ingresses, config_map))
+    };
+    let (mut ingresses, config_map) = match input() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("erratum migrate: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if !args.classes.is_empty() {
+        ingresses.retain(|i| migrate::class_of(i).is_some_and(|c| args.classes.contains(&c)));
+    }
+    let report = migrate::report(&ingresses, config_map.as_ref());
+    match args.output {
+        erratum::args::MigrateOutput::Text => print!("{}", report.to_text()),
+        erratum::args::MigrateOutput::Json => match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("erratum migrate: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    }
+    if report.fails(args.fail_on) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
 enum Task {

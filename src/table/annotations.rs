@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub mod catalog;
 pub mod limits;
 pub mod routing;
 
@@ -597,7 +598,9 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>, mut report: impl FnM
                          erratum reads"
                     ));
                 } else {
-                    report(format!("annotation {key} is not supported by erratum; ignored"));
+                    let why = catalog::support(name)
+                        .map_or("not an annotation ingress-nginx documents", |s| s.note());
+                    report(format!("annotation {key} is not supported by erratum ({why}); ignored"));
                 }
             }
         }

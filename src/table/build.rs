@@ -152,7 +152,7 @@ impl<'a> ClassFilter<'a> {
                 .and_then(|c| c.metadata.annotations.as_ref())
                 .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
                 .is_some_and(|v| v == "true");
-        Self { name: &config.ingress_class, foreign, default }
+        Self { name: &config.ingress_class, foreign, default: default || (!foreign && config.without_class) }
     }
 
     fn accepts(&self, ing: &Ingress) -> bool {

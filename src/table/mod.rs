@@ -67,6 +67,8 @@ pub struct BuildConfig {
     /// `--custom-http-errors`: codes whose page `--default-backend` renders for every
     /// Ingress that does not say otherwise (ingress-nginx's ConfigMap key of that name).
     pub custom_http_errors: Vec<u16>,
+    /// `--watch-ingress-without-class`: Ingresses that name no class are ours too.
+    pub without_class: bool,
 }
 
 impl Default for BuildConfig {
@@ -78,6 +80,7 @@ impl Default for BuildConfig {
             default_policy: None,
             edge: EdgeDefaults::default(),
             custom_http_errors: Vec::new(),
+            without_class: false,
         }
     }
 }

@@ -582,3 +582,30 @@ fn routing_annotations_resolve_at_build() {
     let changed = RoutingTable::build_from(&index(changed), &BuildConfig::default(), 3, Some(&same));
     assert!(!Arc::ptr_eq(&state(&same), &state(&changed)), "changed settings start afresh");
 }
+
+/// Taking over ingress-nginx's class in place: `--ingress-class nginx` serves nothing while
+/// the class belongs to another controller, everything of the class with
+/// `--controller-name k8s.io/ingress-nginx`; `--watch-ingress-without-class` adds the
+/// Ingresses that name no class.
+#[test]
+fn ingress_nginx_class_is_taken_over_in_place() {
+    let mut objects = svc("ns", "a");
+    objects.push(Object::IngressClass(Box::new(ingress_class("nginx", "k8s.io/ingress-nginx", false))));
+    objects.push(ing(ingress("ns", "named").class(Some("nginx")).path("named.test", "/", "Prefix", "a", 80)));
+    objects.push(ing(ingress("ns", "classless").class(None).path("classless.test", "/", "Prefix", "a", 80)));
+    let idx = index(objects);
+    let served = |config: BuildConfig| {
+        let t = RoutingTable::build(&idx, &config, 1);
+        ["named.test", "classless.test"].map(|h| target(&t, h, "/") == "a")
+    };
+    let nginx = BuildConfig { ingress_class: "nginx".into(), ..BuildConfig::default() };
+    assert_eq!(served(nginx.clone()), [false, false], "another controller's class");
+    let takeover = BuildConfig { controller_name: "k8s.io/ingress-nginx".into(), ..nginx.clone() };
+    assert_eq!(served(takeover.clone()), [true, false]);
+    assert_eq!(served(BuildConfig { without_class: true, ..takeover }), [true, true]);
+    assert_eq!(
+        served(BuildConfig { without_class: true, ..nginx }),
+        [false, false],
+        "never a foreign class's"
+    );
+}

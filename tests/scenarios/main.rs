@@ -21,6 +21,7 @@ mod kube_crd;
 mod kube_faults;
 mod kube_packaging;
 mod layering;
+mod migrate;
 mod migration;
 mod policies;
 mod protocols;
