@@ -2,7 +2,7 @@
 //! apply with field manager `erratum`, only when they changed, only on the Lease holder; plus
 //! Events (events.k8s.io) when a policy turns invalid.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
@@ -92,6 +92,7 @@ pub async fn writer(
     );
     let mut written: HashMap<ObjectKey, ErrorPagePolicyStatus> = HashMap::new();
     let mut ingress_written: HashMap<ObjectKey, Vec<IngressLoadBalancerIngress>> = HashMap::new();
+    let mut warned: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -101,6 +102,7 @@ pub async fn writer(
                 // something else in between.
                 written.clear();
                 ingress_written.clear();
+                warned.clear();
             }
         }
         if !leadership.is_leader() {
@@ -112,6 +114,57 @@ pub async fn writer(
         }
         write_policies(&client, &t, &recorder, &mut written, &metrics).await;
         write_ingresses(&client, &config, &t, &mut ingress_written, &metrics).await;
+        warn_ingresses(&t, &recorder, &mut warned).await;
+    }
+}
+
+/// A Warning Event on each Ingress for each problem the build found with it (an annotation
+/// erratum does not read or reads differently, a value it cannot use, a missing Service…),
+/// once per problem while it lasts: a problem that goes away and comes back is told again.
+async fn warn_ingresses(t: &RoutingTable, recorder: &Recorder, warned: &mut HashSet<String>) {
+    let current: Vec<(&crate::table::Diagnostic, String)> = t
+        .diagnostics()
+        .iter()
+        .filter(|d| d.kind == Some(crate::index::Kind::Ingress))
+        .map(|d| (d, format!("{}\n{}", d.key, d.message)))
+        .collect();
+    warned.retain(|w| current.iter().any(|(_, id)| id == w));
+    for (d, id) in current {
+        if warned.contains(&id) {
+            continue;
+        }
+        let regarding = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("networking.k8s.io/v1".into()),
+            kind: Some("Ingress".into()),
+            namespace: Some(d.key.namespace.clone()),
+            name: Some(d.key.name.clone()),
+            ..Default::default()
+        };
+        // The recorder folds Events of one (reason, action, object) into a series that keeps
+        // the first note: each problem gets its own action (the annotation's name, or a
+        // digest of the message) so that each is told.
+        let action = match d.message.strip_prefix("annotation nginx.ingress.kubernetes.io/") {
+            Some(rest) => rest.split([':', ' ']).next().unwrap_or("Build").chars().take(100).collect(),
+            None => {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::hash::DefaultHasher::new();
+                d.message.hash(&mut h);
+                format!("Build-{:08x}", h.finish() as u32)
+            }
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "ConfigurationWarning".into(),
+            note: Some(d.message.chars().take(1024).collect()),
+            action,
+            secondary: None,
+        };
+        match recorder.publish(&event, &regarding).await {
+            Ok(()) => {
+                warned.insert(id);
+            }
+            Err(e) => tracing::warn!(ingress = %d.key, "publishing an event: {e}"),
+        }
     }
 }
 

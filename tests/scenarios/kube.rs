@@ -449,3 +449,66 @@ async fn a_thousand_ingresses_created_through_the_api_route() {
     );
     cp.assert_rbac_allowed_everything(&ns.name);
 }
+
+/// ingress-nginx annotations against the real API server: what erratum does not read, or
+/// reads differently, or cannot use, is a Warning Event on the Ingress while the Ingress
+/// serves (with the rate limit in force); `erratum migrate` reads the same Ingress from the
+/// cluster through a kubeconfig.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_nginx_annotations_become_events_and_migrate_reads_the_cluster() {
+    let cp = cluster::shared();
+    let ns = cp.namespace("annotations").await;
+    let o = routable_origin().await;
+    ns.apply(&backend("shop", "web", &[o.addr])).await;
+    ns.apply(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: legacy\n  annotations:\n    \
+         nginx.ingress.kubernetes.io/configuration-snippet: \"more_set_headers 'X: y';\"\n    \
+         nginx.ingress.kubernetes.io/limit-rps: \"1\"\n    nginx.ingress.kubernetes.io/limit-burst-multiplier: \"1\"\n    \
+         nginx.ingress.kubernetes.io/proxy-body-size: \"8mb\"\nspec:\n  ingressClassName: erratum\n  rules:\n  \
+         - host: legacy.example\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}\n",
+    )
+    .await;
+    let mut e = Erratum::spawn(cp, &ns, &[]);
+    e.ready().await;
+    let warned = |needle: &'static str| {
+        let ns = &ns;
+        async move {
+            ns.events().await.iter().any(|ev| {
+                ev["type"] == "Warning"
+                    && ev["regarding"]["kind"] == "Ingress"
+                    && ev["regarding"]["name"] == "legacy"
+                    && ev["note"].as_str().is_some_and(|n| n.contains(needle))
+            })
+        }
+    };
+    eventually("a Warning Event: the snippet is never executed", || {
+        warned("configuration-snippet is never executed")
+    })
+    .await;
+    eventually("a Warning Event: the value that does not parse", || warned("proxy-body-size")).await;
+    eventually("a Warning Event: 429 where ingress-nginx sends 503", || warned("429 and Retry-After")).await;
+    let statuses = [
+        status_of(e.url("/"), "legacy.example").await,
+        status_of(e.url("/"), "legacy.example").await,
+        status_of(e.url("/"), "legacy.example").await,
+    ];
+    assert_eq!(statuses, [200, 200, 429], "the Ingress serves, with its limit: {}", e.logs());
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_erratum"))
+        .env("KUBECONFIG", cp.kubeconfig())
+        .args(["migrate", "--namespace", &ns.name])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "unsupported and invalid fail: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&format!("Ingress {}/legacy (class erratum)", ns.name)), "{text}");
+    assert!(text.contains("unsupported  configuration-snippet"), "{text}");
+    assert!(text.contains("invalid      proxy-body-size"), "{text}");
+    assert!(text.contains("differs      limit-rps"), "{text}");
+    e.child.kill().ok();
+}
