@@ -1,5 +1,6 @@
-//! Routing-table benchmarks: build time and lookup cost at 100, 1,000 and 10,000 Ingresses.
-//! Lookup must not grow with the number of hosts. Run: `cargo bench --bench table`.
+//! Routing-table benchmarks: build time and lookup cost at 100, 1,000 and 10,000 Ingresses
+//! (lookup must not grow with the number of hosts), and regex routing at 1,000 and 10,000
+//! paths on one host. Run: `cargo bench --bench table`.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failed unwrap is a failed test")]
 
 use std::hint::black_box;
@@ -73,5 +74,43 @@ fn lookup(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, build, lookup);
+/// One host with `n` regex paths (`use-regex`, ingress-nginx's `~* "^PATH"`), shaped like an
+/// API's versioned routes: `/api/v[0-9]+/resource-N/[a-z]+`.
+fn regex_index(n: usize) -> Index {
+    let mut index = Index::default();
+    index.apply(Object::Service(Box::new(service("bench", "svc", &[(Some("http"), 80)]))));
+    let mut ing = ingress("bench", "regex").annotation("nginx.ingress.kubernetes.io/use-regex", "true");
+    for i in 0..n {
+        ing =
+            ing.path("regex.example.com", &format!("/api/v[0-9]+/resource-{i}/[a-z]+"), "Prefix", "svc", 80);
+    }
+    index.apply(Object::Ingress(Box::new(ing.build())));
+    index
+}
+
+/// Regex routing at 1,000 and 10,000 paths on one host: the build (compiling the host's set)
+/// and a lookup that matches one path, one that matches none.
+fn regex_routes(c: &mut Criterion) {
+    let mut group = c.benchmark_group("regex_routes");
+    group.sample_size(10);
+    for n in [1_000, 10_000] {
+        let index = regex_index(n);
+        group.bench_with_input(BenchmarkId::new("build", n), &index, |b, index| {
+            b.iter(|| RoutingTable::build(black_box(index), &BuildConfig::default(), 1))
+        });
+        let table = RoutingTable::build(&index, &BuildConfig::default(), 1);
+        assert_eq!(table.route_count(), n, "{:?}", table.diagnostics());
+        let hit = format!("/API/v2/resource-{}/items/7", n / 2);
+        assert!(table.find("regex.example.com", &hit).is_some());
+        group.bench_with_input(BenchmarkId::new("lookup_hit", n), &hit, |b, path| {
+            b.iter(|| black_box(table.find(black_box("regex.example.com"), black_box(path))))
+        });
+        group.bench_with_input(BenchmarkId::new("lookup_miss", n), &"/static/app.js", |b, path| {
+            b.iter(|| black_box(table.find(black_box("regex.example.com"), black_box(path))))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, build, lookup, regex_routes);
 criterion_main!(benches);

@@ -175,6 +175,35 @@ spec:
       paths:
       - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
 ---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: limited
+  namespace: bench
+  annotations: {{nginx.ingress.kubernetes.io/limit-rps: "100000000"}}
+spec:
+  ingressClassName: erratum
+  rules:
+  - host: limited.bench
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: rewrite
+  namespace: bench
+  annotations: {{nginx.ingress.kubernetes.io/rewrite-target: "/$1"}}
+spec:
+  ingressClassName: erratum
+  rules:
+  - host: rewrite.bench
+    http:
+      paths:
+      - {{path: "/app/(.*)", pathType: ImplementationSpecific, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
+      - {{path: "/v[0-9]+/(.*)", pathType: ImplementationSpecific, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
+---
 apiVersion: erratum.dev/v1alpha1
 kind: ErrorPagePolicy
 metadata: {{name: bench, namespace: bench}}

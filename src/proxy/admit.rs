@@ -19,7 +19,7 @@ use super::intercept::{ProxyError, RequestInfo, grpc};
 use super::respond::{Answer, RouteMetrics, Scope};
 use super::{Body, ConnInfo, Proxy, RequestBody};
 use crate::table::annotations::limits::Refused;
-use crate::table::annotations::{Rewrite, routing};
+use crate::table::annotations::{ResponseHeaders, Rewrite, routing};
 use crate::table::{Route, route};
 
 /// What one routed request carries through the later phases. The request facts, its id and
@@ -93,13 +93,23 @@ impl Proxy {
                 return self.render(Answer::Redirect(status, &location), &scope);
             }
         }
+        // CORS and `custom-headers`: every answer from here on gets them; a preflight is
+        // answered here (nginx's `return 204` in the same phase).
+        let decoration =
+            route.response_headers.as_deref().map(|d| (d, req.headers().get(header::ORIGIN).cloned()));
+        if let Some((d, origin)) = &decoration
+            && d.preflight(&method, origin.as_ref())
+        {
+            let scope = Scope { policies: &route.policies, route: Some(route), metrics, ..unrouted };
+            return decorate(self.render(Answer::Preflight, &scope), decoration.as_ref(), true);
+        }
         if route.edge.https_redirect
             && !arrived_over_https(req.headers(), &conn)
             && !is_acme_challenge(info.path)
         {
             let scope = Scope { policies: &route.policies, route: Some(route), metrics, ..unrouted };
             let target = request_uri.path_and_query().map_or("/", |pq| pq.as_str());
-            return match https_location(&host, self.config.https_port, target) {
+            let resp = match https_location(&host, self.config.https_port, target) {
                 Some(location) => {
                     self.render(Answer::Redirect(StatusCode::PERMANENT_REDIRECT, &location), &scope)
                 }
@@ -108,6 +118,7 @@ impl Proxy {
                     self.fail(&ProxyError::BadRequest { reason }, &scope)
                 }
             };
+            return decorate(resp, decoration.as_ref(), false);
         }
         // After the redirects: nginx's preaccess phase (rate limits), then its access phase
         // (source ranges). The limit on concurrent requests holds until the response head.
@@ -123,13 +134,17 @@ impl Proxy {
             if let (Some(limits), Some(ip)) = (&route.limits, ip) {
                 match limits.admit(ip) {
                     Ok(admitted) => _admitted = Some(admitted),
-                    Err(refused) => return self.fail(&rate_limited(refused, text()), &scope),
+                    Err(refused) => {
+                        let resp = self.fail(&rate_limited(refused, text()), &scope);
+                        return decorate(resp, decoration.as_ref(), false);
+                    }
                 }
             }
             if let Some(ranges) = &route.access
                 && !ip.is_some_and(|ip| ranges.permits(ip))
             {
-                return self.fail(&ProxyError::Forbidden { client: text() }, &scope);
+                let resp = self.fail(&ProxyError::Forbidden { client: text() }, &scope);
+                return decorate(resp, decoration.as_ref(), false);
             }
         }
         let path_and_query = match (&path, request_uri.path_and_query()) {
@@ -185,18 +200,20 @@ impl Proxy {
             // when the body is first read): the client is told not to send it.
             let mut resp = self.fail(&ProxyError::BodyTooLarge { limit }, &ctx.scope);
             close_http1(&mut resp, req.version() <= Version::HTTP_11);
-            return resp;
+            return decorate(resp, decoration.as_ref(), false);
         }
         let Some(cacheable) = self.cacheable(route, &info, ctx.credentials, &path_and_query) else {
-            return self.forward(req, &ctx, None).await.0;
+            let resp = self.forward(req, &ctx, None).await.0;
+            return decorate(resp, decoration.as_ref(), false);
         };
         // The request goes to `forward` from here, not through another future: it is moved
         // (copied) once per future it passes through.
-        match self.cache_first(&ctx, &cacheable).await {
+        let resp = match self.cache_first(&ctx, &cacheable).await {
             CacheFirst::Answered(resp) => resp,
             CacheFirst::Forward => self.forward(req, &ctx, Some(&cacheable)).await.0,
             CacheFirst::Coalesce(marker) => Box::pin(self.coalesced(req, &ctx, &cacheable, marker)).await,
-        }
+        };
+        decorate(resp, decoration.as_ref(), false)
     }
 
     /// Answers a request head the HTTP/1.1 server refused before it became a request (too
@@ -258,6 +275,19 @@ pub(super) fn close_http1(resp: &mut Response<Body>, http1: bool) {
 /// every ACME client need them; ingress-nginx exempts them too).
 fn is_acme_challenge(path: &str) -> bool {
     path.starts_with("/.well-known/acme-challenge/")
+}
+
+/// Adds a route's response headers (CORS, `custom-headers`) to an answer, for the request's
+/// `Origin`. Routes without them pay one check.
+fn decorate(
+    mut resp: Response<Body>,
+    decoration: Option<&(&ResponseHeaders, Option<HeaderValue>)>,
+    preflight: bool,
+) -> Response<Body> {
+    if let Some((d, origin)) = decoration {
+        d.apply(origin.as_ref(), preflight, resp.headers_mut());
+    }
+    resp
 }
 
 /// The 429 for a refused request.

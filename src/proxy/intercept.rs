@@ -162,6 +162,8 @@ pub enum Outcome<'a> {
     },
     /// erratum could not get an upstream answer.
     Proxy(&'a ProxyError),
+    /// A CORS preflight erratum answers itself (204): not an error either.
+    Preflight,
     /// erratum redirects the request (plain HTTP to HTTPS): not an error, so no policy
     /// pages it, but it is decided here like every status erratum makes.
     Redirect {
@@ -323,6 +325,12 @@ fn decide_http(
         Outcome::Proxy(err) => (err.status(), true, None),
         Outcome::Redirect { status, location } => {
             return Decision::Replace { reply: redirect(status, location), applied: None };
+        }
+        Outcome::Preflight => {
+            let mut headers = HeaderMap::with_capacity(1);
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            let reply = Reply { status: StatusCode::NO_CONTENT, headers, body: Bytes::new(), fetch: None };
+            return Decision::Replace { reply, applied: None };
         }
     };
     let builtin_reply = || Decision::Replace { reply: builtin(code, req.accept), applied: None };

@@ -48,6 +48,8 @@ pub enum Answer<'a> {
     Failed(&'a ProxyError),
     /// erratum redirects the request to `Location` with a 3xx status.
     Redirect(StatusCode, &'a HeaderValue),
+    /// erratum answers a CORS preflight itself: 204.
+    Preflight,
 }
 
 /// The request an answer is for.
@@ -79,11 +81,13 @@ impl Proxy {
                 Outcome::Proxy(err)
             }
             Answer::Redirect(status, location) => Outcome::Redirect { status: *status, location },
+            Answer::Preflight => Outcome::Preflight,
         };
         let decision = intercept::decide(scope.policies, scope.info, outcome, &self.pages);
         // What the access log says the decision did; nothing when the log is off.
         let logged = self.access_log.is_some().then(|| match (&answer, &decision) {
             (Answer::Redirect(..), _) => ("redirected", None),
+            (Answer::Preflight, _) => ("preflight", None),
             (_, Decision::PassThrough) => ("passed", None),
             (_, Decision::Report(a)) => ("report-only", Some(a.policy.key.to_string())),
             (_, Decision::Rewrite { applied, .. }) => ("rewritten", Some(applied.policy.key.to_string())),
@@ -94,7 +98,7 @@ impl Proxy {
         let upstream = match &answer {
             Answer::Upstream(parts, _) => Some(parts.status),
             Answer::Cached { entry, .. } => entry.proxy_error.is_none().then_some(entry.status),
-            Answer::Failed(_) | Answer::Redirect(..) => None,
+            Answer::Failed(_) | Answer::Redirect(..) | Answer::Preflight => None,
         };
         let cached = match &answer {
             Answer::Cached { entry, hit } => Some((entry.stored_at, *hit)),
@@ -147,6 +151,9 @@ impl Proxy {
                 into_response(intercept::builtin(err.status(), scope.info.accept), scope.request_id)
             }
             Answer::Redirect(status, _) => into_response(intercept::builtin(status, None), scope.request_id),
+            Answer::Preflight => {
+                into_response(intercept::builtin(StatusCode::NO_CONTENT, None), scope.request_id)
+            }
         };
         if let Some((status, headers)) = rewrite {
             *resp.status_mut() = status;

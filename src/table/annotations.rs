@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub mod catalog;
+pub mod cors;
 pub mod limits;
 pub mod routing;
 
+pub use cors::{IngressCors, ResponseHeaders};
 pub use limits::{IngressLimits, RateLimits};
 pub use routing::{IngressRouting, Rewrite};
 
@@ -78,7 +80,10 @@ pub const DENYLIST_SOURCE_RANGE: &str = "denylist-source-range";
 /// Whether erratum reads the annotation `name` (without the prefix); every other one under
 /// [`PREFIX`] is reported as ignored.
 pub fn is_read(name: &str) -> bool {
-    READ.contains(&name) || routing::READ.contains(&name) || limits::READ.contains(&name)
+    READ.contains(&name)
+        || routing::READ.contains(&name)
+        || limits::READ.contains(&name)
+        || cors::READ.contains(&name)
 }
 
 /// The edge, upstream, access and error-page annotations erratum reads (besides
@@ -159,6 +164,8 @@ pub struct IngressEdge {
     pub routing: IngressRouting,
     /// Rate limits per client address.
     pub limits: IngressLimits,
+    /// CORS and `custom-headers`.
+    pub cors: IngressCors,
 }
 
 /// Who may use a route, by client address (ingress-nginx's source ranges).
@@ -588,6 +595,7 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>, mut report: impl FnM
             }
             _ if edge.routing.read(name, key, value, &all, &mut report) => {}
             _ if edge.limits.read(name, key, value, &mut report) => {}
+            _ if edge.cors.read(name, key, value, &mut report) => {}
             _ => {
                 edge.unsupported.push(name.to_string());
                 if name.ends_with("-snippet") {

@@ -97,6 +97,7 @@ impl RoutingTable {
                 access: None,
                 rewrite: None,
                 limits: None,
+                response_headers: None,
             }));
         }
         b.finish_policies();
@@ -395,6 +396,7 @@ impl Builder<'_> {
         let key = ObjectKey::of(&ing.metadata);
         let Some(spec) = ing.spec.as_ref() else { return };
         let limits = self.limits(&key, &annotated.limits);
+        let response_headers = self.response_headers(&key, &annotated.cors);
         let policies =
             self.policies.per_ingress.get(&key).cloned().unwrap_or_else(|| self.policies.fallback());
         let policies = self.with_error_backend(&key, annotated, config, policies);
@@ -430,6 +432,7 @@ impl Builder<'_> {
                     access: access.clone(),
                     rewrite: rewrite.ok().flatten(),
                     limits: limits.clone(),
+                    response_headers: response_headers.clone(),
                 })
             }),
             None => None,
@@ -483,6 +486,7 @@ impl Builder<'_> {
                     access: access.clone(),
                     rewrite,
                     limits: limits.clone(),
+                    response_headers: response_headers.clone(),
                 });
                 if annotated.routing.from_to_www
                     && let HostTarget::Exact(h) = &target

@@ -165,6 +165,8 @@ pub struct Route {
     pub rewrite: Option<Arc<annotations::Rewrite>>,
     /// Rate limits per client address (`limit-rps`, …), shared by the Ingress's routes.
     pub limits: Option<Arc<annotations::RateLimits>>,
+    /// Headers added to every response (CORS, `custom-headers`); `None` for most routes.
+    pub response_headers: Option<Arc<annotations::ResponseHeaders>>,
 }
 
 /// What `/table` shows of an Ingress's edge settings (the effective values, after its

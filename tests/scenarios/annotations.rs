@@ -277,3 +277,85 @@ async fn rate_limits_answer_429_with_retry_after() {
     assert_eq!(limited["trackedClients"], 1);
     h.shutdown().await;
 }
+
+/// `enable-cors` with ingress-nginx's defaults (`*`, credentials true, its methods, headers
+/// and max age) on every response, a preflight (`OPTIONS`) answered 204 without the backend;
+/// a listed origin (a `*.` wildcard of one label) is echoed with `Vary: Origin`, others get no
+/// CORS and their `OPTIONS` goes to the backend; `custom-headers` from a ConfigMap are on
+/// every response, erratum's error pages included.
+#[tokio::test]
+async fn cors_and_custom_headers_are_on_every_response() {
+    let app = origin().await;
+    let mut m = backend("ns", "app", &[app.addr]);
+    m.push_str(&backend("ns", "empty", &[]));
+    let root = &[("/", "Prefix")];
+    m.push_str(&ingress_with("open", "open.test", &[("enable-cors", "true")], root, "app"));
+    m.push_str(&ingress_with(
+        "listed",
+        "listed.test",
+        &[
+            ("enable-cors", "true"),
+            ("cors-allow-origin", "https://*.shop.test, https://admin.test:8443"),
+            ("cors-allow-credentials", "false"),
+            ("cors-expose-headers", "X-Total"),
+        ],
+        root,
+        "app",
+    ));
+    m.push_str(&ingress_with(
+        "headers",
+        "headers.test",
+        &[("custom-headers", "ns/security-headers")],
+        root,
+        "empty",
+    ));
+    m.push_str(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: security-headers, namespace: ns}\ndata:\n  \
+         X-Frame-Options: DENY\n  Strict-Transport-Security: max-age=31536000\n---\n",
+    );
+    let h = Harness::start(&m).await;
+    let send = |method: reqwest::Method, host: &'static str, origin: Option<&'static str>| {
+        let mut req = h.client.request(method, h.url("/echo")).header("host", host);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    let resp = send(reqwest::Method::GET, "open.test", None).await;
+    assert_eq!(resp.status(), 200);
+    let hdr = |r: &reqwest::Response, n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(hdr(&resp, "access-control-allow-origin").as_deref(), Some("*"));
+    assert_eq!(hdr(&resp, "access-control-allow-credentials").as_deref(), Some("true"));
+    assert_eq!(
+        hdr(&resp, "access-control-allow-methods").as_deref(),
+        Some("GET, PUT, POST, DELETE, PATCH, OPTIONS")
+    );
+    assert_eq!(hdr(&resp, "access-control-max-age").as_deref(), Some("1728000"));
+    let hits = app.hits();
+    let pre = send(reqwest::Method::OPTIONS, "open.test", Some("https://anywhere.test")).await;
+    assert_eq!(pre.status(), 204, "a preflight is answered here");
+    assert_eq!(hdr(&pre, "content-type").as_deref(), Some("text/plain charset=UTF-8"));
+    assert_eq!(app.hits(), hits, "without the backend");
+
+    let ok = send(reqwest::Method::GET, "listed.test", Some("https://www.shop.test")).await;
+    assert_eq!(hdr(&ok, "access-control-allow-origin").as_deref(), Some("https://www.shop.test"));
+    assert_eq!(hdr(&ok, "vary").as_deref(), Some("Origin"));
+    assert_eq!(hdr(&ok, "access-control-allow-credentials"), None);
+    assert_eq!(hdr(&ok, "access-control-expose-headers").as_deref(), Some("X-Total"));
+    for other in ["https://a.b.shop.test", "https://admin.test", "http://www.shop.test"] {
+        let resp = send(reqwest::Method::GET, "listed.test", Some(other)).await;
+        assert_eq!(hdr(&resp, "access-control-allow-origin"), None, "{other}");
+    }
+    let hits = app.hits();
+    let not_preflight = send(reqwest::Method::OPTIONS, "listed.test", Some("https://evil.test")).await;
+    assert_eq!(not_preflight.status(), 200, "an OPTIONS without CORS goes to the backend");
+    assert_eq!(app.hits(), hits + 1);
+    let pre = send(reqwest::Method::OPTIONS, "listed.test", Some("https://admin.test:8443")).await;
+    assert_eq!(pre.status(), 204);
+
+    let resp = h.get("headers.test", "/").await;
+    assert_eq!(resp.status(), 503, "no endpoint: erratum's own page");
+    assert_eq!(hdr(&resp, "x-frame-options").as_deref(), Some("DENY"), "on erratum's page too");
+    assert_eq!(hdr(&resp, "strict-transport-security").as_deref(), Some("max-age=31536000"));
+    h.shutdown().await;
+}

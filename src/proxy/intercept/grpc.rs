@@ -71,7 +71,7 @@ pub fn from_error(err: &ProxyError) -> Code {
 /// `decision` for a gRPC request (see the module header).
 pub(super) fn apply(decision: Decision, outcome: &Outcome<'_>) -> Decision {
     let (http_status, err) = match outcome {
-        Outcome::Redirect { .. } => return decision,
+        Outcome::Redirect { .. } | Outcome::Preflight => return decision,
         // A gRPC answer — a status in its head, or a 200 whose trailers will carry it — is
         // the client's as it is.
         Outcome::Upstream { headers, .. } if headers.contains_key(&GRPC_STATUS) => return decision,

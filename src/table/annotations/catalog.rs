@@ -172,7 +172,12 @@ pub const KNOWN: [&str; 131] = [
 ];
 
 /// Annotations erratum reads differently from ingress-nginx, and how.
-pub const DIFFERENCES: [(&str, &str); 10] = [
+pub const DIFFERENCES: [(&str, &str); 12] = [
+    (
+        "custom-headers",
+        "no global-allowed-response-headers allow-list: any header but framing and hop-by-hop ones",
+    ),
+    ("enable-cors", "an echoed Origin also gets Vary: Origin, so shared caches keep origins apart"),
     ("load-balance", "ewma is balanced as power of two choices on requests in flight, not on response times"),
     (
         "limit-rps",
@@ -225,7 +230,7 @@ pub fn support_of(name: &str, value: &str) -> Option<Support> {
 
 /// The reason an annotation of ingress-nginx is not read, by family.
 fn unsupported_reason(name: &str) -> &'static str {
-    const FAMILIES: [(&str, &str); 14] = [
+    const FAMILIES: [(&str, &str); 12] = [
         ("modsecurity", "no web application firewall in erratum"),
         ("enable-modsecurity", "no web application firewall in erratum"),
         ("enable-owasp", "no web application firewall in erratum"),
@@ -236,8 +241,6 @@ fn unsupported_reason(name: &str) -> &'static str {
         ("canary", "canary routing is not supported yet (planned)"),
         ("affinity", "session affinity is not supported yet (planned: cookie)"),
         ("session-cookie", "session affinity is not supported yet (planned: cookie)"),
-        ("cors-", "CORS is not supported yet (planned)"),
-        ("enable-cors", "CORS is not supported yet (planned)"),
         ("proxy-buffer", "erratum streams bodies: nginx's buffer sizes have no equivalent"),
         ("mirror-", "request mirroring is not supported"),
     ];

@@ -11,7 +11,7 @@ use super::{Builder, HostTarget, classify_host, host_label};
 use crate::index::ObjectKey;
 use crate::table::Route;
 use crate::table::annotations::routing::{IngressRouting, RegexPaths, Rewrite};
-use crate::table::annotations::{IngressEdge, IngressLimits, RateLimits};
+use crate::table::annotations::{IngressCors, IngressEdge, IngressLimits, RateLimits, ResponseHeaders};
 use crate::table::route::{HostRoutes, RegexHost};
 
 /// The hosts whose every path is a regex, with the Ingresses that make them so: ingress-nginx
@@ -79,6 +79,42 @@ impl Builder<'_> {
                 .into(),
         );
         Some(limits)
+    }
+
+    /// CORS and `custom-headers` of an Ingress (the ConfigMap `namespace/name`, or `name` in
+    /// the Ingress's namespace, as ingress-nginx reads it).
+    pub(super) fn response_headers(
+        &mut self,
+        key: &ObjectKey,
+        cors: &IngressCors,
+    ) -> Option<Arc<ResponseHeaders>> {
+        let custom = match cors.custom_headers.as_deref() {
+            None => None,
+            Some(reference) => {
+                let cm_key = match reference.split_once('/') {
+                    Some((ns, name)) => ObjectKey::new(ns, name),
+                    None => ObjectKey::new(key.namespace.clone(), reference),
+                };
+                match self.index.config_maps.get(&cm_key) {
+                    Some(cm) => Some(cm.data.clone().unwrap_or_default()),
+                    None => {
+                        self.report(
+                            key,
+                            format!(
+                                "annotation custom-headers: ConfigMap {cm_key} not found; no header added"
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let mut problems = Vec::new();
+        let resolved = ResponseHeaders::resolve(cors, custom.as_ref(), &mut |m| problems.push(m));
+        for p in problems {
+            self.report(key, p);
+        }
+        resolved.map(Arc::new)
     }
 
     /// Compiles each regex host's paths into one set, leaving out (and reporting) a path that
@@ -169,6 +205,7 @@ impl Builder<'_> {
                 access: route.access.clone(),
                 rewrite: Some(Arc::new(Rewrite::www(&to))),
                 limits: route.limits.clone(),
+                response_headers: route.response_headers.clone(),
             });
             let policies = route.policies.clone();
             self.table
