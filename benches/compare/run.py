@@ -192,6 +192,20 @@ spec:
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
+  name: cors
+  namespace: bench
+  annotations: {{nginx.ingress.kubernetes.io/enable-cors: "true", nginx.ingress.kubernetes.io/cors-allow-origin: "https://*.bench"}}
+spec:
+  ingressClassName: erratum
+  rules:
+  - host: cors.bench
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
   name: rewrite
   namespace: bench
   annotations: {{nginx.ingress.kubernetes.io/rewrite-target: "/$1"}}

@@ -20,12 +20,14 @@ use super::respond::{Answer, RouteMetrics, Scope};
 use super::{Body, ConnInfo, Proxy, RequestBody};
 use crate::table::annotations::limits::Refused;
 use crate::table::annotations::{ResponseHeaders, Rewrite, routing};
-use crate::table::{Route, route};
+use crate::table::{Backend, Route, route};
 
 /// What one routed request carries through the later phases. The request facts, its id and
 /// its policies are in `scope` (what `respond` needs); `route` is the same route, unwrapped.
 pub(super) struct Ctx<'a> {
     pub route: &'a Arc<Route>,
+    /// Where the request goes: the route's backend, or its canary's.
+    pub backend: &'a Arc<Backend>,
     pub scope: Scope<'a>,
     pub raw_host: &'a RawHost,
     /// The normalised path and the query: what the route matched is what the backend gets.
@@ -179,8 +181,14 @@ impl Proxy {
             Some(p) if p.protocol.grpc() => RequestInfo { grpc: grpc::is_grpc(req.headers()), ..info },
             _ => info,
         };
+        // A canary Ingress's share of the route (header, cookie, weight).
+        let backend = match &route.canary {
+            Some(c) if c.chosen(req.headers()) => &c.backend,
+            _ => &route.backend,
+        };
         let ctx = Ctx {
             route,
+            backend,
             scope: Scope {
                 policies: &route.policies,
                 route: Some(route),
@@ -202,7 +210,12 @@ impl Proxy {
             close_http1(&mut resp, req.version() <= Version::HTTP_11);
             return decorate(resp, decoration.as_ref(), false);
         }
-        let Some(cacheable) = self.cacheable(route, &info, ctx.credentials, &path_and_query) else {
+        // A canary's errors are not the main backend's: never cached for the route.
+        let cacheable = match Arc::ptr_eq(backend, &route.backend) {
+            true => self.cacheable(route, &info, ctx.credentials, &path_and_query),
+            false => None,
+        };
+        let Some(cacheable) = cacheable else {
             let resp = self.forward(req, &ctx, None).await.0;
             return decorate(resp, decoration.as_ref(), false);
         };

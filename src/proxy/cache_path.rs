@@ -184,7 +184,7 @@ impl Proxy {
         let Some(cache) = &self.cache else { return Kept::Not(parts, body) };
         match Box::pin(read_bounded(body, MAX_ENTRY_BODY, self.config.response_timeout)).await {
             Bounded::Whole(bytes) => {
-                let service = Some(ctx.route.backend.service.clone());
+                let service = Some(ctx.backend.service.clone());
                 let entry =
                     cache.entry(parts.status, &parts.headers, bytes, None, owner.key.clone(), service, ttl);
                 cache.insert(key.clone(), entry.clone()).await;
@@ -227,7 +227,7 @@ impl Proxy {
             && let Some(ttl) = self.error_ttl(ctx, owner, err.status(), &HeaderMap::new(), true)
         {
             self.note(&err, ctx.scope.info);
-            let service = Some(ctx.route.backend.service.clone());
+            let service = Some(ctx.backend.service.clone());
             let status = err.status();
             let entry = cache.entry(
                 status,

@@ -44,16 +44,16 @@ impl Proxy {
         let picked = match route.protocol.as_ref().and_then(|p| p.broken.as_deref()) {
             // The route's TLS settings do not load: nothing is sent in plaintext instead.
             Some(why) => Err(why),
-            None => self.balancer.pick(&route.backend, settings.load_balance, &[]),
+            None => self.balancer.pick(ctx.backend, settings.load_balance, &[]),
         };
         let mut picked = match picked {
             Ok(p) => p,
             Err(reason) => {
-                let reason = match &route.backend.target {
+                let reason = match &ctx.backend.target {
                     crate::table::Target::Unresolved(why) => why.clone(),
                     _ => reason.to_string(),
                 };
-                let err = ProxyError::NoEndpoints { service: route.backend.service.to_string(), reason };
+                let err = ProxyError::NoEndpoints { service: ctx.backend.service.to_string(), reason };
                 return (self.fail(&err, &ctx.scope), None);
             }
         };
@@ -127,7 +127,7 @@ impl Proxy {
         let connect_timeout = settings.connect_timeout.unwrap_or(self.config.connect_timeout);
         let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
         let result = loop {
-            let in_flight = InFlight::start(&route.backend, &picked, settings.load_balance);
+            let in_flight = InFlight::start(ctx.backend, &picked, settings.load_balance);
             let result = {
                 // Pinned here so that the timeout wrappers move a pointer, not the exchange's
                 // state (~2 KiB, copied twice per request otherwise).
@@ -149,9 +149,9 @@ impl Proxy {
             };
             drop(in_flight);
             let (attempt, retry) = judge(&result, settings.next, idempotent);
-            self.balancer.report(&route.backend, picked.index, attempt);
+            self.balancer.report(ctx.backend, picked.index, attempt);
             // One endpoint (or an ExternalName): there is nowhere else to go.
-            let Some(reason) = retry.filter(|_| request.is_some() && route.backend.endpoints().len() > 1)
+            let Some(reason) = retry.filter(|_| request.is_some() && ctx.backend.endpoints().len() > 1)
             else {
                 break result;
             };
@@ -163,7 +163,7 @@ impl Proxy {
             if let Some(i) = picked.index {
                 tried.push(i);
             }
-            let Some(next) = self.balancer.pick(&route.backend, settings.load_balance, &tried).ok() else {
+            let Some(next) = self.balancer.pick(ctx.backend, settings.load_balance, &tried).ok() else {
                 self.balancer.no_other_endpoint();
                 break result;
             };

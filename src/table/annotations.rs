@@ -9,11 +9,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub mod canary;
 pub mod catalog;
 pub mod cors;
 pub mod limits;
 pub mod routing;
 
+pub use canary::{Canary, IngressCanary};
 pub use cors::{IngressCors, ResponseHeaders};
 pub use limits::{IngressLimits, RateLimits};
 pub use routing::{IngressRouting, Rewrite};
@@ -84,6 +86,7 @@ pub fn is_read(name: &str) -> bool {
         || routing::READ.contains(&name)
         || limits::READ.contains(&name)
         || cors::READ.contains(&name)
+        || canary::READ.contains(&name)
 }
 
 /// The edge, upstream, access and error-page annotations erratum reads (besides
@@ -166,6 +169,8 @@ pub struct IngressEdge {
     pub limits: IngressLimits,
     /// CORS and `custom-headers`.
     pub cors: IngressCors,
+    /// `canary` and its rules.
+    pub canary: IngressCanary,
 }
 
 /// Who may use a route, by client address (ingress-nginx's source ranges).
@@ -596,6 +601,7 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>, mut report: impl FnM
             _ if edge.routing.read(name, key, value, &all, &mut report) => {}
             _ if edge.limits.read(name, key, value, &mut report) => {}
             _ if edge.cors.read(name, key, value, &mut report) => {}
+            _ if edge.canary.read(name, key, value, &mut report) => {}
             _ => {
                 edge.unsupported.push(name.to_string());
                 if name.ends_with("-snippet") {

@@ -45,6 +45,7 @@ impl RoutingTable {
             regex_hosts: Default::default(),
             regex_pending: Default::default(),
             www_pending: Vec::new(),
+            canary_pending: Vec::new(),
             index,
             slices: backend::slices_by_service(index),
             table: Self::default(),
@@ -70,6 +71,7 @@ impl RoutingTable {
         for (slot, ((ing, tls_hosts), annotated)) in ours.iter().zip(&tls_hosts).zip(&annotated).enumerate() {
             b.add_ingress(ing, slot, config, tls_hosts, annotated);
         }
+        b.finish_canaries();
         b.finish_regex();
         b.finish_www();
         if b.table.catch_all.is_none()
@@ -98,6 +100,7 @@ impl RoutingTable {
                 rewrite: None,
                 limits: None,
                 response_headers: None,
+                canary: None,
             }));
         }
         b.finish_policies();
@@ -179,6 +182,9 @@ struct Builder<'a> {
     regex_pending: HashMap<HostTarget, Vec<Arc<Route>>>,
     /// `from-to-www-redirect`: the other form of a host, and a route of the Ingress.
     www_pending: Vec<(String, Arc<Route>)>,
+    /// Canary paths (host, path, kind, canary, canary Ingress), attached once every main
+    /// route is in.
+    canary_pending: Vec<(HostTarget, String, PathKind, Arc<annotations::Canary>, ObjectKey)>,
     index: &'a Index,
     slices: HashMap<ObjectKey, Vec<&'a k8s_openapi::api::discovery::v1::EndpointSlice>>,
     table: RoutingTable,
@@ -395,6 +401,9 @@ impl Builder<'_> {
         let defaults = &config.edge;
         let key = ObjectKey::of(&ing.metadata);
         let Some(spec) = ing.spec.as_ref() else { return };
+        if annotated.canary.enabled {
+            return self.add_canary(&key, ing, &annotated.canary);
+        }
         let limits = self.limits(&key, &annotated.limits);
         let response_headers = self.response_headers(&key, &annotated.cors);
         let policies =
@@ -433,6 +442,7 @@ impl Builder<'_> {
                     rewrite: rewrite.ok().flatten(),
                     limits: limits.clone(),
                     response_headers: response_headers.clone(),
+                    canary: None,
                 })
             }),
             None => None,
@@ -487,6 +497,7 @@ impl Builder<'_> {
                     rewrite,
                     limits: limits.clone(),
                     response_headers: response_headers.clone(),
+                    canary: None,
                 });
                 if annotated.routing.from_to_www
                     && let HostTarget::Exact(h) = &target

@@ -167,6 +167,8 @@ pub struct Route {
     pub limits: Option<Arc<annotations::RateLimits>>,
     /// Headers added to every response (CORS, `custom-headers`); `None` for most routes.
     pub response_headers: Option<Arc<annotations::ResponseHeaders>>,
+    /// A canary Ingress's share of this route's requests (`canary` annotations).
+    pub canary: Option<Arc<annotations::Canary>>,
 }
 
 /// What `/table` shows of an Ingress's edge settings (the effective values, after its

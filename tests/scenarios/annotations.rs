@@ -359,3 +359,96 @@ async fn cors_and_custom_headers_are_on_every_response() {
     assert_eq!(hdr(&resp, "strict-transport-security").as_deref(), Some("max-age=31536000"));
     h.shutdown().await;
 }
+
+/// The blog's fourth and fifth behaviours. A Prefix path written with a trailing slash
+/// (`/docs/`) serves `/docs` itself, as Ingress v1 says (ingress-nginx answers 301 to
+/// `/docs/`: nginx's location special case; erratum differs, and the README says so). Paths
+/// are normalised before matching (`.`/`..` segments, `//`, `%2e`) as in nginx — and the
+/// backend gets the normalised path too, so a path cannot match one route and mean another.
+#[tokio::test]
+async fn trailing_slashes_and_url_normalisation() {
+    let app = origin().await;
+    let mut m = backend("ns", "app", &[app.addr]);
+    m.push_str(&ingress_with(
+        "docs",
+        "docs.test",
+        &[],
+        &[("/echo/docs/", "Prefix"), ("/echo/admin", "Exact")],
+        "app",
+    ));
+    let h = Harness::start(&m).await;
+    let resp = no_redirects().get(h.url("/echo/docs")).header("host", "docs.test").send().await.unwrap();
+    assert_eq!(resp.status(), 200, "served, not redirected");
+    for (path, uri) in [
+        ("/echo/docs/../docs/a", "/echo/docs/a"),
+        ("//echo//docs///a", "/echo/docs/a"),
+        ("/echo/docs/%2e%2e/docs/b", "/echo/docs/b"),
+        ("/echo/x/../admin", "/echo/admin"),
+    ] {
+        assert_eq!(echo(&h, "docs.test", path).await["uri"], uri, "{path}");
+    }
+    assert_eq!(h.status("docs.test", "/echo/docs/../private").await, 404, "normalised before matching");
+    h.shutdown().await;
+}
+
+/// `canary: "true"` on a second Ingress for the same host and path: `canary-by-header`
+/// (`always`/`never`), then `canary-by-cookie`, then `canary-weight` decide which Service gets
+/// a request, as in ingress-nginx; a canary with no main Ingress is reported and serves nothing.
+#[tokio::test]
+async fn canary_ingresses_take_their_share() {
+    let main = origin().await;
+    let canary = origin().await;
+    let mut m = backend("ns", "main", &[main.addr]);
+    m.push_str(&backend("ns", "canary", &[canary.addr]));
+    let root = &[("/", "Prefix")];
+    m.push_str(&ingress_with("prod", "shop.test", &[], root, "main"));
+    m.push_str(&ingress_with(
+        "prod-canary",
+        "shop.test",
+        &[
+            ("canary", "true"),
+            ("canary-by-header", "X-Canary"),
+            ("canary-by-cookie", "canary"),
+            ("canary-weight", "20"),
+        ],
+        root,
+        "canary",
+    ));
+    m.push_str(&ingress_with(
+        "orphan",
+        "orphan.test",
+        &[("canary", "true"), ("canary-weight", "100")],
+        root,
+        "canary",
+    ));
+    let h = Harness::start(&m).await;
+    let send = |header: Option<&'static str>, cookie: Option<&'static str>| {
+        let mut req = h.client.get(h.url("/")).header("host", "shop.test");
+        if let Some(v) = header {
+            req = req.header("x-canary", v);
+        }
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        async move { assert_eq!(req.send().await.unwrap().status(), 200) }
+    };
+    let (m0, c0) = (main.hits(), canary.hits());
+    send(Some("always"), None).await;
+    assert_eq!((main.hits() - m0, canary.hits() - c0), (0, 1), "header always");
+    send(Some("never"), Some("canary=always")).await;
+    assert_eq!((main.hits() - m0, canary.hits() - c0), (1, 1), "header never wins over the cookie");
+    send(None, Some("session=1; canary=always")).await;
+    assert_eq!((main.hits() - m0, canary.hits() - c0), (1, 2), "cookie always");
+    let (m0, c0) = (main.hits(), canary.hits());
+    for _ in 0..500 {
+        send(None, None).await;
+    }
+    let share = canary.hits() - c0;
+    assert_eq!(main.hits() - m0 + share, 500);
+    assert!((50..=150).contains(&share), "20 % of 500 by weight: {share}");
+    assert_eq!(h.status("orphan.test", "/").await, 404, "a canary alone serves nothing");
+    let table: serde_json::Value =
+        h.client.get(h.admin_url("/table")).send().await.unwrap().json().await.unwrap();
+    assert!(table["problems"].to_string().contains("no main Ingress serves it"), "{}", table["problems"]);
+    h.shutdown().await;
+}

@@ -230,7 +230,7 @@ pub fn support_of(name: &str, value: &str) -> Option<Support> {
 
 /// The reason an annotation of ingress-nginx is not read, by family.
 fn unsupported_reason(name: &str) -> &'static str {
-    const FAMILIES: [(&str, &str); 12] = [
+    const FAMILIES: [(&str, &str); 11] = [
         ("modsecurity", "no web application firewall in erratum"),
         ("enable-modsecurity", "no web application firewall in erratum"),
         ("enable-owasp", "no web application firewall in erratum"),
@@ -238,7 +238,6 @@ fn unsupported_reason(name: &str) -> &'static str {
         ("auth-", "authentication is not supported yet (planned: auth-url, auth-type basic)"),
         ("enable-global-auth", "authentication is not supported yet"),
         ("satisfy", "authentication is not supported yet"),
-        ("canary", "canary routing is not supported yet (planned)"),
         ("affinity", "session affinity is not supported yet (planned: cookie)"),
         ("session-cookie", "session affinity is not supported yet (planned: cookie)"),
         ("proxy-buffer", "erratum streams bodies: nginx's buffer sizes have no equivalent"),

@@ -9,7 +9,28 @@ use k8s_openapi::api::networking::v1::Ingress;
 
 use super::{Builder, HostTarget, classify_host, host_label};
 use crate::index::ObjectKey;
-use crate::table::Route;
+use crate::table::annotations::{Canary, IngressCanary};
+use crate::table::{PathKind, Route, route};
+
+/// A route like `r` (the fields a derived route changes are set by the caller).
+fn copy_of(r: &Route) -> Route {
+    Route {
+        ingress: r.ingress.clone(),
+        path: r.path.clone(),
+        kind: r.kind,
+        backend: r.backend.clone(),
+        policies: r.policies.clone(),
+        ingress_slot: r.ingress_slot,
+        edge: r.edge,
+        upstream: r.upstream,
+        protocol: r.protocol.clone(),
+        access: r.access.clone(),
+        rewrite: r.rewrite.clone(),
+        limits: r.limits.clone(),
+        response_headers: r.response_headers.clone(),
+        canary: r.canary.clone(),
+    }
+}
 use crate::table::annotations::routing::{IngressRouting, RegexPaths, Rewrite};
 use crate::table::annotations::{IngressCors, IngressEdge, IngressLimits, RateLimits, ResponseHeaders};
 use crate::table::route::{HostRoutes, RegexHost};
@@ -193,24 +214,60 @@ impl Builder<'_> {
             }
             let to = alias.strip_prefix("www.").map_or_else(|| format!("www.{alias}"), str::to_string);
             let redirect = Arc::new(Route {
-                ingress: route.ingress.clone(),
                 path: "/".into(),
-                kind: route.kind,
-                backend: route.backend.clone(),
-                policies: route.policies.clone(),
-                ingress_slot: route.ingress_slot,
-                edge: route.edge,
-                upstream: route.upstream,
-                protocol: route.protocol.clone(),
-                access: route.access.clone(),
                 rewrite: Some(Arc::new(Rewrite::www(&to))),
-                limits: route.limits.clone(),
-                response_headers: route.response_headers.clone(),
+                ..copy_of(&route)
             });
             let policies = route.policies.clone();
             self.table
                 .hosts
                 .insert(alias, HostRoutes { default: Some(redirect), policies, ..HostRoutes::default() });
+        }
+    }
+
+    /// A canary Ingress: its paths become canaries of the main Ingress's routes (attached in
+    /// [`Builder::finish_canaries`]); it adds no route of its own.
+    pub(super) fn add_canary(&mut self, key: &ObjectKey, ing: &Ingress, canary: &IngressCanary) {
+        let rules = ing.spec.as_ref().and_then(|s| s.rules.as_ref());
+        for rule in rules.into_iter().flatten() {
+            let Ok(target) = classify_host(rule.host.as_deref().unwrap_or("")) else { continue };
+            for p in rule.http.iter().flat_map(|h| h.paths.iter()) {
+                let path = p.path.clone().unwrap_or_else(|| "/".to_string());
+                let Some(kind) = PathKind::parse(&p.path_type) else { continue };
+                let Some(backend) = self.ingress_backend(key, &p.backend, false) else { continue };
+                let canary = Arc::new(Canary { backend, rule: canary.clone() });
+                self.canary_pending.push((target.clone(), path, kind, canary, key.clone()));
+            }
+        }
+    }
+
+    /// Attaches each canary to the main route of its host and path; a canary without one is
+    /// reported (as in ingress-nginx, a canary needs a main Ingress).
+    pub(super) fn finish_canaries(&mut self) {
+        for (target, path, kind, canary, key) in std::mem::take(&mut self.canary_pending) {
+            let with = |r: &Arc<Route>| Arc::new(Route { canary: Some(canary.clone()), ..copy_of(r) });
+            let found = match self.regex_pending.get_mut(&target) {
+                Some(routes) => routes.iter_mut().find(|r| r.path == path).map(|r| *r = with(r)).is_some(),
+                None => match self.existing_host(&target) {
+                    Some(host) => {
+                        let (map, map_key) = match kind {
+                            PathKind::Exact => (&mut host.exact, path.clone()),
+                            PathKind::Prefix => (&mut host.prefix, route::prefix_key(&path).to_string()),
+                        };
+                        map.get_mut(&map_key).map(|r| *r = with(r)).is_some()
+                    }
+                    None => false,
+                },
+            };
+            if !found {
+                self.report(
+                    &key,
+                    format!(
+                        "canary for path {path:?} on host {:?}: no main Ingress serves it; ignored",
+                        host_label(&target)
+                    ),
+                );
+            }
         }
     }
 
