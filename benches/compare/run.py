@@ -206,6 +206,33 @@ spec:
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
+  name: canary-main
+  namespace: bench
+spec:
+  ingressClassName: erratum
+  rules:
+  - host: canary.bench
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: canary
+  namespace: bench
+  annotations: {{nginx.ingress.kubernetes.io/canary: "true", nginx.ingress.kubernetes.io/canary-by-header: "X-Canary", nginx.ingress.kubernetes.io/canary-weight: "0"}}
+spec:
+  ingressClassName: erratum
+  rules:
+  - host: canary.bench
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
   name: rewrite
   namespace: bench
   annotations: {{nginx.ingress.kubernetes.io/rewrite-target: "/$1"}}

@@ -7,6 +7,7 @@
 //! of a cacheable request, to `Proxy::keep_error`). Request and response bodies stream
 //! through; nothing here holds a whole body.
 
+use super::balance::{NO_READY_ENDPOINTS, Picked};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,6 +46,16 @@ impl Proxy {
             // The route's TLS settings do not load: nothing is sent in plaintext instead.
             Some(why) => Err(why),
             None => self.balancer.pick(ctx.backend, settings.load_balance, &[]),
+        };
+        // `affinity: cookie`: back to the endpoint the client's cookie names, while it is ready.
+        let sticky = route.affinity.as_deref().map(|a| a.endpoint(req.headers(), ctx.backend.endpoints()));
+        let picked = match (picked, sticky.flatten()) {
+            (Ok(_), Some(i)) => ctx
+                .backend
+                .authority(i)
+                .map(|authority| Picked { authority: authority.clone(), index: Some(i) })
+                .ok_or(NO_READY_ENDPOINTS),
+            (picked, _) => picked,
         };
         let mut picked = match picked {
             Ok(p) => p,
@@ -177,6 +188,14 @@ impl Proxy {
             picked = next;
         };
         let authority = picked.authority;
+        // A cookie for a client without a valid one, or (`session-cookie-change-on-failure`)
+        // one whose endpoint failed and another answered.
+        let new_cookie = match (route.affinity.as_deref(), sticky, picked.index) {
+            (Some(a), Some(had), Some(i)) if had.is_none() || (a.change_on_failure && had != Some(i)) => {
+                ctx.backend.endpoints().get(i).and_then(|addr| a.set_cookie(addr))
+            }
+            _ => None,
+        };
         let seconds = started.elapsed().as_secs_f64();
         self.observe_upstream(&ctx.scope, seconds);
 
@@ -239,6 +258,9 @@ impl Proxy {
             response.headers_mut().insert(X_CACHE.clone(), HeaderValue::from_static("Error from erratum"));
         }
         self.log_upstream(&mut response, authority.as_str());
+        if let Some(cookie) = new_cookie {
+            response.headers_mut().append(http::header::SET_COOKIE, cookie);
+        }
         (response, None)
     }
 }

@@ -9,12 +9,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub mod affinity;
 pub mod canary;
 pub mod catalog;
 pub mod cors;
 pub mod limits;
 pub mod routing;
 
+pub use affinity::{Affinity, IngressAffinity};
 pub use canary::{Canary, IngressCanary};
 pub use cors::{IngressCors, ResponseHeaders};
 pub use limits::{IngressLimits, RateLimits};
@@ -87,6 +89,7 @@ pub fn is_read(name: &str) -> bool {
         || limits::READ.contains(&name)
         || cors::READ.contains(&name)
         || canary::READ.contains(&name)
+        || affinity::READ.contains(&name)
 }
 
 /// The edge, upstream, access and error-page annotations erratum reads (besides
@@ -171,6 +174,8 @@ pub struct IngressEdge {
     pub cors: IngressCors,
     /// `canary` and its rules.
     pub canary: IngressCanary,
+    /// `affinity: cookie` and `session-cookie-*`.
+    pub affinity: IngressAffinity,
 }
 
 /// Who may use a route, by client address (ingress-nginx's source ranges).
@@ -602,6 +607,7 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>, mut report: impl FnM
             _ if edge.limits.read(name, key, value, &mut report) => {}
             _ if edge.cors.read(name, key, value, &mut report) => {}
             _ if edge.canary.read(name, key, value, &mut report) => {}
+            _ if edge.affinity.read(name, key, value, &mut report) => {}
             _ => {
                 edge.unsupported.push(name.to_string());
                 if name.ends_with("-snippet") {

@@ -101,6 +101,7 @@ impl RoutingTable {
                 limits: None,
                 response_headers: None,
                 canary: None,
+                affinity: None,
             }));
         }
         b.finish_policies();
@@ -443,6 +444,7 @@ impl Builder<'_> {
                     limits: limits.clone(),
                     response_headers: response_headers.clone(),
                     canary: None,
+                    affinity: annotated.affinity.resolve("/").map(Arc::new),
                 })
             }),
             None => None,
@@ -498,6 +500,7 @@ impl Builder<'_> {
                     limits: limits.clone(),
                     response_headers: response_headers.clone(),
                     canary: None,
+                    affinity: annotated.affinity.resolve(&path).map(Arc::new),
                 });
                 if annotated.routing.from_to_www
                     && let HostTarget::Exact(h) = &target

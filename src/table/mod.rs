@@ -169,6 +169,8 @@ pub struct Route {
     pub response_headers: Option<Arc<annotations::ResponseHeaders>>,
     /// A canary Ingress's share of this route's requests (`canary` annotations).
     pub canary: Option<Arc<annotations::Canary>>,
+    /// Session affinity by cookie (`affinity: cookie`).
+    pub affinity: Option<Arc<annotations::Affinity>>,
 }
 
 /// What `/table` shows of an Ingress's edge settings (the effective values, after its

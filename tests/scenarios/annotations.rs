@@ -452,3 +452,63 @@ async fn canary_ingresses_take_their_share() {
     assert!(table["problems"].to_string().contains("no main Ingress serves it"), "{}", table["problems"]);
     h.shutdown().await;
 }
+
+/// `affinity: cookie`: a client without the cookie is balanced and gets one (named by
+/// `session-cookie-name`, with its path and max age, never the endpoint's address); with it,
+/// every request goes to the same endpoint; a cookie for an endpoint that is gone is replaced.
+#[tokio::test]
+async fn affinity_cookie_keeps_a_client_on_its_endpoint() {
+    // One port on three loopback addresses: an EndpointSlice names one port for all.
+    let port = closed_port().port();
+    let addrs: Vec<std::net::SocketAddr> = (1..=3).map(|i| ([127, 0, 0, i], port).into()).collect();
+    let mut origins = Vec::new();
+    for a in &addrs {
+        origins.push(erratum::origin::Origin::start(*a).await.unwrap());
+    }
+    let mut m = backend("ns", "app", &addrs);
+    m.push_str(&ingress_with(
+        "sticky",
+        "sticky.test",
+        &[("affinity", "cookie"), ("session-cookie-name", "route"), ("session-cookie-max-age", "600")],
+        &[("/", "Prefix")],
+        "app",
+    ));
+    let h = Harness::start(&m).await;
+    let hits = || origins.iter().map(|o| o.hits()).collect::<Vec<_>>();
+    let first = h.get("sticky.test", "/").await;
+    let set = first.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(set.starts_with("route=") && set.ends_with("; Path=/; Max-Age=600; HttpOnly"), "{set}");
+    assert!(!set.contains("127.0.0"), "no address in the cookie: {set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let before = hits();
+    for _ in 0..12 {
+        let resp = h
+            .client
+            .get(h.url("/"))
+            .header("host", "sticky.test")
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().get("set-cookie").is_none(), "a valid cookie is kept");
+    }
+    let moved: Vec<u64> = hits().iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(moved.iter().filter(|&&n| n == 12).count(), 1, "all 12 on one endpoint: {moved:?}");
+    let before = hits();
+    for _ in 0..12 {
+        assert_eq!(h.status("sticky.test", "/").await, 200);
+    }
+    let spread: Vec<u64> = hits().iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert!(spread.iter().all(|&n| n > 0), "without the cookie, balanced: {spread:?}");
+    let stale = h
+        .client
+        .get(h.url("/"))
+        .header("host", "sticky.test")
+        .header("cookie", "route=0123456789abcdef")
+        .send()
+        .await
+        .unwrap();
+    assert!(stale.headers().get("set-cookie").is_some(), "an unknown endpoint's cookie is replaced");
+    h.shutdown().await;
+}

@@ -172,7 +172,12 @@ pub const KNOWN: [&str; 131] = [
 ];
 
 /// Annotations erratum reads differently from ingress-nginx, and how.
-pub const DIFFERENCES: [(&str, &str); 12] = [
+pub const DIFFERENCES: [(&str, &str); 14] = [
+    (
+        "affinity-mode",
+        "both modes keep a client on its endpoint while it is ready (the cookie names the endpoint)",
+    ),
+    ("session-cookie-expires", "written as Max-Age (nginx writes Expires)"),
     (
         "custom-headers",
         "no global-allowed-response-headers allow-list: any header but framing and hop-by-hop ones",
@@ -230,7 +235,7 @@ pub fn support_of(name: &str, value: &str) -> Option<Support> {
 
 /// The reason an annotation of ingress-nginx is not read, by family.
 fn unsupported_reason(name: &str) -> &'static str {
-    const FAMILIES: [(&str, &str); 11] = [
+    const FAMILIES: [(&str, &str); 9] = [
         ("modsecurity", "no web application firewall in erratum"),
         ("enable-modsecurity", "no web application firewall in erratum"),
         ("enable-owasp", "no web application firewall in erratum"),
@@ -238,8 +243,6 @@ fn unsupported_reason(name: &str) -> &'static str {
         ("auth-", "authentication is not supported yet (planned: auth-url, auth-type basic)"),
         ("enable-global-auth", "authentication is not supported yet"),
         ("satisfy", "authentication is not supported yet"),
-        ("affinity", "session affinity is not supported yet (planned: cookie)"),
-        ("session-cookie", "session affinity is not supported yet (planned: cookie)"),
         ("proxy-buffer", "erratum streams bodies: nginx's buffer sizes have no equivalent"),
         ("mirror-", "request mirroring is not supported"),
     ];

@@ -29,6 +29,7 @@ fn copy_of(r: &Route) -> Route {
         limits: r.limits.clone(),
         response_headers: r.response_headers.clone(),
         canary: r.canary.clone(),
+        affinity: r.affinity.clone(),
     }
 }
 use crate::table::annotations::routing::{IngressRouting, RegexPaths, Rewrite};
