@@ -206,6 +206,19 @@ spec:
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
+  name: plain
+  namespace: bench
+spec:
+  ingressClassName: erratum
+  rules:
+  - host: plain.bench
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
   name: canary-main
   namespace: bench
 spec:
