@@ -100,6 +100,10 @@ fn regex_routes(c: &mut Criterion) {
         });
         let table = RoutingTable::build(&index, &BuildConfig::default(), 1);
         assert_eq!(table.route_count(), n, "{:?}", table.diagnostics());
+        // What an endpoint change costs: a rebuild with the same paths keeps the compiled set.
+        group.bench_with_input(BenchmarkId::new("rebuild", n), &index, |b, index| {
+            b.iter(|| RoutingTable::build_from(black_box(index), &BuildConfig::default(), 2, Some(&table)))
+        });
         let hit = format!("/API/v2/resource-{}/items/7", n / 2);
         assert!(table.find("regex.example.com", &hit).is_some());
         group.bench_with_input(BenchmarkId::new("lookup_hit", n), &hit, |b, path| {

@@ -54,7 +54,8 @@ pub struct HostRoutes {
 /// The paths of a regex host, in ingress-nginx's order, compiled into one set.
 #[derive(Debug)]
 pub struct RegexHost {
-    pub(crate) paths: super::annotations::routing::RegexPaths,
+    /// Shared with the next table while the host's paths stay the same.
+    pub(crate) paths: Arc<super::annotations::routing::RegexPaths>,
     /// Routes in the set's order.
     pub(crate) routes: Vec<Arc<Route>>,
 }

@@ -547,6 +547,10 @@ fn routing_annotations_resolve_at_build() {
         .annotation(&format!("{P}use-regex"), "true")
         .path("re.test", "/ok/[0-9]+", "Prefix", "a", 80)
         .path("re.test", "/(?<=bad)", "Prefix", "a", 80)));
+    objects.push(ing(ingress("ns", "clean")
+        .annotation(&format!("{P}use-regex"), "true")
+        .path("clean.test", "/v[0-9]+/", "Prefix", "a", 80)
+        .path("clean.test", "/static", "Prefix", "a", 80)));
     objects.push(ing(ingress("ns", "www")
         .annotation(&format!("{P}from-to-www-redirect"), "true")
         .path("www.taken.test", "/", "Prefix", "a", 80)
@@ -566,6 +570,17 @@ fn routing_annotations_resolve_at_build() {
     assert_eq!(addr("eps.test"), ["10.0.0.1:8080".parse().unwrap()]);
 
     assert_eq!(target(&t, "re.test", "/OK/12"), "a");
+    let regex_of = |t: &RoutingTable, h: &str| t.hosts[h].regex.as_ref().unwrap().paths.clone();
+    let rebuilt = RoutingTable::build_from(&idx, &BuildConfig::default(), 2, Some(&t));
+    assert!(
+        Arc::ptr_eq(&regex_of(&t, "clean.test"), &regex_of(&rebuilt, "clean.test")),
+        "the same paths: kept"
+    );
+    assert!(
+        !Arc::ptr_eq(&regex_of(&t, "re.test"), &regex_of(&rebuilt, "re.test")),
+        "a bad path: compiled again"
+    );
+    assert_eq!(target(&rebuilt, "clean.test", "/V2/x"), "a");
     assert!(t.diagnostics().iter().any(|d| d.message.contains("(?<=bad)") && d.message.contains("skipped")));
 
     let www = |host: &str| t.find(host, "/").and_then(|r| r.rewrite.as_ref()).and_then(|r| r.www.clone());

@@ -342,10 +342,7 @@ impl RegexPaths {
     /// `paths`) with the set; a path that does not compile is returned as an error with its
     /// index, so the build reports it and leaves it out.
     pub fn compile(paths: &[&str]) -> Result<(Self, Vec<usize>), (usize, String)> {
-        let mut order: Vec<usize> = (0..paths.len()).collect();
-        // ingress-nginx sorts by path descending, then (stably) by length descending.
-        order.sort_by(|&a, &b| paths[b].cmp(paths[a]));
-        order.sort_by(|&a, &b| paths[b].len().cmp(&paths[a].len()));
+        let order = Self::order(paths);
         for &i in &order {
             if let Err(e) = regex::RegexBuilder::new(&format!("^{}", paths[i])).case_insensitive(true).build()
             {
@@ -359,6 +356,15 @@ impl RegexPaths {
             .build()
             .map_err(|e| (order.first().copied().unwrap_or(0), e.to_string()))?;
         Ok((Self { set }, order))
+    }
+
+    /// The order ingress-nginx gives `paths` (indexes into it): path descending, then
+    /// (stably) length descending, as Go's `sort.SliceStable` twice.
+    pub fn order(paths: &[&str]) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..paths.len()).collect();
+        order.sort_by(|&a, &b| paths[b].cmp(paths[a]));
+        order.sort_by(|&a, &b| paths[b].len().cmp(&paths[a].len()));
+        order
     }
 
     /// The position (in the compiled order) of the first path matching `path`.
