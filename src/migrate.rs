@@ -178,13 +178,17 @@ pub fn report(ingresses: &[Ingress], config_map: Option<&ConfigMap>) -> Report {
             let Some(name) = k.strip_prefix(annotations::PREFIX) else { continue };
             let support = catalog::support_of(name, value);
             // What the reader says of an annotation it reads is a value it cannot use, except
-            // the note on `load-balance: ewma` (a difference the catalog names).
-            let invalid = matches!(support, Some(Support::Supported | Support::Differs(_)))
-                && problems
-                    .get(name)
-                    .is_some_and(|p| p.iter().any(|m| !m.contains("is balanced by erratum")));
+            // its note of a difference (the catalog's, shown as `differs`).
+            let bad: Vec<&String> = problems
+                .get(name)
+                .into_iter()
+                .flatten()
+                .filter(|m| !m.contains(annotations::DIFFERS))
+                .collect();
+            let invalid =
+                matches!(support, Some(Support::Supported | Support::Differs(_))) && !bad.is_empty();
             let (status, note) = match support {
-                _ if invalid => ("invalid", problems.get(name).map(|p| p.join("; ")).unwrap_or_default()),
+                _ if invalid => ("invalid", bad.iter().map(|m| m.as_str()).collect::<Vec<_>>().join("; ")),
                 Some(s) => (s.label(), s.note().to_string()),
                 None => ("unsupported", "not an annotation ingress-nginx documents".to_string()),
             };

@@ -25,6 +25,9 @@ pub use routing::{IngressRouting, Rewrite};
 /// The prefix of every ingress-nginx annotation.
 pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
+/// How a report of a difference (not of a bad value) begins after the annotation's name.
+pub const DIFFERS: &str = "erratum differs from ingress-nginx:";
+
 /// `ssl-redirect`: redirect plain HTTP to HTTPS for hosts with a TLS entry (default: the
 /// `--ssl-redirect` flag, on as in ingress-nginx).
 pub const SSL_REDIRECT: &str = "ssl-redirect";
@@ -535,6 +538,13 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>, mut report: impl FnM
     let mut edge = IngressEdge::default();
     let all = |k: &str| annotations.and_then(|a| a.get(k)).cloned();
     for (key, value) in annotations.into_iter().flatten() {
+        // Where erratum reads an annotation differently, the Ingress is told (the catalog's
+        // one list of differences: the same words `erratum migrate` prints).
+        if let Some(name) = key.strip_prefix(PREFIX)
+            && let Some(catalog::Support::Differs(how)) = catalog::support_of(name, value)
+        {
+            report(format!("annotation {key}: {DIFFERS} {how}"));
+        }
         if key == BACKEND_CA_CONFIGMAP {
             edge.protocol.ca_configmap = Some(value.trim().to_string());
             continue;
@@ -596,12 +606,6 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>, mut report: impl FnM
             }
             LOAD_BALANCE => {
                 edge.upstream.load_balance = parse_or_report(key, value, parse_balance, &mut report);
-                if edge.upstream.load_balance == Some(LoadBalance::P2c) {
-                    report(format!(
-                        "annotation {key}: {value:?} is balanced by erratum as power of two choices on \
-                         requests in flight (ingress-nginx: EWMA of response times)"
-                    ));
-                }
             }
             _ if edge.routing.read(name, key, value, &all, &mut report) => {}
             _ if edge.limits.read(name, key, value, &mut report) => {}

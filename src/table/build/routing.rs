@@ -93,13 +93,6 @@ impl Builder<'_> {
             .map(|(_, l)| l.clone());
         let limits = carried.or_else(|| RateLimits::new(settings).map(Arc::new))?;
         self.table.limits.push((key.clone(), limits.clone()));
-        self.report(
-            key,
-            "limit-rps/limit-rpm/limit-connections: erratum refuses with 429 and Retry-After \
-             (ingress-nginx: limit-req-status-code, 503 by default), counted as reason rate_limited, \
-             not as a 5xx"
-                .into(),
-        );
         Some(limits)
     }
 
