@@ -165,12 +165,7 @@ pub fn report(ingresses: &[Ingress], config_map: Option<&ConfigMap>) -> Report {
         // The controller's own reader: the messages it would report, by annotation.
         let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
         annotations::read(annotations, |m| {
-            let name = m
-                .strip_prefix("annotation ")
-                .and_then(|r| r.strip_prefix(annotations::PREFIX))
-                .and_then(|r| r.split([':', ' ']).next())
-                .unwrap_or("")
-                .to_string();
+            let name = annotations::named_in(&m).unwrap_or("").to_string();
             problems.entry(name).or_default().push(m);
         });
         let mut findings = Vec::new();

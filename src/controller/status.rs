@@ -143,8 +143,8 @@ async fn warn_ingresses(t: &RoutingTable, recorder: &Recorder, warned: &mut Hash
         // The recorder folds Events of one (reason, action, object) into a series that keeps
         // the first note: each problem gets its own action (the annotation's name, or a
         // digest of the message) so that each is told.
-        let action = match d.message.strip_prefix("annotation nginx.ingress.kubernetes.io/") {
-            Some(rest) => rest.split([':', ' ']).next().unwrap_or("Build").chars().take(100).collect(),
+        let action = match crate::table::annotations::named_in(&d.message) {
+            Some(name) => name.chars().take(100).collect(),
             None => {
                 use std::hash::{Hash, Hasher};
                 let mut h = std::hash::DefaultHasher::new();

@@ -28,6 +28,24 @@ pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
 /// How a report of a difference (not of a bad value) begins after the annotation's name.
 pub const DIFFERS: &str = "erratum differs from ingress-nginx:";
 
+/// The annotation (without the prefix) a report of [`read`] is about: its messages begin
+/// `annotation nginx.ingress.kubernetes.io/NAME`. `None` for other diagnostics.
+pub fn named_in(message: &str) -> Option<&str> {
+    message.strip_prefix("annotation ")?.strip_prefix(PREFIX)?.split([':', ' ']).next()
+}
+
+/// The value of cookie `name` in a request's `Cookie` fields (canaries and affinity read it).
+pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
 /// `ssl-redirect`: redirect plain HTTP to HTTPS for hosts with a TLS entry (default: the
 /// `--ssl-redirect` flag, on as in ingress-nginx).
 pub const SSL_REDIRECT: &str = "ssl-redirect";

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{HeaderMap, HeaderName};
 
 use crate::table::Backend;
 
@@ -131,7 +131,7 @@ impl Canary {
             }
         }
         if let Some(name) = &r.cookie
-            && let Some(v) = cookie(headers, name)
+            && let Some(v) = super::cookie(headers, name)
         {
             match v {
                 "always" => return true,
@@ -142,18 +142,6 @@ impl Canary {
         let total = r.total.unwrap_or(100);
         r.weight > 0 && (r.weight >= total || fastrand::u32(0..total) < r.weight)
     }
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
 }
 
 #[cfg(test)]
