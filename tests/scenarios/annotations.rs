@@ -512,3 +512,39 @@ async fn affinity_cookie_keeps_a_client_on_its_endpoint() {
     assert!(stale.headers().get("set-cookie").is_some(), "an unknown endpoint's cookie is replaced");
     h.shutdown().await;
 }
+
+/// `session-cookie-change-on-failure`: a client whose endpoint fails is answered by another
+/// (the retry) and, only with the annotation, gets a cookie naming the one that answered.
+#[tokio::test]
+async fn affinity_cookie_changes_on_failure_only_when_asked() {
+    let port = closed_port().port();
+    let addrs: Vec<std::net::SocketAddr> = (1..=3).map(|i| ([127, 0, 0, i], port).into()).collect();
+    // .1 and .2 answer; .3 refuses connections.
+    let mut origins = Vec::new();
+    for a in &addrs[..2] {
+        origins.push(erratum::origin::Origin::start(*a).await.unwrap());
+    }
+    let mut m = backend("ns", "app", &addrs);
+    let root = &[("/", "Prefix")];
+    m.push_str(&ingress_with("keep", "keep.test", &[("affinity", "cookie")], root, "app"));
+    m.push_str(&ingress_with(
+        "change",
+        "change.test",
+        &[("affinity", "cookie"), ("session-cookie-change-on-failure", "true")],
+        root,
+        "app",
+    ));
+    let h = Harness::start(&m).await;
+    // The cookie value for the dead endpoint: FNV-1a 64 of its address, as erratum writes it.
+    let fnv = |s: &str| {
+        s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    };
+    let dead = format!("INGRESSCOOKIE={:016x}", fnv(&addrs[2].to_string()));
+    for (host, changes) in [("keep.test", false), ("change.test", true)] {
+        let resp =
+            h.client.get(h.url("/")).header("host", host).header("cookie", &dead).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{host}: another endpoint answered");
+        assert_eq!(resp.headers().get("set-cookie").is_some(), changes, "{host}");
+    }
+    h.shutdown().await;
+}
