@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::http1::server as front;
 use super::intercept::ProxyError;
+use super::linger::Lingering;
 use super::{Body, BoxError, Connections, Proxy, RequestBody, access_log, conns, proxy_protocol};
 use crate::metrics::ProxyMetrics;
 
@@ -344,7 +345,11 @@ where
         // Boxed: the request future is a few KiB, and hyper moves the service future into
         // place per request (HTTP/2: into a task of its own, twice).
         let close = Proxy::must_close_after(&req);
-        let handled = Box::pin(async move { answer(&proxy, &conn, req.map(RequestBody::Left)).await });
+        let handled = Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let body = Lingering::wrap(body, parts.version, &parts.headers);
+            answer(&proxy, &conn, Request::from_parts(parts, RequestBody::Left(body))).await
+        });
         async move {
             let mut resp = handled.await;
             if close {

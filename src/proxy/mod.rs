@@ -19,6 +19,7 @@
 //! - [`forward`]: the upstream exchange, timeouts, retries on another endpoint, upgrades;
 //! - [`balance`]: endpoint choice (round robin, power of two choices), outlier ejection, the
 //!   retry budget;
+//! - [`linger`]: reads the rest of a request body answered unread (nginx's lingering close);
 //! - [`access_log`]: `--access-log`, one JSON line per request off the request path;
 //! - [`proxy_protocol`]: `--proxy-protocol` headers on the listeners;
 //! - [`respond`]: applies [`intercept::decide`]'s [`Decision`](intercept::Decision), counts;
@@ -40,6 +41,7 @@ pub mod forward;
 pub mod headers;
 pub mod http1;
 pub mod intercept;
+pub mod linger;
 pub mod listener;
 pub mod pages;
 pub mod proxy_protocol;
@@ -65,9 +67,10 @@ use upstream::Upstreams;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every response erratum sends and of every request it forwards.
 pub type Body = BoxBody<Bytes, BoxError>;
-/// Request body type: hyper's for the requests hyper reads, none for those
-/// [`http1::server`] reads (it answers only requests without a body).
-pub type RequestBody = http_body_util::Either<hyper::body::Incoming, http_body_util::Empty<Bytes>>;
+/// Request body type: hyper's for the requests hyper reads (drained if dropped unread, see
+/// [`linger`]), none for those [`http1::server`] reads (it answers only requests without a
+/// body).
+pub type RequestBody = http_body_util::Either<linger::Lingering, http_body_util::Empty<Bytes>>;
 
 /// The request handler shared by every connection. Its phases are `impl Proxy` blocks in
 /// the files named above.
