@@ -39,7 +39,7 @@ pub(super) struct Ctx<'a> {
 
 impl Proxy {
     /// Handles one request end to end. Never fails: every error becomes a response.
-    pub async fn handle(&self, req: Request<RequestBody>, conn: ConnInfo) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<RequestBody>, conn: ConnInfo) -> Response<Body> {
         let request_id = request_id(req.headers());
         let view = self.views.current(&self.table);
         let table = &view.table;
@@ -123,13 +123,13 @@ impl Proxy {
             return decorate(resp, decoration.as_ref(), false);
         }
         // After the redirects: nginx's preaccess phase (rate limits), then its access phase
-        // (source ranges). The limit on concurrent requests holds until the response head.
+        // (source ranges, then authentication). The limit on concurrent requests holds until
+        // the response head.
         let mut _admitted = None;
-        if route.limits.is_some() || route.access.is_some() {
-            let client = match conn.trusted {
-                true => ClientChain::of(req.headers(), &conn, &self.config.trusted_proxies).client_ip,
-                false => conn.client_ip.clone(),
-            };
+        let mut granted = None;
+        if route.limits.is_some() || route.access.is_some() || route.auth.is_some() {
+            let chain = conn.trusted.then(|| ClientChain::of(req.headers(), &conn, &self.config.trusted_proxies));
+            let client = chain.as_ref().map_or_else(|| conn.client_ip.clone(), |c| c.client_ip.clone());
             let ip = client.to_str().ok().and_then(|c| c.parse::<std::net::IpAddr>().ok());
             let scope = Scope { policies: &route.policies, route: Some(route), metrics, ..unrouted };
             let text = || client.to_str().unwrap_or("").to_string();
@@ -148,7 +148,29 @@ impl Proxy {
                 let resp = self.fail(&ProxyError::Forbidden { client: text() }, &scope);
                 return decorate(resp, decoration.as_ref(), false);
             }
+            if let Some(auth) = &route.auth {
+                let facts = super::auth::Facts {
+                    host: &host,
+                    http_host: raw_host.as_str(),
+                    https: arrived_over_https(req.headers(), &conn),
+                    request_uri: request_uri.path_and_query().map_or("/", |pq| pq.as_str()),
+                    client: &client,
+                    forwarded_for: chain.as_ref().map_or(&conn.client_ip, |c| &c.forwarded_for),
+                };
+                // Boxed: routes without authentication keep its state out of their future.
+                match Box::pin(self.authenticate(auth, &mut req, &facts, &scope)).await {
+                    Ok(g) => granted = Some(g),
+                    Err(resp) => return decorate(resp, decoration.as_ref(), false),
+                }
+            }
         }
+        // Every answer from here on: the `auth-url` answer's cookies, then the route's headers.
+        let finish = |mut resp: Response<Body>| {
+            if let Some(granted) = granted {
+                granted.apply(&mut resp);
+            }
+            decorate(resp, decoration.as_ref(), false)
+        };
         let path_and_query = match (&path, request_uri.path_and_query()) {
             (Cow::Borrowed(_), Some(pq)) => pq.clone(),
             _ => {
@@ -208,7 +230,7 @@ impl Proxy {
             // when the body is first read): the client is told not to send it.
             let mut resp = self.fail(&ProxyError::BodyTooLarge { limit }, &ctx.scope);
             close_http1(&mut resp, req.version() <= Version::HTTP_11);
-            return decorate(resp, decoration.as_ref(), false);
+            return finish(resp);
         }
         // A canary's errors are not the main backend's: never cached for the route.
         let cacheable = match Arc::ptr_eq(backend, &route.backend) {
@@ -217,7 +239,7 @@ impl Proxy {
         };
         let Some(cacheable) = cacheable else {
             let resp = self.forward(req, &ctx, None).await.0;
-            return decorate(resp, decoration.as_ref(), false);
+            return finish(resp);
         };
         // The request goes to `forward` from here, not through another future: it is moved
         // (copied) once per future it passes through.
@@ -226,7 +248,7 @@ impl Proxy {
             CacheFirst::Forward => self.forward(req, &ctx, Some(&cacheable)).await.0,
             CacheFirst::Coalesce(marker) => Box::pin(self.coalesced(req, &ctx, &cacheable, marker)).await,
         };
-        decorate(resp, decoration.as_ref(), false)
+        finish(resp)
     }
 
     /// Answers a request head the HTTP/1.1 server refused before it became a request (too

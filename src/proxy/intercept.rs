@@ -105,6 +105,31 @@ pub enum ProxyError {
         /// When a request would be allowed again (`Retry-After`), for the rate limits.
         retry_after: Option<std::time::Duration>,
     },
+    /// Authentication refused the request: `auth-type: basic` without valid credentials
+    /// (401), or `auth-url` answered 401 or 403.
+    #[error("authentication refused the request ({status})")]
+    AuthRefused {
+        /// 401 or 403.
+        status: StatusCode,
+        /// `WWW-Authenticate` of a 401: the basic realm, or `auth-url`'s own.
+        challenge: Option<HeaderValue>,
+    },
+    /// `auth-url` could not be asked, or answered other than 2xx, 401 or 403 (500, as nginx's
+    /// `auth_request` answers).
+    #[error("auth-url {url} failed: {reason}")]
+    AuthFailed {
+        /// The URL asked.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The route asks for authentication erratum cannot set up (a missing Secret, a bad
+    /// `auth-url`): 503, never served unauthenticated.
+    #[error("authentication is not available: {reason}")]
+    AuthUnavailable {
+        /// Why.
+        reason: String,
+    },
     /// The request is malformed or ambiguous (or its body broke off); never forwarded whole.
     #[error("bad request: {reason}")]
     BadRequest {
@@ -128,6 +153,9 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::AuthRefused { status, .. } => *status,
+            ProxyError::AuthFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::AuthUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -146,6 +174,10 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::Forbidden { .. } => "forbidden",
             ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::AuthRefused { status, .. } if *status == StatusCode::UNAUTHORIZED => "unauthorized",
+            ProxyError::AuthRefused { .. } => "auth_forbidden",
+            ProxyError::AuthFailed { .. } => "auth_failed",
+            ProxyError::AuthUnavailable { .. } => "auth_unavailable",
         }
     }
 }
@@ -309,6 +341,13 @@ pub fn decide(
     {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         reply.headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    // A 401 says how to authenticate, whatever page answers it (RFC 9110 §11.6.1).
+    if let Outcome::Proxy(ProxyError::AuthRefused { challenge: Some(challenge), .. }) = outcome
+        && let Decision::Replace { reply, .. } = &mut decision
+        && !reply.headers.contains_key(header::WWW_AUTHENTICATE)
+    {
+        reply.headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
     }
     if req.grpc { grpc::apply(decision, &outcome) } else { decision }
 }

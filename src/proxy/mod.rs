@@ -14,6 +14,7 @@
 //! - [`conns`]: the connection registry (limits, idle shedding, deadlines, drain);
 //! - [`http1`]: erratum's own HTTP/1.1 server and upstream client for bodiless requests;
 //! - [`admit`]: [`Proxy::handle`], request checks (size, ambiguity, readiness) and routing;
+//! - [`auth`]: `auth-type: basic` and `auth-url` (forward authentication);
 //! - [`headers`]: request id, hop-by-hop removal, forwarded fields;
 //! - [`cache_path`]: which requests the error cache answers, coalescing, storing errors;
 //! - [`forward`]: the upstream exchange, timeouts, retries on another endpoint, upgrades;
@@ -32,6 +33,7 @@
 
 pub mod access_log;
 pub mod admit;
+pub mod auth;
 pub mod balance;
 pub mod cache;
 pub mod cache_path;
@@ -90,6 +92,8 @@ pub struct Proxy {
     https_port: http::HeaderValue,
     /// Endpoint choice and health, the retry budget.
     balancer: std::sync::Arc<balance::Balancer>,
+    /// Basic-auth passwords that verified (`auth-type: basic`).
+    verified: auth::Verified,
 }
 
 impl Proxy {
@@ -106,7 +110,8 @@ impl Proxy {
         let views = respond::Views::new(&table);
         let https_port = http::HeaderValue::from(config.https_port);
         let balancer = std::sync::Arc::new(balance::Balancer::new(config.balance, metrics.balance.clone()));
-        Self { client, table, metrics, config, pages, cache, views, access_log: None, https_port, balancer }
+        let verified = auth::verified_store();
+        Self { client, table, metrics, config, pages, cache, views, access_log: None, https_port, balancer, verified }
     }
 
     /// Endpoint health and balancing (read by `/table`).

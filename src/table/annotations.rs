@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub mod affinity;
+pub mod auth;
 pub mod canary;
 pub mod catalog;
 pub mod cors;
@@ -17,6 +18,7 @@ pub mod limits;
 pub mod routing;
 
 pub use affinity::{Affinity, IngressAffinity};
+pub use auth::{Auth, IngressAuth};
 pub use canary::{Canary, IngressCanary};
 pub use cors::{IngressCors, ResponseHeaders};
 pub use limits::{IngressLimits, RateLimits};
@@ -111,6 +113,7 @@ pub fn is_read(name: &str) -> bool {
         || cors::READ.contains(&name)
         || canary::READ.contains(&name)
         || affinity::READ.contains(&name)
+        || auth::READ.contains(&name)
 }
 
 /// The edge, upstream, access and error-page annotations erratum reads (besides
@@ -197,6 +200,8 @@ pub struct IngressEdge {
     pub canary: IngressCanary,
     /// `affinity: cookie` and `session-cookie-*`.
     pub affinity: IngressAffinity,
+    /// `auth-type: basic`, `auth-url` and their companions.
+    pub auth: IngressAuth,
 }
 
 /// Who may use a route, by client address (ingress-nginx's source ranges).
@@ -630,6 +635,7 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>, mut report: impl FnM
             _ if edge.cors.read(name, key, value, &mut report) => {}
             _ if edge.canary.read(name, key, value, &mut report) => {}
             _ if edge.affinity.read(name, key, value, &mut report) => {}
+            _ if edge.auth.read(name, value) => {}
             _ => {
                 edge.unsupported.push(name.to_string());
                 if name.ends_with("-snippet") {

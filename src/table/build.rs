@@ -103,6 +103,7 @@ impl RoutingTable {
                 response_headers: None,
                 canary: None,
                 affinity: None,
+                auth: None,
             }));
         }
         b.finish_policies();
@@ -259,6 +260,7 @@ impl Builder<'_> {
         }
         let limits = self.limits(&key, &annotated.limits);
         let response_headers = self.response_headers(&key, &annotated.cors);
+        let auth = self.auth(&key, &annotated.auth);
         let policies =
             self.policies.per_ingress.get(&key).cloned().unwrap_or_else(|| self.policies.fallback());
         let policies = self.with_error_backend(&key, annotated, config, policies);
@@ -297,6 +299,7 @@ impl Builder<'_> {
                     response_headers: response_headers.clone(),
                     canary: None,
                     affinity: annotated.affinity.resolve("/").map(Arc::new),
+                    auth: auth.clone(),
                 })
             }),
             None => None,
@@ -353,6 +356,7 @@ impl Builder<'_> {
                     response_headers: response_headers.clone(),
                     canary: None,
                     affinity: annotated.affinity.resolve(&path).map(Arc::new),
+                    auth: auth.clone(),
                 });
                 if annotated.routing.from_to_www
                     && let HostTarget::Exact(h) = &target

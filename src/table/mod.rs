@@ -171,6 +171,8 @@ pub struct Route {
     pub canary: Option<Arc<annotations::Canary>>,
     /// Session affinity by cookie (`affinity: cookie`).
     pub affinity: Option<Arc<annotations::Affinity>>,
+    /// Authentication (`auth-type: basic`, `auth-url`), shared by the Ingress's routes.
+    pub auth: Option<Arc<annotations::Auth>>,
 }
 
 /// What `/table` shows of an Ingress's edge settings (the effective values, after its

@@ -211,6 +211,26 @@ fn client_tls(
     })
 }
 
+/// TLS to an `auth-url` over HTTPS, as ingress-nginx does it: SNI, HTTP/1.1, the certificate
+/// not verified (nginx's `proxy_ssl_verify` is off by default; reported on the Ingress).
+/// One client configuration for all, made once.
+pub fn unverified(name: &str) -> Result<UpstreamTls, String> {
+    static CONFIG: std::sync::LazyLock<Result<Arc<ClientConfig>, String>> = std::sync::LazyLock::new(|| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    });
+    let config = CONFIG.clone()?;
+    let server_name = ServerName::try_from(name.to_string()).map_err(|_| format!("{name:?} is not a name"))?;
+    Ok(UpstreamTls { config, server_name, verified: false, pool_tag: "auth-url".into() })
+}
+
 /// The `appProtocol` of the Service port `backend` resolves to.
 pub fn app_protocol<'a>(index: &'a Index, backend: &super::Backend) -> Option<&'a str> {
     let spec = index.services.get(&backend.service)?.spec.as_ref()?;

@@ -60,6 +60,8 @@ pub fn from_error(err: &ProxyError) -> Code {
         ProxyError::NoRoute { .. } => Code::Unimplemented,
         ProxyError::Forbidden { .. } => Code::PermissionDenied,
         ProxyError::RateLimited { .. } => Code::ResourceExhausted,
+        ProxyError::AuthRefused { status, .. } => from_http(*status),
+        ProxyError::AuthFailed { .. } | ProxyError::AuthUnavailable { .. } => Code::Unavailable,
         ProxyError::BadRequest { .. } => Code::Internal,
         ProxyError::NotReady
         | ProxyError::NoEndpoints { .. }

@@ -30,10 +30,13 @@ fn copy_of(r: &Route) -> Route {
         response_headers: r.response_headers.clone(),
         canary: r.canary.clone(),
         affinity: r.affinity.clone(),
+        auth: r.auth.clone(),
     }
 }
 use crate::table::annotations::routing::{IngressRouting, RegexPaths, Rewrite};
-use crate::table::annotations::{IngressCors, IngressEdge, IngressLimits, RateLimits, ResponseHeaders};
+use crate::table::annotations::{
+    Auth, IngressAuth, IngressCors, IngressEdge, IngressLimits, RateLimits, ResponseHeaders,
+};
 use crate::table::route::{HostRoutes, RegexHost};
 
 /// The hosts whose every path is a regex, with the Ingresses that make them so: ingress-nginx
@@ -94,6 +97,17 @@ impl Builder<'_> {
         let limits = carried.or_else(|| RateLimits::new(settings).map(Arc::new))?;
         self.table.limits.push((key.clone(), limits.clone()));
         Some(limits)
+    }
+
+    /// The authentication of an Ingress's routes, with its Secret (`auth-secret`).
+    pub(super) fn auth(&mut self, key: &ObjectKey, auth: &IngressAuth) -> Option<Arc<Auth>> {
+        let secret = auth.secret_ref(&key.namespace).and_then(|(ns, name)| self.index.secrets.get(&ObjectKey::new(ns, name)));
+        let mut problems = Vec::new();
+        let resolved = auth.resolve(secret, &mut |m| problems.push(m));
+        for p in problems {
+            self.report(key, p);
+        }
+        resolved.map(Arc::new)
     }
 
     /// CORS and `custom-headers` of an Ingress (the ConfigMap `namespace/name`, or `name` in
