@@ -142,7 +142,7 @@ pub enum Object {
     Service(Box<Service>),
     /// discovery.k8s.io/v1 EndpointSlice.
     EndpointSlice(Box<EndpointSlice>),
-    /// v1 Secret (only `kubernetes.io/tls` ones are used).
+    /// v1 Secret (`kubernetes.io/tls` ones for certificates, Opaque ones for basic auth).
     Secret(Box<Secret>),
     /// v1 ConfigMap (page bodies for error policies).
     ConfigMap(Box<ConfigMap>),
@@ -246,6 +246,14 @@ impl Index {
             Kind::ErrorPagePolicy => self.policies.clear(),
         }
         for o in objects.into_iter().filter(|o| o.kind() == kind) {
+            self.apply(o);
+        }
+    }
+
+    /// Replaces the Secrets of one type (a relist of that type's watch); others stay.
+    pub fn replace_secrets(&mut self, secret_type: &str, objects: Vec<Object>) {
+        self.secrets.retain(|_, s| s.type_.as_deref().unwrap_or("Opaque") != secret_type);
+        for o in objects.into_iter().filter(|o| o.kind() == Kind::Secret) {
             self.apply(o);
         }
     }

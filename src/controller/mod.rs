@@ -61,8 +61,28 @@ pub enum Error {
 enum Msg {
     Apply(Object),
     Delete(Kind, ObjectKey),
-    /// A full (re)list: replaces every object of the kind.
-    Relist(Kind, Vec<Object>),
+    /// A full (re)list of one watch: replaces every object of the kind, or of the Secret type
+    /// it names (two watches share the kind Secret).
+    Relist(Watch, Vec<Object>),
+}
+
+/// One watch: a kind, and for Secrets which type (a field selector per type: erratum never
+/// lists every Secret of the cluster).
+type Watch = (Kind, Option<&'static str>);
+
+/// The Secret types erratum watches: TLS certificates, and Opaque ones (basic-auth users,
+/// `auth-secret`).
+const SECRET_TYPES: [&str; 2] = ["kubernetes.io/tls", "Opaque"];
+
+/// Every watch that must have listed once before the first table.
+fn watches() -> Vec<Watch> {
+    Kind::ALL
+        .into_iter()
+        .flat_map(|k| match k {
+            Kind::Secret => SECRET_TYPES.iter().map(|t| (k, Some(*t))).collect::<Vec<_>>(),
+            _ => vec![(k, None)],
+        })
+        .collect()
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -91,7 +111,7 @@ pub async fn start(
     spawn_watch::<IngressClass>(
         Api::all(client.clone()),
         wc.clone(),
-        Kind::IngressClass,
+        (Kind::IngressClass, None),
         |o| Object::IngressClass(Box::new(o)),
         &tx,
         &metrics,
@@ -100,7 +120,7 @@ pub async fn start(
     spawn_watch::<Ingress>(
         api(&client, ns),
         wc.clone(),
-        Kind::Ingress,
+        (Kind::Ingress, None),
         |o| Object::Ingress(Box::new(o)),
         &tx,
         &metrics,
@@ -109,7 +129,7 @@ pub async fn start(
     spawn_watch::<Service>(
         api(&client, ns),
         wc.clone(),
-        Kind::Service,
+        (Kind::Service, None),
         |o| Object::Service(Box::new(o)),
         &tx,
         &metrics,
@@ -118,26 +138,34 @@ pub async fn start(
     spawn_watch::<EndpointSlice>(
         api(&client, ns),
         wc.clone(),
-        Kind::EndpointSlice,
+        (Kind::EndpointSlice, None),
         |o| Object::EndpointSlice(Box::new(o)),
         &tx,
         &metrics,
         &shutdown,
     );
-    // Only TLS Secrets: never hold every Secret of the cluster in memory.
-    spawn_watch::<Secret>(
-        api(&client, ns),
-        wc.clone().fields("type=kubernetes.io/tls"),
-        Kind::Secret,
-        |o| Object::Secret(Box::new(o)),
-        &tx,
-        &metrics,
-        &shutdown,
-    );
+    // TLS and Opaque Secrets only, one watch each: never every Secret of the cluster (Helm
+    // releases, service-account tokens) in memory; kept without their managed fields and
+    // annotations (`kubectl apply` copies the whole Secret into one).
+    for secret_type in SECRET_TYPES {
+        spawn_watch::<Secret>(
+            api(&client, ns),
+            wc.clone().fields(&format!("type={secret_type}")),
+            (Kind::Secret, Some(secret_type)),
+            |mut o: Secret| {
+                o.metadata.managed_fields = None;
+                o.metadata.annotations = None;
+                Object::Secret(Box::new(o))
+            },
+            &tx,
+            &metrics,
+            &shutdown,
+        );
+    }
     spawn_watch::<ConfigMap>(
         api(&client, ns),
         wc.clone(),
-        Kind::ConfigMap,
+        (Kind::ConfigMap, None),
         |o| Object::ConfigMap(Box::new(o)),
         &tx,
         &metrics,
@@ -183,7 +211,7 @@ pub async fn start(
 fn spawn_watch<K>(
     api: Api<K>,
     config: watcher::Config,
-    kind: Kind,
+    watch: Watch,
     to_object: fn(K) -> Object,
     tx: &mpsc::Sender<Msg>,
     metrics: &ControllerMetrics,
@@ -192,6 +220,7 @@ fn spawn_watch<K>(
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     let (tx, metrics, shutdown) = (tx.clone(), metrics.clone(), shutdown.clone());
+    let kind = watch.0;
     tokio::spawn(async move {
         let mut stream = watcher::watcher(api, config).default_backoff().boxed();
         let mut relist: Vec<Object> = Vec::new();
@@ -210,7 +239,7 @@ fn spawn_watch<K>(
                     relist.push(to_object(o));
                     continue;
                 }
-                Some(Ok(Event::InitDone)) => Msg::Relist(kind, std::mem::take(&mut relist)),
+                Some(Ok(Event::InitDone)) => Msg::Relist(watch, std::mem::take(&mut relist)),
                 Some(Ok(Event::Apply(o))) => Msg::Apply(to_object(o)),
                 Some(Ok(Event::Delete(o))) => Msg::Delete(kind, to_object(o).key()),
                 Some(Err(e)) => {
@@ -257,7 +286,7 @@ fn spawn_policy_watch(
                         tracing::error!("{why}; routing Ingresses without error policies");
                         warned = true;
                         // Count the kind as synced (empty) so readiness does not wait for it.
-                        if tx.send(Msg::Relist(Kind::ErrorPagePolicy, Vec::new())).await.is_err() {
+                        if tx.send(Msg::Relist((Kind::ErrorPagePolicy, None), Vec::new())).await.is_err() {
                             return;
                         }
                     }
@@ -278,7 +307,7 @@ fn spawn_policy_watch(
         spawn_watch::<ErrorPagePolicy>(
             api,
             watcher::Config::default(),
-            Kind::ErrorPagePolicy,
+            (Kind::ErrorPagePolicy, None),
             |o| Object::ErrorPagePolicy(Box::new(o)),
             &tx,
             &metrics,
@@ -296,7 +325,8 @@ async fn index_writer(
     shutdown: CancellationToken,
 ) {
     let mut index = Index::default();
-    let mut synced: HashSet<Kind> = HashSet::new();
+    let mut synced: HashSet<Watch> = HashSet::new();
+    let all = watches();
     let mut dirty = false;
     loop {
         let msg = if dirty {
@@ -305,7 +335,7 @@ async fn index_writer(
                 m = tokio::time::timeout(REBUILD_DEBOUNCE, rx.recv()) => match m {
                     Ok(m) => m,
                     Err(_) => {
-                        if Kind::ALL.iter().all(|k| synced.contains(k)) {
+                        if all.iter().all(|w| synced.contains(w)) {
                             // The build is synchronous CPU work: keep it off the other workers' way
                             // where the runtime allows it.
                             let generation = match tokio::runtime::Handle::current().runtime_flavor() {
@@ -335,10 +365,13 @@ async fn index_writer(
             Some(Msg::Delete(kind, key)) => {
                 index.delete(kind, &key);
             }
-            Some(Msg::Relist(kind, objects)) => {
-                index.replace_kind(kind, objects);
-                if synced.insert(kind) {
-                    tracing::info!(kind = kind.as_str(), "initial list synced");
+            Some(Msg::Relist((kind, part), objects)) => {
+                match part {
+                    Some(secret_type) => index.replace_secrets(secret_type, objects),
+                    None => index.replace_kind(kind, objects),
+                }
+                if synced.insert((kind, part)) {
+                    tracing::info!(kind = kind.as_str(), part, "initial list synced");
                 }
             }
         }

@@ -128,7 +128,8 @@ impl Proxy {
         let mut _admitted = None;
         let mut granted = None;
         if route.limits.is_some() || route.access.is_some() || route.auth.is_some() {
-            let chain = conn.trusted.then(|| ClientChain::of(req.headers(), &conn, &self.config.trusted_proxies));
+            let chain =
+                conn.trusted.then(|| ClientChain::of(req.headers(), &conn, &self.config.trusted_proxies));
             let client = chain.as_ref().map_or_else(|| conn.client_ip.clone(), |c| c.client_ip.clone());
             let ip = client.to_str().ok().and_then(|c| c.parse::<std::net::IpAddr>().ok());
             let scope = Scope { policies: &route.policies, route: Some(route), metrics, ..unrouted };

@@ -111,7 +111,19 @@ impl Proxy {
         let https_port = http::HeaderValue::from(config.https_port);
         let balancer = std::sync::Arc::new(balance::Balancer::new(config.balance, metrics.balance.clone()));
         let verified = auth::verified_store();
-        Self { client, table, metrics, config, pages, cache, views, access_log: None, https_port, balancer, verified }
+        Self {
+            client,
+            table,
+            metrics,
+            config,
+            pages,
+            cache,
+            views,
+            access_log: None,
+            https_port,
+            balancer,
+            verified,
+        }
     }
 
     /// Endpoint health and balancing (read by `/table`).

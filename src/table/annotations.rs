@@ -653,6 +653,7 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>, mut report: impl FnM
             }
         }
     }
+    edge.auth.check(&mut report);
     edge
 }
 

@@ -227,7 +227,8 @@ pub fn unverified(name: &str) -> Result<UpstreamTls, String> {
         Ok(Arc::new(config))
     });
     let config = CONFIG.clone()?;
-    let server_name = ServerName::try_from(name.to_string()).map_err(|_| format!("{name:?} is not a name"))?;
+    let server_name =
+        ServerName::try_from(name.to_string()).map_err(|_| format!("{name:?} is not a name"))?;
     Ok(UpstreamTls { config, server_name, verified: false, pool_tag: "auth-url".into() })
 }
 

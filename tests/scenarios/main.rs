@@ -6,6 +6,7 @@ mod support;
 
 mod admin;
 mod annotations;
+mod auth;
 mod cache;
 mod cli;
 mod cluster;

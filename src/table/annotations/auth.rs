@@ -119,18 +119,6 @@ impl IngressAuth {
     /// is reported and makes the routes answer 503 ([`Auth::broken`]).
     pub fn resolve(&self, secret: Option<&Secret>, report: &mut impl FnMut(String)) -> Option<Auth> {
         if self.kind.is_none() && self.url.is_none() {
-            for (name, set) in [
-                (AUTH_SECRET, self.secret.is_some()),
-                (AUTH_SIGNIN, self.signin.is_some()),
-                (AUTH_RESPONSE_HEADERS, self.response_headers.is_some()),
-            ] {
-                if set {
-                    report(format!(
-                        "annotation {}{name} has no effect without auth-type or auth-url",
-                        super::PREFIX
-                    ));
-                }
-            }
             return None;
         }
         let mut auth = Auth::default();
@@ -157,13 +145,45 @@ impl IngressAuth {
             }
         }
         for why in failed {
-            report(format!("{why}; the Ingress's routes answer 503 until it is fixed"));
+            report(fails_closed(&why));
             auth.broken.get_or_insert(why);
         }
         Some(auth)
     }
 
-    fn basic(&self, secret: Option<&Secret>, report: &mut impl FnMut(String)) -> Result<BasicAuth, String> {
+    /// Reports what is wrong with the values themselves (not with the Secret): the reader
+    /// calls it, so `erratum migrate` sees it without the cluster's Secrets. The build's
+    /// [`resolve`](Self::resolve) reports the same words (a diagnostic is reported once).
+    pub fn check(&self, report: &mut impl FnMut(String)) {
+        if self.kind.is_none() && self.url.is_none() {
+            for (name, set) in [
+                (AUTH_SECRET, self.secret.is_some()),
+                (AUTH_SIGNIN, self.signin.is_some()),
+                (AUTH_RESPONSE_HEADERS, self.response_headers.is_some()),
+            ] {
+                if set {
+                    report(format!(
+                        "annotation {}{name} has no effect without auth-type or auth-url",
+                        super::PREFIX
+                    ));
+                }
+            }
+            return;
+        }
+        if self.kind.is_some()
+            && let Err(why) = self.basic_settings()
+        {
+            report(fails_closed(&why));
+        }
+        if let Some(url) = &self.url
+            && let Err(why) = self.external(url)
+        {
+            report(fails_closed(&why));
+        }
+    }
+
+    /// `auth-type`, `auth-secret` and `auth-secret-type` as values: the Secret's name.
+    fn basic_settings(&self) -> Result<&str, String> {
         let key = |name: &str| format!("annotation {}{name}", super::PREFIX);
         match self.kind.as_deref().map(str::to_ascii_lowercase).as_deref() {
             Some("basic") => {}
@@ -175,9 +195,20 @@ impl IngressAuth {
             }
             other => return Err(format!("{}: {other:?} is not basic or digest", key(AUTH_TYPE))),
         }
-        let Some(name) = &self.secret else {
-            return Err(format!("{}: auth-type basic needs auth-secret", key(AUTH_SECRET)));
-        };
+        match self.secret_type.as_deref() {
+            None | Some("auth-file" | "auth-map") => {}
+            Some(other) => {
+                return Err(format!("{}: {other:?} is not auth-file or auth-map", key(AUTH_SECRET_TYPE)));
+            }
+        }
+        self.secret
+            .as_deref()
+            .ok_or_else(|| format!("{}: auth-type basic needs auth-secret", key(AUTH_SECRET)))
+    }
+
+    fn basic(&self, secret: Option<&Secret>, report: &mut impl FnMut(String)) -> Result<BasicAuth, String> {
+        let key = |name: &str| format!("annotation {}{name}", super::PREFIX);
+        let name = self.basic_settings()?;
         let Some(secret) = secret else {
             return Err(format!(
                 "{}: Secret {name:?} not found (erratum reads Secrets of type Opaque)",
@@ -216,13 +247,10 @@ impl IngressAuth {
                     }
                 }
             }
-            "auth-map" => {
+            _ => {
                 for (user, hash) in &data {
                     add(user, String::from_utf8_lossy(hash).trim(), report);
                 }
-            }
-            other => {
-                return Err(format!("{}: {other:?} is not auth-file or auth-map", key(AUTH_SECRET_TYPE)));
             }
         }
         if users.is_empty() {
@@ -282,7 +310,9 @@ impl IngressAuth {
         };
         let always_set_cookie = match self.always_set_cookie.as_deref() {
             None => false,
-            Some(v) => super::parse_bool(v).map_err(|why| format!("{}: {why}", key(AUTH_ALWAYS_SET_COOKIE)))?,
+            Some(v) => {
+                super::parse_bool(v).map_err(|why| format!("{}: {why}", key(AUTH_ALWAYS_SET_COOKIE)))?
+            }
         };
         Ok(ExternalAuth {
             url: template,
@@ -295,6 +325,11 @@ impl IngressAuth {
             always_set_cookie,
         })
     }
+}
+
+/// A problem that makes the Ingress's routes answer 503, as reported.
+fn fails_closed(why: &str) -> String {
+    format!("{why}; the Ingress's routes answer 503 until it is fixed")
 }
 
 /// A Secret's fields, from `data` or (in manifests) `stringData`.
@@ -574,13 +609,17 @@ impl NginxString {
                     None => return Err(format!("{s:?} has an unclosed ${{")),
                 },
                 None => {
-                    let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+                    let end =
+                        after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
                     (&after[..end], &after[end..])
                 }
             };
             let Some((_, part)) = VARIABLES.iter().find(|(n, _)| *n == name) else {
                 let known: Vec<_> = VARIABLES.iter().map(|(n, _)| format!("${n}")).collect();
-                return Err(format!("{s:?} uses ${name}, which erratum does not fill in ({} are)", known.join(", ")));
+                return Err(format!(
+                    "{s:?} uses ${name}, which erratum does not fill in ({} are)",
+                    known.join(", ")
+                ));
             };
             if !text.is_empty() {
                 parts.push(Part::Text(std::mem::take(&mut text)));
@@ -706,17 +745,31 @@ odd:$y$j9T$yescrypt$notsupported
         let auth = a.resolve(None, &mut |m| reports.push(m)).unwrap();
         assert!(auth.broken.as_deref().unwrap().contains("not found"), "{auth:?}");
         let a = IngressAuth { kind: Some("digest".into()), secret: Some("s".into()), ..Default::default() };
-        assert!(a.resolve(Some(&secret("auth", "u:{PLAIN}p")), &mut |m| reports.push(m)).unwrap().broken.is_some());
+        assert!(
+            a.resolve(Some(&secret("auth", "u:{PLAIN}p")), &mut |m| reports.push(m))
+                .unwrap()
+                .broken
+                .is_some()
+        );
         let a = IngressAuth { url: Some("http://auth/$cookie_session".into()), ..Default::default() };
         let auth = a.resolve(None, &mut |m| reports.push(m)).unwrap();
         assert!(auth.broken.as_deref().unwrap().contains("$cookie_session"), "{auth:?}");
         let a = IngressAuth { url: Some("ftp://auth/".into()), ..Default::default() };
         assert!(a.resolve(None, &mut |m| reports.push(m)).unwrap().broken.is_some());
         assert!(reports.iter().all(|r| r.contains("answer 503")), "{reports:?}");
+        reports.clear();
         // Without auth-type or auth-url nothing is asked for; a lone auth-secret is reported.
         let a = IngressAuth { secret: Some("s".into()), ..Default::default() };
         assert!(a.resolve(None, &mut |m| reports.push(m)).is_none());
+        a.check(&mut |m| reports.push(m));
         assert!(reports.last().unwrap().contains("no effect"));
+        // What is wrong with the values is found without the Secret (for `erratum migrate`).
+        let mut found = Vec::new();
+        IngressAuth { kind: Some("digest".into()), ..Default::default() }.check(&mut |m| found.push(m));
+        IngressAuth { url: Some("http://a/$uri".into()), ..Default::default() }.check(&mut |m| found.push(m));
+        IngressAuth { kind: Some("basic".into()), secret: Some("s".into()), ..Default::default() }
+            .check(&mut |m| found.push(m));
+        assert_eq!(found.len(), 2, "{found:?}");
     }
 
     #[test]
@@ -766,7 +819,9 @@ odd:$y$j9T$yescrypt$notsupported
             "https://app.example/oauth2/start?rd=https://app.example:8443%2Fa%20b%3Fx%3D1%26y%3D2"
         );
         assert_eq!(
-            external("https://$host/oauth2/start?rd=$escaped_request_uri", None).signin_location(&vars).unwrap(),
+            external("https://$host/oauth2/start?rd=$escaped_request_uri", None)
+                .signin_location(&vars)
+                .unwrap(),
             "https://app.example/oauth2/start?rd=%2Fa%20b%3Fx%3D1%26y%3D2",
             "a URL that already has the parameter is left as it is"
         );

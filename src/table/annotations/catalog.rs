@@ -172,7 +172,7 @@ pub const KNOWN: [&str; 131] = [
 ];
 
 /// Annotations erratum reads differently from ingress-nginx, and how.
-pub const DIFFERENCES: [(&str, &str); 14] = [
+pub const DIFFERENCES: [(&str, &str); 15] = [
     (
         "affinity-mode",
         "both modes keep a client on its endpoint while it is ready (the cookie names the endpoint)",
@@ -205,6 +205,12 @@ pub const DIFFERENCES: [(&str, &str); 14] = [
     ("temporal-redirect", "nginx variables ($host, $request_uri…) in the URL are not expanded"),
     ("upstream-vhost", "nginx variables in the value are not expanded"),
     (
+        "auth-url",
+        "nginx variables other than $host, $http_host, $best_http_host, $scheme, $pass_access_scheme, \
+         $request_uri, $escaped_request_uri, $request_method and $remote_addr are refused (the route \
+         answers 503, never unauthenticated)",
+    ),
+    (
         "default-backend",
         "the error backend of custom-http-errors only; a Service without endpoints answers 503 (a policy can page it)",
     ),
@@ -229,20 +235,27 @@ pub fn support(name: &str) -> Option<Support> {
 pub fn support_of(name: &str, value: &str) -> Option<Support> {
     match name {
         "load-balance" if value.trim() != "ewma" => Some(Support::Supported),
+        // Only a variable erratum does not fill in makes a difference.
+        "auth-url" if super::auth::NginxString::parse(value.trim()).is_ok() => Some(Support::Supported),
         _ => support(name),
     }
 }
 
 /// The reason an annotation of ingress-nginx is not read, by family.
 fn unsupported_reason(name: &str) -> &'static str {
-    const FAMILIES: [(&str, &str); 9] = [
+    const FAMILIES: [(&str, &str); 11] = [
         ("modsecurity", "no web application firewall in erratum"),
         ("enable-modsecurity", "no web application firewall in erratum"),
         ("enable-owasp", "no web application firewall in erratum"),
         ("auth-tls", "client certificates are not supported yet"),
-        ("auth-", "authentication is not supported yet (planned: auth-url, auth-type basic)"),
-        ("enable-global-auth", "authentication is not supported yet"),
-        ("satisfy", "authentication is not supported yet"),
+        ("auth-cache", "auth-url answers are not cached: every request asks auth-url"),
+        ("auth-keepalive", "connections to auth-url are pooled like every upstream connection"),
+        ("auth-proxy-set-headers", "not supported: auth-url gets the client's fields and X-Original-*"),
+        ("enable-global-auth", "the ConfigMap's global-auth-url is not read: set auth-url per Ingress"),
+        (
+            "satisfy",
+            "not supported: every check must pass (source ranges, then basic, then auth-url: nginx's satisfy all)",
+        ),
         ("proxy-buffer", "erratum streams bodies: nginx's buffer sizes have no equivalent"),
         ("mirror-", "request mirroring is not supported"),
     ];
@@ -263,8 +276,11 @@ mod tests {
 
     #[test]
     fn every_annotation_erratum_reads_is_documented_by_ingress_nginx() {
-        let all =
-            super::super::READ.iter().chain(&super::super::routing::READ).chain(&super::super::limits::READ);
+        let all = super::super::READ
+            .iter()
+            .chain(&super::super::routing::READ)
+            .chain(&super::super::limits::READ)
+            .chain(&super::super::auth::READ);
         for name in all {
             assert!(KNOWN.contains(name), "{name} is read but not in ingress-nginx's list");
         }

@@ -101,7 +101,9 @@ impl Builder<'_> {
 
     /// The authentication of an Ingress's routes, with its Secret (`auth-secret`).
     pub(super) fn auth(&mut self, key: &ObjectKey, auth: &IngressAuth) -> Option<Arc<Auth>> {
-        let secret = auth.secret_ref(&key.namespace).and_then(|(ns, name)| self.index.secrets.get(&ObjectKey::new(ns, name)));
+        let secret = auth
+            .secret_ref(&key.namespace)
+            .and_then(|(ns, name)| self.index.secrets.get(&ObjectKey::new(ns, name)));
         let mut problems = Vec::new();
         let resolved = auth.resolve(secret, &mut |m| problems.push(m));
         for p in problems {
