@@ -468,8 +468,36 @@ async fn ingress_nginx_annotations_become_events_and_migrate_reads_the_cluster()
          - host: legacy.example\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}\n",
     )
     .await;
+    // Basic authentication from an Opaque Secret (its own watch beside the TLS Secrets').
+    let secret = |password: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: users}}\ntype: Opaque\nstringData:\n  auth: \"ops:{{PLAIN}}{password}\"\n"
+        )
+    };
+    ns.apply(&secret("first")).await;
+    ns.apply(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: staff\n  annotations:\n    \
+         nginx.ingress.kubernetes.io/auth-type: basic\n    nginx.ingress.kubernetes.io/auth-secret: users\n\
+         spec:\n  ingressClassName: erratum\n  rules:\n  \
+         - host: staff.example\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}\n",
+    )
+    .await;
     let mut e = Erratum::spawn(cp, &ns, &[]);
     e.ready().await;
+    let signed_in = |password: &'static str| {
+        let url = e.url("/");
+        async move {
+            match client().get(url).header("host", "staff.example").basic_auth("ops", Some(password)).send().await {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => 0,
+            }
+        }
+    };
+    assert_eq!(status_of(e.url("/"), "staff.example").await, 401, "{}", e.logs());
+    assert_eq!(signed_in("first").await, 200, "{}", e.logs());
+    ns.apply(&secret("second")).await;
+    eventually("the changed password is read from the Secret", || async { signed_in("second").await == 200 }).await;
+    assert_eq!(signed_in("first").await, 401, "the old password no longer works");
     let warned = |needle: &'static str| {
         let ns = &ns;
         async move {
