@@ -38,15 +38,21 @@ pub struct Lingering {
     /// been asked for yet (`Expect: 100-continue` before the first read: hyper sends `100`
     /// on that read, and a client told `413` instead never sends the body).
     linger: bool,
+    /// Since when the client has sent nothing while the body was being read.
+    waiting: Option<tokio::time::Instant>,
+    /// A client silent this long while its body was read has stalled (the body timeout cut
+    /// it, as nginx's does, which closes without lingering): nothing to wait for.
+    stalled_after: Duration,
 }
 
 impl Lingering {
-    /// Wraps hyper's request body for a request of `version` with `headers`.
-    pub fn wrap(inner: Incoming, version: Version, headers: &HeaderMap) -> Self {
+    /// Wraps hyper's request body for a request of `version` with `headers`; `body_timeout`
+    /// is `--client-body-timeout`.
+    pub fn wrap(inner: Incoming, version: Version, headers: &HeaderMap, body_timeout: Duration) -> Self {
         let expects =
             headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let linger = version <= Version::HTTP_11 && !expects && !inner.is_end_stream();
-        Lingering { inner: Some(inner), linger }
+        Lingering { inner: Some(inner), linger, waiting: None, stalled_after: body_timeout.min(LINGER_IDLE) }
     }
 }
 
@@ -62,7 +68,14 @@ impl Body for Lingering {
         let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
         // Once read, hyper has sent `100 Continue` if it was asked for: the client sends.
         this.linger = true;
-        Pin::new(inner).poll_frame(cx)
+        let polled = Pin::new(inner).poll_frame(cx);
+        match polled {
+            Poll::Pending => {
+                this.waiting.get_or_insert_with(tokio::time::Instant::now);
+            }
+            Poll::Ready(_) => this.waiting = None,
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -77,7 +90,8 @@ impl Body for Lingering {
 impl Drop for Lingering {
     fn drop(&mut self) {
         let Some(inner) = self.inner.take() else { return };
-        if !self.linger || inner.is_end_stream() {
+        let stalled = self.waiting.is_some_and(|since| since.elapsed() >= self.stalled_after);
+        if !self.linger || stalled || inner.is_end_stream() {
             return;
         }
         // Dropped inside a request's task, so on the runtime; the connection's own task

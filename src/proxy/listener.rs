@@ -345,9 +345,10 @@ where
         // Boxed: the request future is a few KiB, and hyper moves the service future into
         // place per request (HTTP/2: into a task of its own, twice).
         let close = Proxy::must_close_after(&req);
+        let body_timeout = proxy.config().client_body_timeout;
         let handled = Box::pin(async move {
             let (parts, body) = req.into_parts();
-            let body = Lingering::wrap(body, parts.version, &parts.headers);
+            let body = Lingering::wrap(body, parts.version, &parts.headers, body_timeout);
             answer(&proxy, &conn, Request::from_parts(parts, RequestBody::Left(body))).await
         });
         async move {

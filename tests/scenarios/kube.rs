@@ -487,7 +487,13 @@ async fn ingress_nginx_annotations_become_events_and_migrate_reads_the_cluster()
     let signed_in = |password: &'static str| {
         let url = e.url("/");
         async move {
-            match client().get(url).header("host", "staff.example").basic_auth("ops", Some(password)).send().await {
+            match client()
+                .get(url)
+                .header("host", "staff.example")
+                .basic_auth("ops", Some(password))
+                .send()
+                .await
+            {
                 Ok(r) => r.status().as_u16(),
                 Err(_) => 0,
             }
@@ -496,7 +502,8 @@ async fn ingress_nginx_annotations_become_events_and_migrate_reads_the_cluster()
     assert_eq!(status_of(e.url("/"), "staff.example").await, 401, "{}", e.logs());
     assert_eq!(signed_in("first").await, 200, "{}", e.logs());
     ns.apply(&secret("second")).await;
-    eventually("the changed password is read from the Secret", || async { signed_in("second").await == 200 }).await;
+    eventually("the changed password is read from the Secret", || async { signed_in("second").await == 200 })
+        .await;
     assert_eq!(signed_in("first").await, 401, "the old password no longer works");
     let warned = |needle: &'static str| {
         let ns = &ns;

@@ -38,8 +38,11 @@ fn migrate_reports_every_annotation_of_a_folder() {
         migrate(&["--manifests", "tests/migrate/ingresses", "-o", "json", "--fail-on", "never"]);
     assert_eq!(code, 0, "--fail-on never");
     let report: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(report["summary"]["ingresses"], 8, "all classes without --ingress-class");
-    assert_eq!(report["summary"]["invalid"], 1);
+    assert_eq!(report["summary"]["ingresses"], 10, "all classes without --ingress-class");
+    assert_eq!(
+        report["summary"]["invalid"], 3,
+        "proxy-body-size: 8mb, auth-type: digest, an unknown variable"
+    );
     let api = report["ingresses"].as_array().unwrap().iter().find(|i| i["name"] == "api").unwrap();
     let body =
         api["annotations"].as_array().unwrap().iter().find(|a| a["annotation"] == "proxy-body-size").unwrap();
