@@ -128,6 +128,7 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
                         shown
                     }).collect::<Vec<_>>(),
                     "routing": routing_json(&e.routing),
+                    "auth": e.auth.as_ref().map(|a| a.describe()),
                 })).collect::<Vec<_>>(),
                 "rateLimits": t.rate_limits().iter().map(|(ingress, l)| serde_json::json!({
                     "ingress": ingress.to_string(),

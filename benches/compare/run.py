@@ -25,6 +25,9 @@ SCENARIOS = [
     ("upstream refused -> 502 page", "/refused/x"),
 ]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The user "bench" with password "secret", as `htpasswd -m` writes it (apr1: 1,000 MD5 rounds).
+BENCH_APR1 = "$apr1$6S7jGXRk$TeAwbUkxGMztPIzTHJAxa."
+BENCH_BASIC = "Authorization: Basic YmVuY2g6c2VjcmV0"
 
 
 def write(path, text):
@@ -199,6 +202,40 @@ spec:
   ingressClassName: erratum
   rules:
   - host: cors.bench
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: auth
+  namespace: bench
+  annotations: {{nginx.ingress.kubernetes.io/auth-url: "http://127.0.0.1:{ORIGIN}/auth"}}
+spec:
+  ingressClassName: erratum
+  rules:
+  - host: auth.bench
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: users, namespace: bench}}
+type: Opaque
+stringData: {{auth: "bench:{BENCH_APR1}"}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: basic
+  namespace: bench
+  annotations: {{nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: users}}
+spec:
+  ingressClassName: erratum
+  rules:
+  - host: basic.bench
     http:
       paths:
       - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}

@@ -126,7 +126,7 @@ impl Proxy {
         // (source ranges, then authentication). The limit on concurrent requests holds until
         // the response head.
         let mut _admitted = None;
-        let mut granted = None;
+        let mut asking = None;
         if route.limits.is_some() || route.access.is_some() || route.auth.is_some() {
             let chain =
                 conn.trusted.then(|| ClientChain::of(req.headers(), &conn, &self.config.trusted_proxies));
@@ -149,27 +149,35 @@ impl Proxy {
                 let resp = self.fail(&ProxyError::Forbidden { client: text() }, &scope);
                 return decorate(resp, decoration.as_ref(), false);
             }
-            if let Some(auth) = &route.auth {
-                let facts = super::auth::Facts {
+            if route.auth.is_some() {
+                asking = Some(super::auth::Facts {
                     host: &host,
                     http_host: raw_host.as_str(),
                     https: arrived_over_https(req.headers(), &conn),
                     request_uri: request_uri.path_and_query().map_or("/", |pq| pq.as_str()),
-                    client: &client,
-                    forwarded_for: chain.as_ref().map_or(&conn.client_ip, |c| &c.forwarded_for),
-                };
-                // Boxed: routes without authentication keep its state out of their future.
-                match Box::pin(self.authenticate(auth, &mut req, &facts, &scope)).await {
-                    Ok(g) => granted = Some(g),
+                    forwarded_for: chain.map_or_else(|| conn.client_ip.clone(), |c| c.forwarded_for),
+                    client,
+                });
+            }
+        }
+        // Authentication, the last of the access phase. Its state lives in its own boxed
+        // future, so routes without it carry none of it in theirs.
+        let granted = match (&route.auth, asking) {
+            (Some(auth), Some(facts)) => {
+                let scope = Scope { policies: &route.policies, route: Some(route), metrics, ..unrouted };
+                match Box::pin(self.authenticate(auth, &mut req, facts, scope)).await {
+                    Ok(granted) => granted,
                     Err(resp) => return decorate(resp, decoration.as_ref(), false),
                 }
             }
-        }
+            _ => None,
+        };
         // Every answer from here on: the `auth-url` answer's cookies, then the route's headers.
         let finish = |mut resp: Response<Body>| {
             if let Some(granted) = granted {
                 granted.apply(&mut resp);
             }
+
             decorate(resp, decoration.as_ref(), false)
         };
         let path_and_query = match (&path, request_uri.path_and_query()) {

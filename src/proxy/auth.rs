@@ -58,9 +58,9 @@ pub(super) struct Facts<'a> {
     /// `$request_uri`: path and query as sent.
     pub request_uri: &'a str,
     /// The client address (after `--trusted-proxies`).
-    pub client: &'a HeaderValue,
+    pub client: HeaderValue,
     /// `X-Forwarded-For` as erratum sends it upstream.
-    pub forwarded_for: &'a HeaderValue,
+    pub forwarded_for: HeaderValue,
 }
 
 /// What a granted request carries on.
@@ -88,14 +88,16 @@ impl Granted {
 
 impl Proxy {
     /// Checks `req` against the route's authentication: `Ok` lets it through (with the
-    /// cookies to add to its response), `Err` is the answer.
+    /// cookies to add to its response, if `auth-url` set any), `Err` is the answer.
     pub(super) async fn authenticate(
         &self,
         auth: &Auth,
         req: &mut Request<RequestBody>,
-        facts: &Facts<'_>,
-        scope: &Scope<'_>,
-    ) -> Result<Granted, Response<Body>> {
+        facts: Facts<'_>,
+        scope: Scope<'_>,
+    ) -> Result<Option<Box<Granted>>, Response<Body>> {
+        let scope = &scope;
+        let facts = &facts;
         if let Some(reason) = &auth.broken {
             return Err(self.fail(&ProxyError::AuthUnavailable { reason: reason.clone() }, scope));
         }
@@ -114,7 +116,7 @@ impl Proxy {
         }
         match &auth.external {
             Some(external) => self.ask(external, req, facts, scope).await,
-            None => Ok(Granted::default()),
+            None => Ok(None),
         }
     }
 
@@ -153,7 +155,7 @@ impl Proxy {
         req: &mut Request<RequestBody>,
         facts: &Facts<'_>,
         scope: &Scope<'_>,
-    ) -> Result<Granted, Response<Body>> {
+    ) -> Result<Option<Box<Granted>>, Response<Body>> {
         let scheme = if facts.https { "https" } else { "http" };
         let vars = Vars {
             host: facts.host,
@@ -183,7 +185,8 @@ impl Proxy {
                     None => req.headers_mut().remove(name),
                 };
             }
-            return Ok(Granted { cookies, always: external.always_set_cookie });
+            let granted = Granted { cookies, always: external.always_set_cookie };
+            return Ok((!granted.cookies.is_empty()).then(|| Box::new(granted)));
         }
         let mut refused = match status {
             StatusCode::UNAUTHORIZED => match external.signin_location(&vars) {

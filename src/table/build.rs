@@ -276,6 +276,7 @@ impl Builder<'_> {
             upstream,
             protocols: Vec::new(),
             routing: annotated.routing.clone(),
+            auth: auth.clone(),
         };
 
         let default = match spec.default_backend.as_ref() {

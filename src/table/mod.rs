@@ -191,6 +191,8 @@ pub struct IngressEdgeView {
     pub protocols: Vec<(ObjectKey, Arc<BackendProtocol>)>,
     /// Redirects, rewrites, regex paths, as read.
     pub routing: annotations::IngressRouting,
+    /// Authentication of its routes.
+    pub auth: Option<Arc<annotations::Auth>>,
 }
 
 /// The policies that apply to a route, highest precedence first (shared by all routes of one

@@ -128,7 +128,7 @@ fn client_tls(
         };
         let secret = index.secrets.get(&key).ok_or_else(|| {
             format!(
-                "proxy-ssl-secret {key} not found (erratum reads Secrets of type kubernetes.io/tls; \
+                "proxy-ssl-secret {key} not found (erratum reads Secrets of type kubernetes.io/tls and Opaque; \
                  a CA bundle alone can be a ConfigMap named by {})",
                 super::annotations::BACKEND_CA_CONFIGMAP
             )

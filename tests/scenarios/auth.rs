@@ -192,6 +192,11 @@ async fn basic_auth_reads_htpasswd_secrets_and_answers_401_with_the_realm() {
         h.client.get(h.admin_url("/table")).send().await.unwrap().json().await.unwrap();
     let problems = table["problems"].to_string();
     assert!(problems.contains("auth-secret") && problems.contains("\\\"nope\\\" not found"), "{problems}");
+    let shown =
+        table["edge"].as_array().unwrap().iter().find(|e| e["ingress"] == "ns/basic").unwrap()["auth"]
+            .clone();
+    assert_eq!(shown["basic"]["users"], 2, "/table shows the auth: {shown}");
+    assert_eq!(shown["basic"]["challenge"], "Basic realm=\"Staff only\"");
     let metrics = h.metrics().await;
     assert!(metrics.contains("erratum_proxy_errors_total{reason=\"unauthorized\"}"), "{metrics}");
     assert!(metrics.contains("erratum_proxy_errors_total{reason=\"auth_unavailable\"} 1"), "{metrics}");
