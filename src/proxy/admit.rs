@@ -126,58 +126,69 @@ impl Proxy {
         // (source ranges, then authentication). The limit on concurrent requests holds until
         // the response head.
         let mut _admitted = None;
-        let mut asking = None;
-        if route.limits.is_some() || route.access.is_some() || route.auth.is_some() {
-            let chain =
-                conn.trusted.then(|| ClientChain::of(req.headers(), &conn, &self.config.trusted_proxies));
-            let client = chain.as_ref().map_or_else(|| conn.client_ip.clone(), |c| c.client_ip.clone());
-            let ip = client.to_str().ok().and_then(|c| c.parse::<std::net::IpAddr>().ok());
-            let scope = Scope { policies: &route.policies, route: Some(route), metrics, ..unrouted };
-            let text = || client.to_str().unwrap_or("").to_string();
-            if let (Some(limits), Some(ip)) = (&route.limits, ip) {
-                match limits.admit(ip) {
-                    Ok(admitted) => _admitted = Some(admitted),
-                    Err(refused) => {
-                        let resp = self.fail(&rate_limited(refused, text()), &scope);
-                        return decorate(resp, decoration.as_ref(), false);
+        // Authentication's future is made in this block and awaited after it: nothing of
+        // the checks' state (the client chain, its address) is kept across the await.
+        let authenticating = {
+            let mut asking = None;
+            if route.limits.is_some() || route.access.is_some() || route.auth.is_some() {
+                let chain =
+                    conn.trusted.then(|| ClientChain::of(req.headers(), &conn, &self.config.trusted_proxies));
+                let client = chain.as_ref().map_or_else(|| conn.client_ip.clone(), |c| c.client_ip.clone());
+                let ip = client.to_str().ok().and_then(|c| c.parse::<std::net::IpAddr>().ok());
+                let scope = Scope { policies: &route.policies, route: Some(route), metrics, ..unrouted };
+                let text = || client.to_str().unwrap_or("").to_string();
+                if let (Some(limits), Some(ip)) = (&route.limits, ip) {
+                    match limits.admit(ip) {
+                        Ok(admitted) => _admitted = Some(admitted),
+                        Err(refused) => {
+                            let resp = self.fail(&rate_limited(refused, text()), &scope);
+                            return decorate(resp, decoration.as_ref(), false);
+                        }
                     }
                 }
-            }
-            if let Some(ranges) = &route.access
-                && !ip.is_some_and(|ip| ranges.permits(ip))
-            {
-                let resp = self.fail(&ProxyError::Forbidden { client: text() }, &scope);
-                return decorate(resp, decoration.as_ref(), false);
-            }
-            if route.auth.is_some() {
-                asking = Some(super::auth::Facts {
-                    host: &host,
-                    http_host: raw_host.as_str(),
-                    https: arrived_over_https(req.headers(), &conn),
-                    request_uri: request_uri.path_and_query().map_or("/", |pq| pq.as_str()),
-                    forwarded_for: chain.map_or_else(|| conn.client_ip.clone(), |c| c.forwarded_for),
-                    client,
-                });
-            }
-        }
-        // Authentication, the last of the access phase. Its state lives in its own boxed
-        // future, so routes without it carry none of it in theirs.
-        let granted = match (&route.auth, asking) {
-            (Some(auth), Some(facts)) => {
-                let scope = Scope { policies: &route.policies, route: Some(route), metrics, ..unrouted };
-                match Box::pin(self.authenticate(auth, &mut req, facts, scope)).await {
-                    Ok(granted) => granted,
-                    Err(resp) => return decorate(resp, decoration.as_ref(), false),
+                if let Some(ranges) = &route.access
+                    && !ip.is_some_and(|ip| ranges.permits(ip))
+                {
+                    let resp = self.fail(&ProxyError::Forbidden { client: text() }, &scope);
+                    return decorate(resp, decoration.as_ref(), false);
+                }
+                if route.auth.is_some() {
+                    asking = Some(super::auth::Facts {
+                        host: &host,
+                        http_host: raw_host.as_str(),
+                        https: arrived_over_https(req.headers(), &conn),
+                        request_uri: request_uri.path_and_query().map_or("/", |pq| pq.as_str()),
+                        forwarded_for: chain.map_or_else(|| conn.client_ip.clone(), |c| c.forwarded_for),
+                        client,
+                    });
                 }
             }
-            _ => None,
+            match (&route.auth, asking) {
+                (Some(auth), Some(facts)) => {
+                    let scope = Scope { policies: &route.policies, route: Some(route), metrics, ..unrouted };
+                    Some(Box::pin(self.authenticate(auth, &mut req, facts, scope)))
+                }
+                _ => None,
+            }
+        };
+        // Authentication, the last of the access phase, in its own boxed future: routes
+        // without it carry none of its state in theirs.
+        #[allow(
+            clippy::blocks_in_conditions,
+            reason = "the block moves the future out, ending its borrow of the request here"
+        )]
+        let granted = match { authenticating } {
+            Some(authenticating) => match authenticating.await {
+                Ok(granted) => granted,
+                Err(resp) => return decorate(resp, decoration.as_ref(), false),
+            },
+            None => None,
         };
         // Every answer from here on: the `auth-url` answer's cookies, then the route's headers.
         let finish = |mut resp: Response<Body>| {
             if let Some(granted) = granted {
                 granted.apply(&mut resp);
             }
-
             decorate(resp, decoration.as_ref(), false)
         };
         let path_and_query = match (&path, request_uri.path_and_query()) {

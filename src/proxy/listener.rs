@@ -349,7 +349,7 @@ where
         let handled = Box::pin(async move {
             let (parts, body) = req.into_parts();
             let body = Lingering::wrap(body, parts.version, &parts.headers, body_timeout);
-            answer(&proxy, &conn, Request::from_parts(parts, RequestBody::Left(body))).await
+            answer(&proxy, &conn, Request::from_parts(parts, RequestBody::Left(Box::new(body)))).await
         });
         async move {
             let mut resp = handled.await;

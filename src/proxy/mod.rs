@@ -70,9 +70,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every response erratum sends and of every request it forwards.
 pub type Body = BoxBody<Bytes, BoxError>;
 /// Request body type: hyper's for the requests hyper reads (drained if dropped unread, see
-/// [`linger`]), none for those [`http1::server`] reads (it answers only requests without a
-/// body).
-pub type RequestBody = http_body_util::Either<linger::Lingering, http_body_util::Empty<Bytes>>;
+/// [`linger`]; boxed, so every request stays as small as a pointer to it: requests are moved
+/// through several futures), none for those [`http1::server`] reads (it answers only
+/// requests without a body).
+pub type RequestBody = http_body_util::Either<Box<linger::Lingering>, http_body_util::Empty<Bytes>>;
 
 /// The request handler shared by every connection. Its phases are `impl Proxy` blocks in
 /// the files named above.
