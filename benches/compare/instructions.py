@@ -9,7 +9,7 @@ totals divided by N2 - N1 is the cost of a request without start-up and shutdown
 (system calls) is not counted: compare it with run.py's CPU time or `strace -c`.
 
 Usage: benches/compare/instructions.py [--erratum PATH] [--path /ok] [--n1 2000] [--n2 20000] [--peers]
-       [--erratum-arg=--FLAG=VALUE ...] [--header 'Name: value' ...]
+       [--erratum-arg=--FLAG=VALUE ...] [--header 'Name: value' ...] [--data FILE (POST it)]
 Needs valgrind (Debian package) besides what setup.sh installs. Loopback only; stops what it starts.
 """
 import argparse, glob, os, shutil, signal, subprocess, sys, tempfile, time
@@ -29,7 +29,7 @@ def totals(pattern):
     return total
 
 
-def counted(cmd, port, path, n, out, headers=()):
+def counted(cmd, port, path, n, out, headers=(), data=None):
     """Instructions of `cmd` (under callgrind) serving `n` requests of `path` on `port`."""
     for f in glob.glob(f"{out}.*"):
         os.remove(f)
@@ -38,7 +38,7 @@ def counted(cmd, port, path, n, out, headers=()):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         run.wait_port(port, path, timeout=60)
-        extra = [a for h in headers for a in ("-H", h)]
+        extra = [a for h in headers for a in ("-H", h)] + (["-d", data] if data else [])
         subprocess.run(["taskset", "-c", "1", "h2load", "--h1", "-n", str(n), "-c", "32", *extra,
                         f"http://127.0.0.1:{port}{path}"], check=True, capture_output=True)
     finally:
@@ -63,6 +63,7 @@ def main():
                     help="an extra flag for erratum run (repeat), e.g. --erratum-arg=--trusted-proxies=127.0.0.1")
     ap.add_argument("--header", action="append", default=[],
                     help="a request header h2load sends (repeat); the host as ':authority: NAME' (a Host header would be a second one)")
+    ap.add_argument("--data", help="a file h2load POSTs as each request's body (the hyper path)")
     a = ap.parse_args()
     for tool in ["valgrind", "nginx", "h2load", "taskset"] + (["haproxy"] if a.peers else []):
         if not shutil.which(tool):
@@ -83,8 +84,8 @@ def main():
             proxies.append(("haproxy", run.HAPROXY, ["haproxy", "-db", "-f", f"{d}/haproxy.cfg"]))
         print(f"path {a.path}: user-space instructions per request (callgrind, {a.n2} - {a.n1} requests)")
         for name, port, cmd in proxies:
-            small = counted(cmd, port, a.path, a.n1, f"{d}/cg-{name}", a.header)
-            large = counted(cmd, port, a.path, a.n2, f"{d}/cg-{name}", a.header)
+            small = counted(cmd, port, a.path, a.n1, f"{d}/cg-{name}", a.header, a.data)
+            large = counted(cmd, port, a.path, a.n2, f"{d}/cg-{name}", a.header, a.data)
             print(f"{name:8s} {(large - small) / (a.n2 - a.n1):9.0f}")
     finally:
         origin.send_signal(signal.SIGTERM)
