@@ -2,7 +2,7 @@
 //! nginx's `auth_request`), for routes whose Ingress asks for it.
 //!
 //! Data flow: [`admit`](super::admit), after the source ranges (nginx's access phase) ->
-//! [`Proxy::authenticate`] -> the basic check (a verified pair is remembered) and/or a request
+//! `Proxy::authenticate` -> the basic check (a verified pair is remembered) and/or a request
 //! to `auth-url` over the upstream pools -> the request goes on (with `auth-response-headers`
 //! set on it), or a refusal goes through `decide()`: 401 (with its challenge), 403, a 302 to
 //! `auth-signin`, 500 when `auth-url` fails, 503 when the route's authentication cannot be set

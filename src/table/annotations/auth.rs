@@ -381,7 +381,7 @@ pub struct BasicAuth {
     users: HashMap<String, Password>,
 }
 
-/// What [`BasicAuth::check`] makes of a request's credentials.
+/// What [`BasicAuth::credentials`] makes of a request's credentials.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Credentials<'a> {
     /// None given, not Basic, or not `user:password` in base64: 401.
