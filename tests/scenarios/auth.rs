@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
 
 use crate::support::*;
 
@@ -24,13 +25,15 @@ struct Asked {
     target: String,
     headers: http::HeaderMap,
     body: usize,
+    /// The TLS server name asked for, on the HTTPS service.
+    sni: Option<String>,
 }
 
 /// An authentication service like oauth2-proxy's `/oauth2/auth`: `session=alice` is signed in
 /// (200, `X-Auth-Request-User: alice`, a refreshed cookie), `session=anon` is signed in without
 /// a user field, `session=banned` is 403, `session=broken` makes it fail (500), anything else
-/// is 401 with a Bearer challenge.
-async fn auth_service() -> (SocketAddr, Arc<Mutex<Vec<Asked>>>) {
+/// is 401 with a Bearer challenge. Over TLS with `tls` (a self-signed certificate).
+async fn auth_service(tls: Option<Arc<rustls::ServerConfig>>) -> (SocketAddr, Arc<Mutex<Vec<Asked>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let asked: Arc<Mutex<Vec<Asked>>> = Arc::default();
@@ -39,9 +42,21 @@ async fn auth_service() -> (SocketAddr, Arc<Mutex<Vec<Asked>>>) {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
             let log = log.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
+                let (stream, sni): (Box<dyn Io>, Option<String>) = match tls {
+                    None => (Box::new(stream), None),
+                    Some(config) => {
+                        let Ok(s) = tokio_rustls::TlsAcceptor::from(config).accept(stream).await else {
+                            return;
+                        };
+                        let sni = s.get_ref().1.server_name().map(str::to_string);
+                        (Box::new(s), sni)
+                    }
+                };
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let log = log.clone();
+                    let sni = sni.clone();
                     async move {
                         let (parts, body) = req.into_parts();
                         let body = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
@@ -50,6 +65,7 @@ async fn auth_service() -> (SocketAddr, Arc<Mutex<Vec<Asked>>>) {
                             target: parts.uri.to_string(),
                             headers: parts.headers.clone(),
                             body,
+                            sni,
                         });
                         let cookie = parts.headers.get("cookie").and_then(|v| v.to_str().ok()).unwrap_or("");
                         let r = hyper::Response::builder().header("set-cookie", "refreshed=1; Path=/");
@@ -74,6 +90,24 @@ async fn auth_service() -> (SocketAddr, Arc<Mutex<Vec<Asked>>>) {
         }
     });
     (addr, asked)
+}
+
+/// A connection the authentication service serves: TCP or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// A TLS configuration with a self-signed certificate for `name`.
+fn self_signed(name: &str) -> Arc<rustls::ServerConfig> {
+    let c = cert(&[name]);
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).unwrap();
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![c.der], key)
+            .unwrap();
+    Arc::new(config)
 }
 
 fn annotated(name: &str, host: &str, annotations: &[(&str, &str)]) -> String {
@@ -209,11 +243,14 @@ async fn basic_auth_reads_htpasswd_secrets_and_answers_401_with_the_realm() {
 /// `auth-response-headers` copied onto it (and a client's own copy removed when the service
 /// sends none) and the service's `Set-Cookie` on the response; 401 is passed with its challenge
 /// or becomes a 302 to `auth-signin` with `rd`; 403 is passed; anything else, or no answer, is
-/// 500. nginx variables in `auth-url` are filled in.
+/// 500. nginx variables in `auth-url` are filled in. An HTTPS `auth-url` gets SNI and is not
+/// verified (ingress-nginx's default), which the Ingress is told.
 #[tokio::test]
 async fn forward_auth_asks_auth_url_as_ingress_nginx_does() {
     let app = origin().await;
-    let (auth, asked) = auth_service().await;
+    let (auth, asked) = auth_service(None).await;
+    let (secure, secure_asked) = auth_service(Some(self_signed("sso.internal"))).await;
+    let secure_url = format!("https://localhost:{}/oauth2/auth", secure.port());
     let url = format!("http://{auth}/oauth2/auth?app=$host");
     let forward =
         [("auth-url", url.as_str()), ("auth-response-headers", "X-Auth-Request-User, X-Auth-Request-Email")];
@@ -229,6 +266,7 @@ async fn forward_auth_asks_auth_url_as_ingress_nginx_does() {
         annotated("signin", "signin.test", &signin),
         annotated("dead", "dead.test", &[("auth-url", dead.as_str())]),
         annotated("typo", "typo.test", &[("auth-url", "http://auth/$cookie_session")]),
+        annotated("secure", "secure.test", &[("auth-url", secure_url.as_str())]),
     ]
     .concat();
     let h = Harness::start(&manifests).await;
@@ -306,10 +344,18 @@ async fn forward_auth_asks_auth_url_as_ingress_nginx_does() {
     assert_eq!(asked.lock().unwrap().last().unwrap().method, "POST", "auth-method");
 
     assert_eq!(req("dead.test", "/", "").send().await.unwrap().status(), 500, "no answer is 500");
+    // HTTPS: SNI is the URL's host; the certificate is not verified (ingress-nginx's default),
+    // and the Ingress is told.
+    assert_eq!(req("secure.test", "/", "session=alice").send().await.unwrap().status(), 200);
+    assert_eq!(req("secure.test", "/", "session=none").send().await.unwrap().status(), 401);
+    let a = secure_asked.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(a.sni.as_deref(), Some("localhost"));
+    assert_eq!(a.headers["host"], format!("localhost:{}", secure.port()));
     assert_eq!(req("typo.test", "/", "").send().await.unwrap().status(), 503, "fails closed");
     let table: serde_json::Value =
         h.client.get(h.admin_url("/table")).send().await.unwrap().json().await.unwrap();
     assert!(table["problems"].to_string().contains("$cookie_session"), "{}", table["problems"]);
+    assert!(table["problems"].to_string().contains("is not verified"), "{}", table["problems"]);
     let metrics = h.metrics().await;
     for reason in ["unauthorized", "auth_forbidden", "auth_failed"] {
         assert!(metrics.contains(&format!("erratum_proxy_errors_total{{reason=\"{reason}\"}}")), "{reason}");
