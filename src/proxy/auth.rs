@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use sha2::Digest as _;
 
+use super::headers::{X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID};
 use super::intercept::ProxyError;
 use super::respond::{Answer, Scope};
 use super::{Body, BoxError, Proxy, RequestBody};
@@ -32,11 +33,7 @@ const VERIFIED_FOR: Duration = Duration::from_secs(300);
 static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 static X_SENT_FROM: HeaderName = HeaderName::from_static("x-sent-from");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_AUTH_REQUEST_REDIRECT: HeaderName = HeaderName::from_static("x-auth-request-redirect");
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The pairs of user, password and stored hash that verified, as SHA-256 digests (never the
 /// passwords); a changed password is a new key.
@@ -64,7 +61,7 @@ pub(super) struct Facts<'a> {
 }
 
 /// What a granted request carries on.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Granted {
     /// `Set-Cookie` of the `auth-url` answer, for the response.
     cookies: Vec<HeaderValue>,
@@ -133,13 +130,11 @@ impl Proxy {
             return true;
         }
         let ok = match hash {
-            Password::Crypt(stored) => {
-                let (password, stored) = (password.to_string(), stored.clone());
-                tokio::task::spawn_blocking(move || crypt3_rs::unix::verify(password, &stored))
-                    .await
-                    .unwrap_or(false)
+            Password::Crypt(_) => {
+                let (password, hash) = (password.to_string(), hash.clone());
+                tokio::task::spawn_blocking(move || hash.verify(&password)).await.unwrap_or(false)
             }
-            other => other.verify(password),
+            fast => fast.verify(password),
         };
         if ok {
             self.verified.insert(key, ());
@@ -176,6 +171,7 @@ impl Proxy {
         };
         let (status, headers) = answer;
         let cookies: Vec<HeaderValue> = headers.get_all(header::SET_COOKIE).iter().cloned().collect();
+        let granted = Granted { cookies, always: external.always_set_cookie };
         if status.is_success() {
             // nginx's `proxy_set_header` from `auth_request_set`: a field the answer lacks is
             // removed, so a client cannot send it in the service's place.
@@ -185,7 +181,6 @@ impl Proxy {
                     None => req.headers_mut().remove(name),
                 };
             }
-            let granted = Granted { cookies, always: external.always_set_cookie };
             return Ok((!granted.cookies.is_empty()).then(|| Box::new(granted)));
         }
         let mut refused = match status {
@@ -202,7 +197,7 @@ impl Proxy {
             StatusCode::FORBIDDEN => self.fail(&ProxyError::AuthRefused { status, challenge: None }, scope),
             other => self.fail(&failed(format!("answered {other}")), scope),
         };
-        Granted { cookies, always: external.always_set_cookie }.apply(&mut refused);
+        granted.apply(&mut refused);
         Err(refused)
     }
 
@@ -248,7 +243,7 @@ impl Proxy {
         let mut ask = Request::builder()
             .method(external.method.clone().unwrap_or(Method::GET))
             .uri(target)
-            .body(Empty::new().map_err(|e: std::convert::Infallible| -> BoxError { match e {} }).boxed())
+            .body(super::upstream::empty())
             .map_err(|e| e.to_string())?;
         *ask.headers_mut() = headers;
         let protocol = match tls {

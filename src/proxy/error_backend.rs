@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response, header};
-use http_body_util::{BodyExt, Empty, Full, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 
 use super::intercept::{self, ProxyError};
 use super::respond::Scope;
@@ -112,7 +112,7 @@ impl Proxy {
         for (name, value) in &fetch.headers {
             req = req.header(name, value);
         }
-        let req = req.body(Empty::<Bytes>::new().map_err(|never| match never {}).boxed())?;
+        let req = req.body(super::upstream::empty())?;
         let exchange = async {
             let resp = self
                 .client

@@ -97,18 +97,28 @@ impl Drop for Lingering {
         // Dropped inside a request's task, so on the runtime; the connection's own task
         // (tracked for the shutdown drain) does the reading, this one only pulls.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(drain(inner));
+            runtime.spawn(discard(inner, usize::MAX, LINGER_TIME, LINGER_IDLE));
         }
     }
 }
 
-/// Reads and discards `body` within nginx's lingering bounds.
-async fn drain(mut body: Incoming) {
-    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+/// Reads and throws away `body`: at most `bytes` of it (beyond them it is dropped), for at
+/// most `total`, waiting at most `idle` for each piece. The one reader of the bodies erratum
+/// does not pass on: request bodies answered unread (here, within nginx's lingering bounds)
+/// and replaced upstream bodies ([`respond`](super::respond), so their connection can be
+/// pooled again).
+pub(super) async fn discard<B: Body + Unpin>(mut body: B, bytes: usize, total: Duration, idle: Duration) {
+    let deadline = tokio::time::Instant::now() + total;
+    let mut seen = 0usize;
     loop {
-        let wait = deadline.saturating_duration_since(tokio::time::Instant::now()).min(LINGER_IDLE);
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now()).min(idle);
         match tokio::time::timeout(wait, body.frame()).await {
-            Ok(Some(Ok(_))) if !wait.is_zero() => {}
+            Ok(Some(Ok(frame))) if !wait.is_zero() => {
+                seen = seen.saturating_add(frame.data_ref().map_or(0, bytes::Buf::remaining));
+                if seen > bytes {
+                    return;
+                }
+            }
             _ => return,
         }
     }

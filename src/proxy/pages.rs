@@ -10,9 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{HeaderValue, Method, Request, header};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Limited};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -215,7 +214,7 @@ impl Fetcher {
             .uri(uri)
             .header(header::HOST, HeaderValue::from_str(host_header).map_err(|e| e.to_string())?)
             .header(header::USER_AGENT, "erratum-page-fetch")
-            .body(Empty::<Bytes>::new().map_err(|never| match never {}).boxed())
+            .body(super::upstream::empty())
             .map_err(|e| e.to_string())?;
         let resp = tokio::time::timeout(
             PAGE_FETCH_TIMEOUT,

@@ -348,17 +348,12 @@ pub(super) fn drain(mut body: Body) {
             None => break,
         }
     }
-    tokio::spawn(async move {
-        let rest = async {
-            while let Some(Ok(frame)) = body.frame().await {
-                seen += frame.data_ref().map_or(0, Bytes::len);
-                if seen > DRAIN_LIMIT {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, rest).await;
-    });
+    tokio::spawn(super::linger::discard(
+        body,
+        DRAIN_LIMIT.saturating_sub(seen),
+        DRAIN_TIMEOUT,
+        DRAIN_TIMEOUT,
+    ));
 }
 
 pub(super) fn labels_of(route: Option<&Route>) -> (&str, &str) {

@@ -34,6 +34,13 @@ use crate::table::{BackendProtocol, UpstreamTls};
 /// Body type sent upstream.
 pub type UpstreamBody = BoxBody<Bytes, BoxError>;
 
+/// The body of a request erratum makes itself without one (page fetches, error backends,
+/// `auth-url`).
+pub fn empty() -> UpstreamBody {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+}
+
 /// How long an unused upstream connection stays in the pool at least; it is closed within
 /// `REAP_EVERY` after. Below the common 60–75 s keep-alive of servers, so erratum closes
 /// first and rarely sends into a closing socket.

@@ -421,7 +421,7 @@ impl BasicAuth {
 }
 
 /// One user's password as an htpasswd file stores it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Password {
     /// A crypt(3) hash: bcrypt (`$2y$`, `$2b$`, `$2a$`), Apache's MD5 (`$apr1$`), `$1$`,
     /// `$5$`, `$6$`, DES.
