@@ -15,6 +15,7 @@ pub mod canary;
 pub mod catalog;
 pub mod cors;
 pub mod limits;
+pub mod nginx_vars;
 pub mod routing;
 
 pub use affinity::{Affinity, IngressAffinity};
