@@ -111,16 +111,7 @@ fn self_signed(name: &str) -> Arc<rustls::ServerConfig> {
 }
 
 fn annotated(name: &str, host: &str, annotations: &[(&str, &str)]) -> String {
-    let mut out = format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: ns\n  annotations:\n"
-    );
-    for (k, v) in annotations {
-        out.push_str(&format!("    nginx.ingress.kubernetes.io/{k}: '{v}'\n"));
-    }
-    out.push_str(&format!(
-        "spec:\n  ingressClassName: erratum\n  rules:\n  - host: {host}\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: app, port: {{number: 80}}}}}}}}]}}\n---\n"
-    ));
-    out
+    annotated_ingress(name, host, "app", annotations)
 }
 
 fn opaque_secret(name: &str, key: &str, value: &str) -> String {
@@ -267,6 +258,15 @@ async fn forward_auth_asks_auth_url_as_ingress_nginx_does() {
         annotated("dead", "dead.test", &[("auth-url", dead.as_str())]),
         annotated("typo", "typo.test", &[("auth-url", "http://auth/$cookie_session")]),
         annotated("secure", "secure.test", &[("auth-url", secure_url.as_str())]),
+        annotated(
+            "always",
+            "always.test",
+            &[
+                ("auth-url", url.as_str()),
+                ("auth-always-set-cookie", "true"),
+                ("auth-request-redirect", "https://always.test/welcome"),
+            ],
+        ),
     ]
     .concat();
     let h = Harness::start(&manifests).await;
@@ -344,6 +344,14 @@ async fn forward_auth_asks_auth_url_as_ingress_nginx_does() {
     assert_eq!(asked.lock().unwrap().last().unwrap().method, "POST", "auth-method");
 
     assert_eq!(req("dead.test", "/", "").send().await.unwrap().status(), 500, "no answer is 500");
+    // auth-always-set-cookie: the cookie on a refusal too; auth-request-redirect is sent as is.
+    let r = req("always.test", "/", "session=banned").send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.headers()["set-cookie"].to_str().unwrap()),
+        (403, "refreshed=1; Path=/")
+    );
+    let a = asked.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(a.headers["x-auth-request-redirect"], "https://always.test/welcome");
     // HTTPS: SNI is the URL's host; the certificate is not verified (ingress-nginx's default),
     // and the Ingress is told.
     assert_eq!(req("secure.test", "/", "session=alice").send().await.unwrap().status(), 200);

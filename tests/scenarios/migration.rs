@@ -50,19 +50,6 @@ async fn error_backend() -> SocketAddr {
     addr
 }
 
-fn annotated(name: &str, host: &str, service: &str, annotations: &[(&str, &str)]) -> String {
-    let mut out = format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: ns\n  annotations:\n    erratum.dev/test: \"true\"\n"
-    );
-    for (k, v) in annotations {
-        out.push_str(&format!("    nginx.ingress.kubernetes.io/{k}: \"{v}\"\n"));
-    }
-    out.push_str(&format!(
-        "spec:\n  ingressClassName: erratum\n  rules:\n  - host: {host}\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}]}}\n---\n"
-    ));
-    out
-}
-
 /// ingress-nginx's error-backend protocol: the listed codes, from the origin or from erratum
 /// (no endpoint), get the error backend's body and type with the original status, and the
 /// backend is told X-Code, X-Format, X-Original-URI, X-Namespace, X-Ingress-Name,
@@ -77,16 +64,16 @@ async fn custom_http_errors_ask_the_default_backend_per_request() {
     m.push_str(&backend("ns", "errors", &[errors]));
     m.push_str(&backend("ns", "empty", &[]));
     m.push_str(&backend("ns", "dead", &[closed_port()]));
-    m.push_str(&annotated("shop", "shop.test", "app", errors_ann));
-    m.push_str(&annotated("empty", "empty.test", "empty", errors_ann));
-    m.push_str(&annotated("paged", "paged.test", "app", errors_ann));
-    m.push_str(&annotated(
+    m.push_str(&annotated_ingress("shop", "shop.test", "app", errors_ann));
+    m.push_str(&annotated_ingress("empty", "empty.test", "empty", errors_ann));
+    m.push_str(&annotated_ingress("paged", "paged.test", "app", errors_ann));
+    m.push_str(&annotated_ingress(
         "broken",
         "broken.test",
         "app",
         &[("custom-http-errors", "404"), ("default-backend", "dead")],
     ));
-    m.push_str(&annotated("global", "global.test", "app", &[]));
+    m.push_str(&annotated_ingress("global", "global.test", "app", &[]));
     m.push_str(&policy(
         "ns",
         "own-404",
@@ -169,13 +156,13 @@ async fn custom_http_errors_ask_the_default_backend_per_request() {
 async fn unread_annotations_are_reported_and_snippets_never_run() {
     let app = origin().await;
     let mut m = backend("ns", "app", &[app.addr]);
-    m.push_str(&annotated(
+    m.push_str(&annotated_ingress(
         "a",
         "a.test",
         "app",
         &[("configuration-snippet", "more_set_headers 'X: y';"), ("enable-opentelemetry", "true")],
     ));
-    m.push_str(&annotated("b", "b.test", "app", &[("enable-opentelemetry", "true")]));
+    m.push_str(&annotated_ingress("b", "b.test", "app", &[("enable-opentelemetry", "true")]));
     let h = Harness::start(&m).await;
     let resp = h.get("a.test", "/").await;
     assert_eq!(resp.status(), 200, "the Ingress serves");
@@ -203,20 +190,25 @@ async fn unread_annotations_are_reported_and_snippets_never_run() {
 async fn source_ranges_answer_403() {
     let app = origin().await;
     let mut m = backend("ns", "app", &[app.addr]);
-    m.push_str(&annotated(
+    m.push_str(&annotated_ingress(
         "inside",
         "inside.test",
         "app",
         &[("allowlist-source-range", "10.0.0.0/8, 127.0.0.1")],
     ));
-    m.push_str(&annotated("outside", "outside.test", "app", &[("whitelist-source-range", "10.0.0.0/8")]));
-    m.push_str(&annotated(
+    m.push_str(&annotated_ingress(
+        "outside",
+        "outside.test",
+        "app",
+        &[("whitelist-source-range", "10.0.0.0/8")],
+    ));
+    m.push_str(&annotated_ingress(
         "denied",
         "denied.test",
         "app",
         &[("allowlist-source-range", "127.0.0.0/8"), ("denylist-source-range", "127.0.0.1")],
     ));
-    m.push_str(&annotated("bad", "bad.test", "app", &[("denylist-source-range", "10.0.0.0/33")]));
+    m.push_str(&annotated_ingress("bad", "bad.test", "app", &[("denylist-source-range", "10.0.0.0/33")]));
     m.push_str(&policy(
         "ns",
         "forbidden",

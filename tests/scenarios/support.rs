@@ -41,6 +41,21 @@ pub fn ingress(ns: &str, name: &str, rules: &[(&str, &str, &str, &str)]) -> Stri
     out
 }
 
+/// An Ingress `ns/NAME` of class erratum for `host` (`/`, Prefix) to Service `service` port 80,
+/// with these ingress-nginx annotations (names without the prefix).
+pub fn annotated_ingress(name: &str, host: &str, service: &str, annotations: &[(&str, &str)]) -> String {
+    let mut out = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: ns\n  annotations:\n    erratum.dev/test: \"true\"\n"
+    );
+    for (k, v) in annotations {
+        out.push_str(&format!("    nginx.ingress.kubernetes.io/{k}: \"{v}\"\n"));
+    }
+    out.push_str(&format!(
+        "spec:\n  ingressClassName: erratum\n  rules:\n  - host: {host}\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}]}}\n---\n"
+    ));
+    out
+}
+
 /// A self-signed certificate for `names`.
 pub struct TestCert {
     pub pem: String,
