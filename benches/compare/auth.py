@@ -83,9 +83,7 @@ def main():
         ("nginx auth_basic", "nginx", "basic.bench", basic),
     ]
     commands = {
-        "erratum": ["taskset", "-c", "0", a.erratum, "--log-level", "error", "run", "--manifests",
-                    f"{d}/manifests", "--workers", "1", "--http-addr", f"127.0.0.1:{run.ERRATUM}",
-                    "--https-addr", "off", "--admin-addr", "127.0.0.1:0"],
+        "erratum": ["taskset", "-c", "0", *run.erratum_run(a.erratum, f"{d}/manifests", admin=0)],
         "nginx": ["taskset", "-c", "0", "nginx", "-c", f"{d}/nginx-auth.conf"],
     }
     ports = {"erratum": run.ERRATUM, "nginx": run.NGINX}

@@ -37,9 +37,7 @@ def main():
         for _ in range(a.rounds):
             for name, flags in variants:
                 proc = subprocess.Popen(
-                    ["taskset", "-c", "0", a.erratum, "--log-level", "error", "run", "--manifests",
-                     f"{d}/manifests", "--workers", "1", "--http-addr", f"127.0.0.1:{run.ERRATUM}",
-                     "--https-addr", "off", "--admin-addr", "127.0.0.1:0", *flags],
+                    ["taskset", "-c", "0", *run.erratum_run(a.erratum, f"{d}/manifests", admin=0, extra=flags)],
                     stdout=subprocess.DEVNULL, start_new_session=True)
                 try:
                     run.wait_port(run.ERRATUM, a.path)

@@ -74,9 +74,8 @@ def main():
     origin = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", f"{d}/origin.conf", "-p", d])
     try:
         run.wait_port(run.ORIGIN)
-        proxies = [("erratum", run.ERRATUM, [os.path.abspath(a.erratum), "--log-level", "error", "run",
-                    "--manifests", f"{d}/manifests", "--workers", "1", "--http-addr", f"127.0.0.1:{run.ERRATUM}",
-                    "--https-addr", "off", "--admin-addr", f"127.0.0.1:{run.ADMIN}"] + a.erratum_arg)]
+        proxies = [("erratum", run.ERRATUM,
+                    run.erratum_run(os.path.abspath(a.erratum), f"{d}/manifests", extra=a.erratum_arg))]
         if a.peers:
             # One process each: nginx without its master, HAProxy in the foreground.
             proxies.append(("nginx", run.NGINX, ["nginx", "-c", f"{d}/nginx.conf", "-p", d,

@@ -13,7 +13,7 @@ Traffic goes to 127.0.0.1 only; everything started is stopped at the end.
 scenario as configured (statuses, no failed requests) and exits 1 if not. It checks that the
 harness works, never a speed.
 """
-import argparse, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
 
 ORIGIN, ERRATUM, NGINX, HAPROXY, ADMIN = 18090, 18081, 18082, 18083, 18091
 NGINX_H2, HAPROXY_H2, ERRATUM_10K, ADMIN_10K = 18084, 18085, 18086, 18096
@@ -28,6 +28,14 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The user "bench" with password "secret", as `htpasswd -m` writes it (apr1: 1,000 MD5 rounds).
 BENCH_APR1 = "$apr1$6S7jGXRk$TeAwbUkxGMztPIzTHJAxa."
 BENCH_BASIC = "Authorization: Basic YmVuY2g6c2VjcmV0"
+
+
+def erratum_run(binary, manifests, port=ERRATUM, admin=ADMIN, extra=()):
+    """erratum serving the folder `manifests` on `port`: one worker, plain HTTP only, errors
+    logged only (the command every script of the harness runs it with; `admin` 0 is any port)."""
+    return [binary, "--log-level", "error", "run", "--manifests", manifests, "--workers", "1",
+            "--http-addr", f"127.0.0.1:{port}", "--https-addr", "off", "--admin-addr", f"127.0.0.1:{admin}",
+            *extra]
 
 
 def write(path, text):
@@ -48,6 +56,36 @@ HAPROXY_FORWARDED = """
   http-request set-header X-Forwarded-Proto http
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
   http-request set-header X-Request-Id %[uuid()]"""
+
+
+# The annotated Ingresses of the bench table, one host each, every path to the origin:
+# (name, host, annotations, paths as (path, pathType)).
+NGINX_ANN = "nginx.ingress.kubernetes.io/"
+BENCH_INGRESSES = [
+    ("secure", "secure.bench", {"force-ssl-redirect": "true"}),
+    ("ranges", "ranges.bench", {"allowlist-source-range": "10.0.0.0/8, 127.0.0.1"}),
+    ("limited", "limited.bench", {"limit-rps": "100000000"}),
+    ("cors", "cors.bench", {"enable-cors": "true", "cors-allow-origin": "https://*.bench"}),
+    ("auth", "auth.bench", {"auth-url": f"http://127.0.0.1:{ORIGIN}/auth"}),
+    ("basic", "basic.bench", {"auth-type": "basic", "auth-secret": "users"}),
+    ("plain", "plain.bench", {}),
+    ("canary-main", "canary.bench", {}),
+    ("canary", "canary.bench", {"canary": "true", "canary-by-header": "X-Canary", "canary-weight": "0"}),
+    ("rewrite", "rewrite.bench", {"rewrite-target": "/$1"},
+     [("/app/(.*)", "ImplementationSpecific"), ("/v[0-9]+/(.*)", "ImplementationSpecific")]),
+]
+
+
+def bench_ingress(name, host, annotations, paths=(("/", "Prefix"),)):
+    """One Ingress of BENCH_INGRESSES as YAML (JSON is YAML's flow style)."""
+    meta = {"name": name, "namespace": "bench"}
+    if annotations:
+        meta["annotations"] = {NGINX_ANN + k: v for k, v in annotations.items()}
+    backend = {"service": {"name": "origin", "port": {"number": 80}}}
+    rule = {"host": host, "http": {"paths": [{"path": p, "pathType": t, "backend": backend} for p, t in paths]}}
+    spec = {"ingressClassName": "erratum", "rules": [rule]}
+    return (f"apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {json.dumps(meta)}\n"
+            f"spec: {json.dumps(spec)}\n---\n")
 
 
 def configs(d, forwarded=True):
@@ -150,150 +188,11 @@ spec:
       - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
       - {{path: /refused, pathType: Prefix, backend: {{service: {{name: dead, port: {{number: 80}}}}}}}}
 ---
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: secure
-  namespace: bench
-  annotations: {{nginx.ingress.kubernetes.io/force-ssl-redirect: "true"}}
-spec:
-  ingressClassName: erratum
-  rules:
-  - host: secure.bench
-    http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: ranges
-  namespace: bench
-  annotations: {{nginx.ingress.kubernetes.io/allowlist-source-range: "10.0.0.0/8, 127.0.0.1"}}
-spec:
-  ingressClassName: erratum
-  rules:
-  - host: ranges.bench
-    http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: limited
-  namespace: bench
-  annotations: {{nginx.ingress.kubernetes.io/limit-rps: "100000000"}}
-spec:
-  ingressClassName: erratum
-  rules:
-  - host: limited.bench
-    http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: cors
-  namespace: bench
-  annotations: {{nginx.ingress.kubernetes.io/enable-cors: "true", nginx.ingress.kubernetes.io/cors-allow-origin: "https://*.bench"}}
-spec:
-  ingressClassName: erratum
-  rules:
-  - host: cors.bench
-    http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: auth
-  namespace: bench
-  annotations: {{nginx.ingress.kubernetes.io/auth-url: "http://127.0.0.1:{ORIGIN}/auth"}}
-spec:
-  ingressClassName: erratum
-  rules:
-  - host: auth.bench
-    http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
----
 apiVersion: v1
 kind: Secret
 metadata: {{name: users, namespace: bench}}
 type: Opaque
 stringData: {{auth: "bench:{BENCH_APR1}"}}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: basic
-  namespace: bench
-  annotations: {{nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: users}}
-spec:
-  ingressClassName: erratum
-  rules:
-  - host: basic.bench
-    http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: plain
-  namespace: bench
-spec:
-  ingressClassName: erratum
-  rules:
-  - host: plain.bench
-    http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: canary-main
-  namespace: bench
-spec:
-  ingressClassName: erratum
-  rules:
-  - host: canary.bench
-    http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: canary
-  namespace: bench
-  annotations: {{nginx.ingress.kubernetes.io/canary: "true", nginx.ingress.kubernetes.io/canary-by-header: "X-Canary", nginx.ingress.kubernetes.io/canary-weight: "0"}}
-spec:
-  ingressClassName: erratum
-  rules:
-  - host: canary.bench
-    http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: rewrite
-  namespace: bench
-  annotations: {{nginx.ingress.kubernetes.io/rewrite-target: "/$1"}}
-spec:
-  ingressClassName: erratum
-  rules:
-  - host: rewrite.bench
-    http:
-      paths:
-      - {{path: "/app/(.*)", pathType: ImplementationSpecific, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
-      - {{path: "/v[0-9]+/(.*)", pathType: ImplementationSpecific, backend: {{service: {{name: origin, port: {{number: 80}}}}}}}}
 ---
 apiVersion: erratum.dev/v1alpha1
 kind: ErrorPagePolicy
@@ -305,7 +204,8 @@ spec:
     page: {{inline: {PAGE.strip()!r}, contentType: text/html}}
   - codes: ["404"]
     errorCachingMinTTLSeconds: 10
-""")
+---
+""" + "".join(bench_ingress(*i) for i in BENCH_INGRESSES))
 
 
 def pids_of(proc):
@@ -461,9 +361,7 @@ def extra_scenarios(d, a, procs):
 
     print("\n(7) 10,000 Ingresses (20,000 routes) vs the bench table: /ok for host-5000.example")
     ten_thousand_ingresses(d)
-    big = subprocess.Popen(["taskset", "-c", "0", a.erratum, "--log-level", "error", "run", "--manifests",
-                            f"{d}/manifests-10k", "--workers", "1", "--http-addr", f"127.0.0.1:{ERRATUM_10K}",
-                            "--https-addr", "off", "--admin-addr", f"127.0.0.1:{ADMIN_10K}"])
+    big = subprocess.Popen(["taskset", "-c", "0", *erratum_run(a.erratum, f"{d}/manifests-10k", ERRATUM_10K, ADMIN_10K)])
     procs["erratum-10k"] = big
     wait_port(ERRATUM_10K)
     print("| table | req/s | CPU µs/req | RSS MiB |")
@@ -511,9 +409,7 @@ def main():
     procs = {}
     try:
         procs["origin"] = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", f"{d}/origin.conf", "-p", d])
-        procs["erratum"] = subprocess.Popen(["taskset", "-c", "0", a.erratum, "--log-level", "error", "run",
-            "--manifests", f"{d}/manifests", "--workers", "1", "--http-addr", f"127.0.0.1:{ERRATUM}",
-            "--https-addr", "off", "--admin-addr", f"127.0.0.1:{ADMIN}"])
+        procs["erratum"] = subprocess.Popen(["taskset", "-c", "0", *erratum_run(a.erratum, f"{d}/manifests")])
         procs["nginx"] = subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", f"{d}/nginx.conf", "-p", d])
         procs["haproxy"] = subprocess.Popen(["taskset", "-c", "0", "haproxy", "-f", f"{d}/haproxy.cfg"])
         for port in [ORIGIN, ERRATUM, NGINX, HAPROXY]:

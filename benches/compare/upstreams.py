@@ -20,7 +20,7 @@ Usage: benches/compare/upstreams.py [--rounds N] [--seconds S] [--erratum PATH] 
 import argparse, os, shutil, signal, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import CLK_TCK, cpu_ticks, pids_of, wait_port, wrk, write  # noqa: E402
+from run import CLK_TCK, cpu_ticks, erratum_run, pids_of, wait_port, wrk, write  # noqa: E402
 
 PORT, PORT_TLS, PORT_SLOW, GRPC = 18190, 18191, 18192, 18197
 SLOW_MS = 20
@@ -177,9 +177,7 @@ def main():
         # The slow endpoint: erratum's demo origin answering every request SLOW_MS late.
         procs["slow"] = subprocess.Popen(["taskset", "-c", "1", a.erratum, "--log-level", "error", "origin",
                                           "--addr", f"127.0.0.2:{PORT_SLOW}", "--delay-ms", str(SLOW_MS)])
-        procs["erratum"] = subprocess.Popen(["taskset", "-c", "0", a.erratum, "--log-level", "error", "run",
-            "--manifests", f"{d}/manifests", "--workers", "1", "--http-addr", f"127.0.0.1:{ERRATUM}",
-            "--https-addr", "off", "--admin-addr", f"127.0.0.1:{ADMIN}"])
+        procs["erratum"] = subprocess.Popen(["taskset", "-c", "0", *erratum_run(a.erratum, f"{d}/manifests", ERRATUM, ADMIN)])
         procs["nginx"] = subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", f"{d}/nginx.conf", "-p", d])
         for port in [PORT, ERRATUM, NGINX]:
             wait_port(port)
