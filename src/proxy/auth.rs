@@ -100,7 +100,7 @@ impl Proxy {
         }
         if let Some(basic) = &auth.basic {
             let ok = match basic.credentials(req.headers().get(header::AUTHORIZATION)) {
-                Credentials::Check { user, password, hash } => self.verify(&user, &password, hash).await,
+                Credentials::Check(given) => self.verify(given.user(), given.password(), given.hash).await,
                 Credentials::Missing | Credentials::Unknown => false,
             };
             if !ok {
@@ -121,7 +121,8 @@ impl Proxy {
     /// verified off the request workers (bcrypt takes milliseconds).
     async fn verify(&self, user: &str, password: &str, hash: &Password) -> bool {
         let mut digest = sha2::Sha256::new();
-        for part in [user.as_bytes(), password.as_bytes(), &hash.stored()] {
+        let [stored, salt] = hash.stored();
+        for part in [user.as_bytes(), password.as_bytes(), stored, salt] {
             digest.update((part.len() as u64).to_be_bytes());
             digest.update(part);
         }

@@ -391,16 +391,32 @@ pub enum Credentials<'a> {
     Missing,
     /// An unknown user: 401.
     Unknown,
-    /// A known user: the password is still to be verified against `hash` (slow on purpose:
+    /// A known user: the password is still to be verified against its hash (slow on purpose:
     /// the proxy remembers the pairs it verified).
-    Check {
-        /// The user.
-        user: String,
-        /// The password given.
-        password: String,
-        /// The user's entry.
-        hash: &'a Password,
-    },
+    Check(Given<'a>),
+}
+
+/// The credentials a request gave for a known user.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Given<'a> {
+    /// `user:password`, decoded (the one allocation of a check).
+    pair: String,
+    /// Where the `:` is.
+    colon: usize,
+    /// The user's entry.
+    pub hash: &'a Password,
+}
+
+impl Given<'_> {
+    /// The user.
+    pub fn user(&self) -> &str {
+        &self.pair[..self.colon]
+    }
+
+    /// The password given.
+    pub fn password(&self) -> &str {
+        &self.pair[self.colon + 1..]
+    }
 }
 
 impl BasicAuth {
@@ -414,10 +430,10 @@ impl BasicAuth {
         let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(token.trim()) else {
             return Credentials::Missing;
         };
-        let Ok(decoded) = String::from_utf8(decoded) else { return Credentials::Missing };
-        let Some((user, password)) = decoded.split_once(':') else { return Credentials::Missing };
-        match self.users.get(user) {
-            Some(hash) => Credentials::Check { user: user.to_string(), password: password.to_string(), hash },
+        let Ok(pair) = String::from_utf8(decoded) else { return Credentials::Missing };
+        let Some(colon) = pair.find(':') else { return Credentials::Missing };
+        match self.users.get(&pair[..colon]) {
+            Some(hash) => Credentials::Check(Given { pair, colon, hash }),
             None => Credentials::Unknown,
         }
     }
@@ -479,13 +495,14 @@ impl Password {
         }
     }
 
-    /// The stored form, for the key of a verified pair (a new password is a new key).
-    pub fn stored(&self) -> Vec<u8> {
+    /// The stored form in two parts, for the key of a verified pair (a new password is a
+    /// new key).
+    pub fn stored(&self) -> [&[u8]; 2] {
         match self {
-            Self::Crypt(h) => h.as_bytes().to_vec(),
-            Self::Sha1(d) => d.to_vec(),
-            Self::SaltedSha1 { digest, salt } => [&digest[..], salt].concat(),
-            Self::Plain(p) => p.as_bytes().to_vec(),
+            Self::Crypt(h) => [h.as_bytes(), &[]],
+            Self::Sha1(d) => [d, &[]],
+            Self::SaltedSha1 { digest, salt } => [digest, salt],
+            Self::Plain(p) => [p.as_bytes(), &[]],
         }
     }
 }
@@ -565,7 +582,7 @@ mod tests {
 
     fn verifies(b: &BasicAuth, user: &str, password: &str) -> bool {
         match b.credentials(Some(&header(user, password))) {
-            Credentials::Check { password, hash, .. } => hash.verify(&password),
+            Credentials::Check(given) => given.hash.verify(given.password()),
             _ => false,
         }
     }
