@@ -475,6 +475,22 @@ async fn ingress_nginx_annotations_become_events_and_migrate_reads_the_cluster()
         )
     };
     ns.apply(&secret("first")).await;
+    // A TLS Secret beside it: the two Secret watches each relist their own type only (a TLS
+    // host whose certificate loads redirects plain HTTP; one without a certificate would not).
+    let c = cert(&["secure.example"]);
+    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    ns.apply(&format!(
+        "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata: {{name: cert}}\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(&c.pem),
+        indent(&c.key_pem)
+    ))
+    .await;
+    ns.apply(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: secure\nspec:\n  ingressClassName: erratum\n  \
+         tls: [{hosts: [secure.example], secretName: cert}]\n  rules:\n  \
+         - host: secure.example\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}\n",
+    )
+    .await;
     ns.apply(
         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: staff\n  annotations:\n    \
          nginx.ingress.kubernetes.io/auth-type: basic\n    nginx.ingress.kubernetes.io/auth-secret: users\n\
@@ -501,6 +517,10 @@ async fn ingress_nginx_annotations_become_events_and_migrate_reads_the_cluster()
     };
     assert_eq!(status_of(e.url("/"), "staff.example").await, 401, "{}", e.logs());
     assert_eq!(signed_in("first").await, 200, "{}", e.logs());
+    let no_redirects =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_redirects.get(e.url("/")).header("host", "secure.example").send().await.unwrap();
+    assert_eq!(r.status(), 308, "the TLS Secret is still there beside the Opaque one: {}", e.logs());
     ns.apply(&secret("second")).await;
     eventually("the changed password is read from the Secret", || async { signed_in("second").await == 200 })
         .await;
