@@ -176,6 +176,6 @@ pub fn policy(namespace: &str, name: &str, spec_yaml: &str) -> crate::crd::Error
 /// A policy from its spec, resolved as the table build would (against an empty Index): what
 /// the data plane's tests work with.
 pub fn resolved_policy(namespace: &str, name: &str, spec_yaml: &str) -> crate::table::ResolvedPolicy {
-    crate::table::policy::resolve(&crate::index::Index::default(), &policy(namespace, name, spec_yaml))
+    crate::table::policy::resolve_alone(&crate::index::Index::default(), &policy(namespace, name, spec_yaml))
         .expect("fixture policy is valid")
 }

@@ -237,11 +237,12 @@ pub enum HttpMethod {
     TRACE,
 }
 
-/// A page body: exactly one of `path`, `inline`, `configMapRef`, `formats`.
+/// A page body: exactly one of `path`, `inline`, `configMapRef`, `formats`, `backend`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.path) ? 1 : 0) + (has(self.inline) ? 1 : 0) + (has(self.configMapRef) ? 1 : 0) + (has(self.formats) ? 1 : 0) == 1").message("page needs exactly one of path, inline, configMapRef, formats"))]
+#[x_kube(validation = Rule::new("(has(self.path) ? 1 : 0) + (has(self.inline) ? 1 : 0) + (has(self.configMapRef) ? 1 : 0) + (has(self.formats) ? 1 : 0) + (has(self.backend) ? 1 : 0) == 1").message("page needs exactly one of path, inline, configMapRef, formats, backend"))]
 #[x_kube(validation = Rule::new("!has(self.formats) || !has(self.contentType)").message("with formats, set contentType on each format"))]
+#[x_kube(validation = Rule::new("!has(self.backend) || !has(self.contentType)").message("a backend page has the content type its backend answers with"))]
 pub struct Page {
     /// Fetched through the routing table on the request's host (CloudFront ResponsePagePath):
     /// the page may live on another backend than the failing one. Pinned in memory, refreshed.
@@ -261,6 +262,12 @@ pub struct Page {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 8))]
     pub formats: Option<Vec<PageFormat>>,
+    /// A Service in the policy's namespace that renders the page per request, with
+    /// ingress-nginx's error-backend protocol (`X-Code`, `X-Format`, `X-Original-URI`, …): the
+    /// stock custom-error-pages image and tarampampam/error-pages work unchanged. It
+    /// negotiates the format itself, from `X-Format`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<PageBackendRef>,
     /// Content type of `inline`/`configMapRef` (default `text/html; charset=utf-8`); for
     /// `path`, the page origin's own unless set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -299,6 +306,20 @@ pub struct ConfigMapKeyRef {
     /// Key in `data` (or `binaryData`).
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
+}
+
+/// A Service port in the policy's namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PageBackendRef {
+    /// Service name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Service port; the Service's first port when unset (as ingress-nginx's
+    /// `default-backend`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
 }
 
 /// Observed state, computed by a pure function of the policy and the routing table.

@@ -75,14 +75,16 @@ impl Proxy {
     /// Fills in the body (and type) of a response whose page an error backend renders.
     pub(super) async fn ask_error_backend(&self, mut resp: Response<Body>) -> Response<Body> {
         let Some(fetch) = resp.extensions_mut().remove::<ErrorPageFetch>() else { return resp };
-        let status = resp.status();
         let (body, content_type) = match self.error_page(&fetch).await {
             Ok(page) => page,
             Err(e) => {
                 tracing::debug!(service = %fetch.backend.backend.service, "error backend failed: {e}");
                 let (ns, name) = &fetch.policy;
                 self.metrics.page_fallbacks.with_label_values(&[ns.as_str(), name.as_str()]).inc();
-                let builtin = intercept::builtin(status, fetch.accept.as_deref());
+                // Rule 47: a page that cannot be had never changes the status (a rule's
+                // `responseCode` applies to its page only).
+                *resp.status_mut() = fetch.status;
+                let builtin = intercept::builtin(fetch.status, fetch.accept.as_deref());
                 (builtin.body, builtin.headers.get(header::CONTENT_TYPE).cloned())
             }
         };

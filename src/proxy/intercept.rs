@@ -412,11 +412,13 @@ fn decide_http(
     let format = page.negotiate(req.accept);
     let (body, content_type) = match &format.body {
         PageBody::Backend(backend) => {
-            // The original status; the body comes from the error backend once this returns
-            // (the proxy asks it, or falls back to the built-in page).
+            // The rule's status (the original one unless overridden); the body comes from the
+            // error backend once this returns (the proxy asks it, telling it the original
+            // code, or falls back to the built-in page).
+            let status = rule.response_code.unwrap_or(code);
             let mut headers = HeaderMap::with_capacity(4);
-            finish_headers(&mut headers, rule, code, code, origin, false);
-            let reply = Reply { status: code, headers, body: Bytes::new(), fetch: Some(backend.clone()) };
+            finish_headers(&mut headers, rule, code, status, origin, false);
+            let reply = Reply { status, headers, body: Bytes::new(), fetch: Some(backend.clone()) };
             return Decision::Replace { reply, applied: Some(applied) };
         }
         PageBody::Static(template) => (

@@ -117,7 +117,7 @@ impl Proxy {
                 let mut resp = into_response(reply, scope.request_id);
                 if let (Some(backend), Some(applied)) = (fetch, &applied) {
                     let policy = (applied.policy.key.namespace.clone(), applied.policy.key.name.clone());
-                    let fetch = ErrorPageFetch::new(backend, scope, resp.status(), policy);
+                    let fetch = ErrorPageFetch::new(backend, scope, applied.code, policy);
                     resp.extensions_mut().insert(fetch);
                 }
                 self.finish(&mut resp, cached, upstream, scope, logged);

@@ -432,7 +432,10 @@ impl Builder<'_> {
                 generation: policy.metadata.generation,
                 ..PolicyReport::default()
             };
-            match policy::resolve(self.index, policy) {
+            let index = self.index;
+            let mut backends =
+                |service: &ObjectKey, port| self.backend(&service.namespace, &service.name, port);
+            match policy::resolve(index, policy, &mut backends) {
                 Ok(resolved) => report.in_effect = Some(Arc::new(resolved)),
                 Err(problems) => {
                     // The last good version is kept only for the same object (same uid): a policy
@@ -440,7 +443,7 @@ impl Builder<'_> {
                     report.in_effect = previous
                         .and_then(|t| t.policy(key))
                         .filter(|good| policy.metadata.uid.as_ref().is_none_or(|uid| &good.uid == uid))
-                        .cloned();
+                        .map(|good| Arc::new(policy::rebind(good, &mut backends)));
                     let fallback =
                         if report.in_effect.is_some() { "; the last good version keeps serving" } else { "" };
                     for problem in problems.invalid.iter().chain(&problems.refs) {

@@ -12,11 +12,14 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 use super::accept;
 use super::route::{self, PathKind};
-use super::template::{Escape, Template};
-use crate::crd::{self, ErrorPagePolicy, HttpMethod, MAX_PAGE_BYTES, MAX_TTL_SECONDS, Mode, Source};
+use super::template::Template;
+use crate::crd::{self, ErrorPagePolicy, HttpMethod, MAX_TTL_SECONDS, Mode, Source};
 use crate::index::{Index, ObjectKey};
 
 pub mod error_backend;
+mod page;
+
+pub use page::{Backends, rebind};
 
 /// CloudFront's default Error Caching Minimum TTL (rule 7).
 pub const DEFAULT_MIN_TTL_SECONDS: u32 = 10;
@@ -141,7 +144,7 @@ impl Page {
             .iter()
             .map(|f| match &f.body {
                 PageBody::Path(p) => format!("path {p}"),
-                PageBody::Backend(b) => format!("error backend {}", b.backend.service),
+                PageBody::Backend(b) => format!("backend {}:{}", b.backend.service, b.backend.port),
                 PageBody::Static(t) => format!("{} ({} bytes)", f.media, t.literal_len()),
             })
             .collect::<Vec<_>>()
@@ -184,7 +187,7 @@ enum HostPattern {
 }
 
 /// A validated policy, as the proxy uses it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedPolicy {
     /// `namespace/name`.
     pub key: ObjectKey,
@@ -293,8 +296,23 @@ impl Problems {
     }
 }
 
-/// Validates and resolves one policy against the Index.
-pub fn resolve(index: &Index, policy: &ErrorPagePolicy) -> Result<ResolvedPolicy, Problems> {
+/// Validates and resolves one policy against the Index alone, outside a table build (tests,
+/// tools): `backend` pages get backends of their own, without endpoints.
+pub fn resolve_alone(index: &Index, policy: &ErrorPagePolicy) -> Result<ResolvedPolicy, Problems> {
+    let no_slices = std::collections::HashMap::new();
+    let mut backends = |service: &ObjectKey, port| {
+        Arc::new(super::backend::resolve(index, &no_slices, service.clone(), port, false))
+    };
+    resolve(index, policy, &mut backends)
+}
+
+/// Validates and resolves one policy against the Index; `backend` pages take their Service
+/// port's backend from `backends`.
+pub fn resolve(
+    index: &Index,
+    policy: &ErrorPagePolicy,
+    backends: &mut Backends<'_>,
+) -> Result<ResolvedPolicy, Problems> {
     let key = ObjectKey::of(&policy.metadata);
     let spec = &policy.spec;
     let mut p = Problems::default();
@@ -370,7 +388,7 @@ pub fn resolve(index: &Index, policy: &ErrorPagePolicy) -> Result<ResolvedPolicy
                 },
             }
         }
-        match resolve_rule(index, &key.namespace, r, &at, &mut p) {
+        match resolve_rule(index, &key.namespace, r, backends, &at, &mut p) {
             Some(rule) => rules.push(rule),
             None => rules.push(Rule {
                 codes: r.codes.clone(),
@@ -426,6 +444,7 @@ fn resolve_rule(
     index: &Index,
     namespace: &str,
     r: &crd::ErrorResponse,
+    backends: &mut Backends<'_>,
     at: &str,
     p: &mut Problems,
 ) -> Option<Rule> {
@@ -496,8 +515,10 @@ fn resolve_rule(
             }
         },
     };
-    let page =
-        r.page.as_ref().and_then(|page| resolve_page(index, namespace, page, &format!("{at}.page"), p));
+    let page = r
+        .page
+        .as_ref()
+        .and_then(|page| page::resolve_page(index, namespace, page, backends, &format!("{at}.page"), p));
     if p.invalid.len() + p.refs.len() > before {
         return None;
     }
@@ -514,146 +535,6 @@ fn resolve_rule(
         cache_control,
         cache_with_credentials: r.cache_requests_with_credentials,
     })
-}
-
-fn resolve_page(
-    index: &Index,
-    namespace: &str,
-    page: &crd::Page,
-    at: &str,
-    p: &mut Problems,
-) -> Option<Page> {
-    let sources =
-        [page.path.is_some(), page.inline.is_some(), page.config_map_ref.is_some(), page.formats.is_some()];
-    if sources.iter().filter(|s| **s).count() != 1 {
-        p.invalid.push(format!("{at}: set exactly one of path, inline, configMapRef, formats"));
-        return None;
-    }
-    if let Some(formats) = &page.formats {
-        if page.content_type.is_some() {
-            p.invalid.push(format!("{at}: with formats, set contentType on each format"));
-        }
-        if formats.is_empty() || formats.len() > 8 {
-            p.invalid.push(format!("{at}.formats: between 1 and 8 formats"));
-            return None;
-        }
-        let mut out = Vec::new();
-        for (i, f) in formats.iter().enumerate() {
-            let fat = format!("{at}.formats[{i}]");
-            if [f.path.is_some(), f.inline.is_some(), f.config_map_ref.is_some()]
-                .iter()
-                .filter(|s| **s)
-                .count()
-                != 1
-            {
-                p.invalid.push(format!("{fat}: set exactly one of path, inline, configMapRef"));
-                continue;
-            }
-            if let Some(format) = resolve_format(
-                index,
-                namespace,
-                Some(&f.content_type),
-                f.path.as_deref(),
-                f.inline.as_deref(),
-                f.config_map_ref.as_ref(),
-                &fat,
-                p,
-            ) {
-                out.push(format);
-            }
-        }
-        return (out.len() == formats.len()).then_some(Page { formats: out });
-    }
-    let format = resolve_format(
-        index,
-        namespace,
-        page.content_type.as_deref(),
-        page.path.as_deref(),
-        page.inline.as_deref(),
-        page.config_map_ref.as_ref(),
-        at,
-        p,
-    )?;
-    Some(Page { formats: vec![format] })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn resolve_format(
-    index: &Index,
-    namespace: &str,
-    content_type: Option<&str>,
-    path: Option<&str>,
-    inline: Option<&str>,
-    config_map: Option<&crd::ConfigMapKeyRef>,
-    at: &str,
-    p: &mut Problems,
-) -> Option<Format> {
-    let header = match content_type {
-        Some(ct) => match HeaderValue::from_str(ct) {
-            Ok(v) if accept::essence(ct).contains('/') => Some(v),
-            _ => {
-                p.invalid.push(format!("{at}.contentType: {ct:?} is not a media type"));
-                return None;
-            }
-        },
-        None => None,
-    };
-    if let Some(path) = path {
-        if !path.starts_with('/') || path.len() > 1024 || HeaderValue::from_str(path).is_err() {
-            p.invalid.push(format!("{at}.path: {path:?} must start with '/' (a path on the same host)"));
-            return None;
-        }
-        let media = content_type.map(accept::essence).unwrap_or_else(|| "text/html".into());
-        return Some(Format { media, content_type: header, body: PageBody::Path(path.to_string()) });
-    }
-    let text: String = match (inline, config_map) {
-        (Some(text), _) => text.to_string(),
-        (None, Some(r)) => {
-            let cm_key = ObjectKey::new(namespace, r.name.clone());
-            let Some(cm) = index.config_maps.get(&cm_key) else {
-                p.refs.push(format!("{at}.configMapRef: ConfigMap {cm_key} not found"));
-                return None;
-            };
-            if let Some(v) = cm.data.as_ref().and_then(|d| d.get(&r.key)) {
-                v.clone()
-            } else if let Some(v) = cm.binary_data.as_ref().and_then(|d| d.get(&r.key)) {
-                match String::from_utf8(v.0.clone()) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        p.invalid.push(format!(
-                            "{at}.configMapRef: key {} of ConfigMap {cm_key} is not UTF-8 text",
-                            r.key
-                        ));
-                        return None;
-                    }
-                }
-            } else {
-                p.refs.push(format!("{at}.configMapRef: ConfigMap {cm_key} has no key {:?}", r.key));
-                return None;
-            }
-        }
-        (None, None) => {
-            p.invalid.push(format!("{at}: no body"));
-            return None;
-        }
-    };
-    if text.len() > MAX_PAGE_BYTES {
-        p.refs.push(format!("{at}: page is {} bytes, more than the {MAX_PAGE_BYTES}-byte limit", text.len()));
-        return None;
-    }
-    let content_type = header.unwrap_or_else(|| HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
-    let ct_str = content_type.to_str().unwrap_or(DEFAULT_CONTENT_TYPE).to_string();
-    match Template::parse(&text, Escape::for_content_type(&ct_str)) {
-        Ok(t) => Some(Format {
-            media: accept::essence(&ct_str),
-            content_type: Some(content_type),
-            body: PageBody::Static(t),
-        }),
-        Err(e) => {
-            p.invalid.push(format!("{at}: template: {e}"));
-            None
-        }
-    }
 }
 
 /// How CloudFront caches an error code (rules 9–13), for status and the error cache.

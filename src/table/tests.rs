@@ -426,6 +426,22 @@ fn invalid_policies_are_reported_and_not_applied() {
             "errorResponses: [{codes: ['404'], page: {configMapRef: {name: missing, key: a}}}]",
             "ConfigMap shop/missing not found",
         ),
+        (
+            "errorResponses: [{codes: ['404'], page: {backend: {name: missing}}}]",
+            "Service shop/missing not found",
+        ),
+        (
+            "errorResponses: [{codes: ['404'], page: {backend: {name: web, port: 81}}}]",
+            "Service shop/web has no port 81",
+        ),
+        (
+            "errorResponses: [{codes: ['404'], page: {backend: {name: web}, inline: x}}]",
+            "exactly one of path, inline, configMapRef, formats, backend",
+        ),
+        (
+            "errorResponses: [{codes: ['404'], page: {backend: {name: web}, contentType: text/plain}}]",
+            "content type its backend answers with",
+        ),
     ];
     for (spec, message) in cases {
         let mut objects = two_ingresses();
@@ -467,6 +483,62 @@ fn an_invalid_edit_keeps_the_last_good_version() {
     assert_eq!(cond("Accepted").status, "False");
     assert!(cond("Accepted").message.contains("unknown template variable"));
     assert_eq!(cond("Programmed").reason, "LastGoodServing");
+}
+
+/// The error backend a policy's `backend` page asks for 404s.
+fn page_backend(t: &RoutingTable, policy: &str) -> Arc<Backend> {
+    let p = t.policy(&ObjectKey::new("shop", policy)).expect("policy in effect");
+    let page = p.rule_for(404).and_then(|r| r.page.clone()).expect("a 404 page");
+    match &page.formats[0].body {
+        policy::PageBody::Backend(b) => b.backend.clone(),
+        other => panic!("not a backend page: {other:?}"),
+    }
+}
+
+#[test]
+fn backend_pages_share_the_builds_backends_even_when_kept_from_an_invalid_edit() {
+    let errors = |ip: &str| {
+        vec![
+            Object::Service(Box::new(service("shop", "errors", &[(None, 8080), (None, 80)]))),
+            Object::EndpointSlice(Box::new(endpoint_slice(
+                "shop",
+                "errors-x",
+                "errors",
+                &[(None, 3000)],
+                &[(ip, Some(true))],
+            ))),
+        ]
+    };
+    let mut objects = two_ingresses();
+    objects.extend(errors("10.0.0.7"));
+    objects.push(pol("shop", "p", "errorResponses: [{codes: ['404'], page: {backend: {name: errors}}}]"));
+    let good = build(objects.clone());
+    let b = page_backend(&good, "p");
+    assert_eq!(b.port, PortRef::Number(8080), "no port: the Service's first, as ingress-nginx");
+    assert_eq!(b.target, Target::Endpoints(vec!["10.0.0.7:3000".parse().unwrap()]));
+    assert!(good.policy_reports()[0].problems.is_empty());
+    let status = status::status(&good.policy_reports()[0], &Time("2026-01-01T00:00:00Z".parse().unwrap()));
+    let row = status.rules.iter().find(|r| r.code == "404").expect("a 404 row");
+    assert_eq!(row.page, "backend shop/errors:8080");
+
+    // The pod moves and the policy gets an invalid edit in the same build: the last good
+    // version serves, on the new endpoint.
+    let mut objects = two_ingresses();
+    objects.extend(errors("10.0.0.8"));
+    objects.push(Object::ErrorPagePolicy(Box::new({
+        let mut p = crate::fixtures::policy(
+            "shop",
+            "p",
+            "errorResponses: [{codes: ['404'], page: {backend: {name: errors, port: 9}}}]",
+        );
+        p.metadata.generation = Some(2);
+        p
+    })));
+    let t = RoutingTable::build_from(&index(objects), &BuildConfig::default(), 2, Some(&good));
+    assert!(t.policy_reports()[0].serving_last_good());
+    assert!(t.policy_reports()[0].problems.refs[0].contains("has no port 9"));
+    let b = page_backend(&t, "p");
+    assert_eq!(b.target, Target::Endpoints(vec!["10.0.0.8:3000".parse().unwrap()]), "rebound");
 }
 
 #[test]

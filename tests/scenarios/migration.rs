@@ -1,7 +1,8 @@
 //! A home for ingress-nginx users (issue 20): their error backends work unchanged. An
 //! Ingress's `custom-http-errors` with `default-backend` (or the flags for every Ingress) asks
 //! the error backend per request with ingress-nginx's headers and serves its body with the
-//! original status; an explicit ErrorPagePolicy wins where both apply.
+//! original status; an explicit ErrorPagePolicy wins where both apply, and can use the same
+//! protocol itself (`page.backend`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -152,6 +153,66 @@ async fn custom_http_errors_ask_the_default_backend_per_request() {
 /// Every ingress-nginx annotation erratum does not read is reported — on `/table`, as a
 /// diagnostic (Event, log) and in a metric by name — and a snippet is never executed, with
 /// the reason.
+/// The same protocol from an ErrorPagePolicy (`page.backend`), the CRD's home for what
+/// `custom-http-errors` did: the backend is told the original code, a `responseCode` changes
+/// only the status sent with its page, a dead backend keeps the original status (rule 47), and
+/// a missing Service is an unresolved reference.
+#[tokio::test]
+async fn an_error_page_policy_can_render_its_pages_with_an_error_backend() {
+    let app = origin().await;
+    let errors = error_backend().await;
+    let mut m = backend("ns", "app", &[app.addr]);
+    m.push_str(&backend("ns", "errors", &[errors]));
+    m.push_str(&backend("ns", "dead", &[closed_port()]));
+    m.push_str(&annotated_ingress("shop", "shop.test", "app", &[]));
+    m.push_str(&annotated_ingress("broken", "broken.test", "app", &[]));
+    m.push_str(&policy(
+        "ns",
+        "pages",
+        "targetRefs: [{name: shop}]\nerrorResponses:\n- {codes: ['404'], page: {backend: {name: errors}}}\n- {codes: ['500'], responseCode: 503, page: {backend: {name: errors, port: 80}}}\n",
+    ));
+    m.push_str(&policy(
+        "ns",
+        "dead-pages",
+        "targetRefs: [{name: broken}]\nerrorResponses:\n- {codes: ['500'], responseCode: 503, page: {backend: {name: dead}}}\n",
+    ));
+    m.push_str(&policy(
+        "ns",
+        "no-service",
+        "targetRefs: [{name: broken}]\nerrorResponses:\n- {codes: ['404'], page: {backend: {name: ghost}}}\n",
+    ));
+    let h = Harness::start(&m).await;
+
+    let resp = h.get("shop.test", "/missing/thing").await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["content-type"], "application/vnd.errors+json", "the backend's type");
+    let got: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(got["headers"]["x-code"], "404");
+    assert_eq!(got["headers"]["x-original-uri"], "/missing/thing");
+    assert_eq!(got["headers"]["x-ingress-name"], "shop");
+    assert_eq!(got["headers"]["x-service-name"], "app");
+
+    let resp = h.get("shop.test", "/boom").await;
+    assert_eq!(resp.status(), 503, "the rule's responseCode");
+    let got: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(got["headers"]["x-code"], "500", "the backend is told the original code");
+
+    let resp = h.get("broken.test", "/boom").await;
+    assert_eq!(resp.status(), 500, "a dead backend: the original status, not the rule's");
+    assert!(resp.text().await.unwrap().contains("<h1>500 Internal Server Error</h1>"), "the built-in page");
+
+    let status = h.policy_status("ns", "pages").await;
+    assert_eq!(condition(&status, "ResolvedRefs")["status"], "True", "{status}");
+    let row = status["rules"].as_array().unwrap().iter().find(|r| r["code"] == "404").unwrap().clone();
+    assert_eq!(row["page"], "backend ns/errors:80");
+    let status = h.policy_status("ns", "no-service").await;
+    let refs = condition(&status, "ResolvedRefs");
+    assert_eq!(refs["status"], "False", "{status}");
+    assert!(refs["message"].as_str().unwrap().contains("Service ns/ghost not found"), "{refs}");
+    assert_eq!(h.status("broken.test", "/missing/x").await, 404, "not in effect: the origin's 404");
+    h.shutdown().await;
+}
+
 #[tokio::test]
 async fn unread_annotations_are_reported_and_snippets_never_run() {
     let app = origin().await;
