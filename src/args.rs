@@ -102,6 +102,11 @@ pub struct MigrateArgs {
     /// The least that makes the exit code 1.
     #[arg(long, value_enum, default_value_t = crate::migrate::FailOn::Unsupported)]
     pub fail_on: crate::migrate::FailOn,
+    /// Write, under this folder (`<namespace>/<ingress>-error-pages.yaml`), the ErrorPagePolicy
+    /// equivalent of each Ingress's `custom-http-errors` + `default-backend`: a `backend` page
+    /// on the same Service, the same codes, nothing cached. Existing files are replaced.
+    #[arg(long, value_name = "DIR")]
+    pub write_policies: Option<PathBuf>,
     /// Print erratum's support of every ingress-nginx annotation as a Markdown table, and exit.
     #[arg(long)]
     pub list: bool,

@@ -91,7 +91,22 @@ fn migrate(args: &erratum::args::MigrateArgs) -> ExitCode {
     if !args.classes.is_empty() {
         ingresses.retain(|i| migrate::class_of(i).is_some_and(|c| args.classes.contains(&c)));
     }
-    let report = migrate::report(&ingresses, config_map.as_ref());
+    let mut report = migrate::report(&ingresses, config_map.as_ref());
+    if let Some(folder) = &args.write_policies {
+        report.policies = migrate::plan_policies(&ingresses, config_map.as_ref(), folder);
+        let write = |p: &migrate::PolicyPlan| -> anyhow::Result<()> {
+            let Some(file) = &p.file else { return Ok(()) };
+            let file = std::path::Path::new(file);
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            std::fs::write(file, &p.yaml).with_context(|| format!("cannot write {}", file.display()))
+        };
+        if let Err(e) = report.policies.iter().try_for_each(write) {
+            eprintln!("erratum migrate: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
     match args.output {
         erratum::args::MigrateOutput::Text => print!("{}", report.to_text()),
         erratum::args::MigrateOutput::Json => match serde_json::to_string_pretty(&report) {

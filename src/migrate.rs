@@ -5,7 +5,8 @@
 //! source's parser) or from the API server (kubeconfig) -> [`report`], a pure function over
 //! the same annotation reader and catalog the controller uses (so the report cannot drift
 //! from what erratum does) and the table build (for findings that need every Ingress, like a
-//! host whose paths all became regexes) -> text or JSON, and an exit code for CI.
+//! host whose paths all became regexes) -> text or JSON, and an exit code for CI; with
+//! `--write-policies`, the ErrorPagePolicies of [`policies`] beside it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,8 +16,12 @@ use k8s_openapi::api::networking::v1::Ingress;
 use serde::Serialize;
 
 use crate::index::{Index, Object, ObjectKey};
+
+mod policies;
+
 use crate::table::annotations::{self, catalog, catalog::Support};
 use crate::table::{BuildConfig, LEGACY_CLASS_ANNOTATION, RoutingTable};
+pub use policies::{PolicyPlan, plan as plan_policies, policy_name};
 
 /// What went wrong reading the input.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +101,10 @@ pub struct Report {
     pub config_map: Vec<Finding>,
     /// Counts.
     pub summary: Summary,
+    /// With `--write-policies`: the ErrorPagePolicy written for each Ingress with
+    /// `custom-http-errors`, or why none is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicyPlan>,
 }
 
 /// The threshold of `--fail-on`.
@@ -141,6 +150,19 @@ impl Report {
             out.push_str("ConfigMap\n");
             for f in &self.config_map {
                 out.push_str(&format!("  {:<12} {}: {}\n", f.status, f.annotation, f.note));
+            }
+        }
+        if !self.policies.is_empty() {
+            out.push_str("ErrorPagePolicies\n");
+            for p in &self.policies {
+                let ingress = format!("{}/{}", p.namespace, p.ingress);
+                match (&p.file, &p.skipped) {
+                    (Some(file), _) => {
+                        out.push_str(&format!("  wrote        {file} (for Ingress {ingress})\n"))
+                    }
+                    (None, Some(why)) => out.push_str(&format!("  not written  Ingress {ingress}: {why}\n")),
+                    (None, None) => {}
+                }
             }
         }
         let s = &self.summary;
@@ -207,6 +229,7 @@ pub fn report(ingresses: &[Ingress], config_map: Option<&ConfigMap>) -> Report {
         ingresses: reports,
         config_map: config_map.map(config_map_findings).unwrap_or_default(),
         summary,
+        policies: Vec::new(),
     }
 }
 

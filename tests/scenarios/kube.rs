@@ -491,6 +491,15 @@ async fn ingress_nginx_annotations_become_events_and_migrate_reads_the_cluster()
          - host: secure.example\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}\n",
     )
     .await;
+    // ingress-nginx's error backend, per Ingress: what `migrate --write-policies` moves to the CRD.
+    ns.apply(&backend("shop", "pages", &[o.addr])).await;
+    ns.apply(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: errors\n  annotations:\n    \
+         nginx.ingress.kubernetes.io/custom-http-errors: \"404\"\n    nginx.ingress.kubernetes.io/default-backend: pages\n\
+         spec:\n  ingressClassName: erratum\n  rules:\n  \
+         - host: errors.example\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}\n",
+    )
+    .await;
     ns.apply(
         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: staff\n  annotations:\n    \
          nginx.ingress.kubernetes.io/auth-type: basic\n    nginx.ingress.kubernetes.io/auth-secret: users\n\
@@ -565,5 +574,50 @@ async fn ingress_nginx_annotations_become_events_and_migrate_reads_the_cluster()
     assert!(text.contains("unsupported  configuration-snippet"), "{text}");
     assert!(text.contains("invalid      proxy-body-size"), "{text}");
     assert!(text.contains("differs      limit-rps"), "{text}");
+
+    // The error backend's page (its answer to `GET /`) with the origin's 404; then the same
+    // from the policy `migrate --write-policies` writes, applied with kubectl and checked by
+    // the real CRD's schema and CEL rules, once the annotations are gone.
+    let page = body_of(e.url("/"), "errors.example").await;
+    let missing = || async {
+        let r = client().get(e.url("/missing")).header("host", "errors.example").send().await;
+        r.map(|r| r.status().as_u16()).unwrap_or(0)
+    };
+    assert_eq!(missing().await, 404);
+    assert_eq!(body_of(e.url("/missing"), "errors.example").await, page, "the error backend's page");
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_erratum"))
+        .env("KUBECONFIG", cp.kubeconfig())
+        .args(["migrate", "--namespace", &ns.name, "--fail-on", "never", "--write-policies"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    let file = dir.path().join(&ns.name).join("errors-error-pages.yaml");
+    assert!(text.contains(&format!("wrote        {}", file.display())), "{text}");
+    cp.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let key = |k: &str| format!("nginx.ingress.kubernetes.io/{k}-");
+    cp.kubectl_ok(&[
+        "annotate",
+        "-n",
+        &ns.name,
+        "ingress",
+        "errors",
+        &key("custom-http-errors"),
+        &key("default-backend"),
+    ]);
+    eventually("the written policy is accepted, resolved and attached", || async {
+        let p = ns.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "errors-error-pages").await;
+        p.is_some_and(|p| {
+            ["Accepted", "ResolvedRefs"]
+                .iter()
+                .all(|t| condition(&p, t).is_some_and(|c| c["status"] == "True"))
+                && p["status"]["attachedIngresses"] == 1
+        })
+    })
+    .await;
+    assert_eq!(missing().await, 404);
+    assert_eq!(body_of(e.url("/missing"), "errors.example").await, page, "the same page, from the policy");
     e.child.kill().ok();
 }
