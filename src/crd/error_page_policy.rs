@@ -197,8 +197,12 @@ pub struct ErrorResponse {
     #[schemars(length(max = 32), inner(regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")))]
     pub copy_headers: Vec<String>,
 
-    /// Headers set on the page (e.g. `Retry-After: "120"` for a maintenance page).
+    /// Headers set on the page (e.g. `Retry-After: "120"` for a maintenance page). A value may
+    /// use `{{status}}`, `{{request_id}}`, `{{host}}`, `{{path}}` and `{{url}}` (the URL the
+    /// client asked for), percent-encoded: a 401 with `responseCode: 302` and
+    /// `Location: "https://login.example.com/?rd={{url}}"` sends the user to sign in.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(schema_with = "set_headers_schema")]
     pub set_headers: std::collections::BTreeMap<String, String>,
 
     /// Cache errors for requests that carry `Authorization` or `Cookie` too. Off by default:
@@ -249,7 +253,7 @@ pub struct Page {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/"))]
     pub path: Option<String>,
-    /// The body itself. May use `{{status}}`, `{{request_id}}`, `{{host}}`, `{{path}}`,
+    /// The body itself. May use `{{status}}`, `{{request_id}}`, `{{host}}`, `{{path}}`, `{{url}}`,
     /// escaped for the content type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1_048_576))]
@@ -370,4 +374,18 @@ pub struct EffectiveRule {
     pub max_ttl_seconds: Option<u32>,
     /// Methods the rule applies to.
     pub methods: Vec<HttpMethod>,
+}
+
+/// `setHeaders`: at most 8 fields, each value at most 1 KiB, with known variables only (the
+/// bounds keep the CEL rule within the API server's cost budget).
+fn set_headers_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 8,
+        "additionalProperties": {"type": "string", "maxLength": 1024},
+        "x-kubernetes-validations": [{
+            "rule": "self.all(k, self[k].matches('^(?:[^{\\r\\n]|[{][{] *(?:status|request_id|host|path|url) *[}][}]|[{](?:[^{\\r\\n]|$))*$'))",
+            "message": "setHeaders values: no CR or LF, and only the variables {{status}}, {{request_id}}, {{host}}, {{path}}, {{url}}"
+        }]
+    })
 }

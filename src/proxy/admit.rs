@@ -56,6 +56,8 @@ impl Proxy {
             method: &method,
             host: &host,
             path: &path,
+            query: request_uri.query(),
+            https: arrived_over_https(req.headers(), &conn),
             accept: accept.as_ref().and_then(|a| a.to_str().ok()),
             request_id: request_id.to_str().unwrap_or(""),
             grpc: false,
@@ -86,7 +88,7 @@ impl Proxy {
         let metrics: Option<&RouteMetrics> = view.route_metrics(route, &self.metrics);
         // nginx's rewrite phase: the annotations' redirects (`return`), then HTTPS.
         if let Some(rewrite) = &route.rewrite {
-            let https = arrived_over_https(req.headers(), &conn);
+            let https = info.https;
             let target = request_uri.path_and_query().map_or("/", |pq| pq.as_str());
             if let Some((status, location)) =
                 annotated_redirect(rewrite, https, raw_host.as_str(), info.path, target)
@@ -105,10 +107,7 @@ impl Proxy {
             let scope = Scope { policies: &route.policies, route: Some(route), metrics, ..unrouted };
             return decorate(self.render(Answer::Preflight, &scope), decoration.as_ref(), true);
         }
-        if route.edge.https_redirect
-            && !arrived_over_https(req.headers(), &conn)
-            && !is_acme_challenge(info.path)
-        {
+        if route.edge.https_redirect && !info.https && !is_acme_challenge(info.path) {
             let scope = Scope { policies: &route.policies, route: Some(route), metrics, ..unrouted };
             let target = request_uri.path_and_query().map_or("/", |pq| pq.as_str());
             let resp = match https_location(&host, self.config.https_port, target) {
@@ -156,7 +155,7 @@ impl Proxy {
                     asking = Some(super::auth::Facts {
                         host: &host,
                         http_host: raw_host.as_str(),
-                        https: arrived_over_https(req.headers(), &conn),
+                        https: info.https,
                         request_uri: request_uri.path_and_query().map_or("/", |pq| pq.as_str()),
                         forwarded_for: chain.map_or_else(|| conn.client_ip.clone(), |c| c.forwarded_for),
                         client,
@@ -282,6 +281,8 @@ impl Proxy {
             method: &Method::GET,
             host: "",
             path: "/",
+            query: None,
+            https: false,
             accept: None,
             request_id: request_id.to_str().unwrap_or(""),
             grpc: false,

@@ -16,7 +16,7 @@ use crate::table::Mode;
 use crate::table::ResolvedPolicy;
 use crate::table::accept;
 use crate::table::policy::error_backend::ErrorBackend;
-use crate::table::policy::{PageBody, Rule};
+use crate::table::policy::{HeaderSetting, PageBody, Rule};
 use crate::table::template::Values;
 
 /// An error erratum itself produced while handling a request.
@@ -215,6 +215,10 @@ pub struct RequestInfo<'a> {
     pub host: &'a str,
     /// Path (no query).
     pub path: &'a str,
+    /// The query, as sent (templates' `{{url}}`).
+    pub query: Option<&'a str>,
+    /// The client used HTTPS (directly, or as a trusted proxy says).
+    pub https: bool,
     /// `Accept` header.
     pub accept: Option<&'a str>,
     /// `X-Request-ID` in effect.
@@ -396,7 +400,7 @@ fn decide_http(
             None => Decision::PassThrough,
             Some(status) => {
                 let mut headers = HeaderMap::new();
-                finish_headers(&mut headers, rule, code, status, origin, false);
+                finish_headers(&mut headers, req, rule, code, status, origin, false);
                 if from_proxy {
                     let mut reply = builtin(code, req.accept);
                     reply.status = status;
@@ -417,19 +421,11 @@ fn decide_http(
             // code, or falls back to the built-in page).
             let status = rule.response_code.unwrap_or(code);
             let mut headers = HeaderMap::with_capacity(4);
-            finish_headers(&mut headers, rule, code, status, origin, false);
+            finish_headers(&mut headers, req, rule, code, status, origin, false);
             let reply = Reply { status, headers, body: Bytes::new(), fetch: Some(backend.clone()) };
             return Decision::Replace { reply, applied: Some(applied) };
         }
-        PageBody::Static(template) => (
-            template.render(&Values {
-                status: code_u16,
-                request_id: req.request_id,
-                host: req.host,
-                path: req.path,
-            }),
-            format.content_type.clone(),
-        ),
+        PageBody::Static(template) => (template.render(&values(req, code)), format.content_type.clone()),
         PageBody::Path(path) => match pages.get(req.host, path) {
             Some(fetched) => (fetched.body, format.content_type.clone().or(fetched.content_type)),
             None => {
@@ -437,7 +433,7 @@ fn decide_http(
                 // leaks the page origin's error; the built-in body stands in.
                 applied.page_missing = true;
                 let mut reply = builtin(code, req.accept);
-                finish_headers(&mut reply.headers, rule, code, code, origin, false);
+                finish_headers(&mut reply.headers, req, rule, code, code, origin, false);
                 return Decision::Replace { reply, applied: Some(applied) };
             }
         },
@@ -448,7 +444,7 @@ fn decide_http(
         headers.insert(header::CONTENT_TYPE, ct);
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    finish_headers(&mut headers, rule, code, status, origin, page.varies());
+    finish_headers(&mut headers, req, rule, code, status, origin, page.varies());
     Decision::Replace { reply: Reply { status, headers, body, fetch: None }, applied: Some(applied) }
 }
 
@@ -476,9 +472,22 @@ pub fn select<'p>(
     })
 }
 
+/// What templates may insert, for the request and its original status.
+fn values<'a>(req: &RequestInfo<'a>, code: StatusCode) -> Values<'a> {
+    Values {
+        status: code.as_u16(),
+        request_id: req.request_id,
+        host: req.host,
+        path: req.path,
+        scheme: if req.https { "https" } else { "http" },
+        query: req.query,
+    }
+}
+
 /// Headers every policy-made response carries (docs/error-semantics.md rule 46).
 fn finish_headers(
     headers: &mut HeaderMap,
+    req: &RequestInfo<'_>,
     rule: &Rule,
     code: StatusCode,
     served: StatusCode,
@@ -493,7 +502,18 @@ fn finish_headers(
         }
     }
     for (name, value) in &rule.set_headers {
-        headers.insert(name.clone(), value.clone());
+        match value {
+            HeaderSetting::Fixed(v) => {
+                headers.insert(name.clone(), v.clone());
+            }
+            // Percent-encoded request values: always a header value (the literal text was
+            // checked when the table was built).
+            HeaderSetting::Template(t) => {
+                if let Ok(v) = HeaderValue::from_maybe_shared(t.render(&values(req, code))) {
+                    headers.insert(name.clone(), v);
+                }
+            }
+        }
     }
     headers.insert(X_ERROR_ORIGIN_STATUS.clone(), code_value(code));
     let cache_control = match (&rule.cache_control, origin.and_then(|o| o.get(header::CACHE_CONTROL))) {

@@ -12,7 +12,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 use super::accept;
 use super::route::{self, PathKind};
-use super::template::Template;
+use super::template::{Escape, Template};
 use crate::crd::{self, ErrorPagePolicy, HttpMethod, MAX_TTL_SECONDS, Mode, Source};
 use crate::index::{Index, ObjectKey};
 
@@ -152,6 +152,16 @@ impl Page {
     }
 }
 
+/// A `setHeaders` value: fixed, or a template of the request's values, percent-encoded (a 401
+/// becomes `302 Location: https://login.example.com/?rd={{url}}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderSetting {
+    /// No variable: sent as is.
+    Fixed(HeaderValue),
+    /// Rendered per response with [`Escape::Header`].
+    Template(Template),
+}
+
 /// One validated `errorResponses` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
@@ -172,7 +182,7 @@ pub struct Rule {
     /// Headers copied from the original response.
     pub copy_headers: Vec<HeaderName>,
     /// Headers set on the page.
-    pub set_headers: Vec<(HeaderName, HeaderValue)>,
+    pub set_headers: Vec<(HeaderName, HeaderSetting)>,
     /// Viewer `Cache-Control`.
     pub cache_control: Option<HeaderValue>,
     /// Whether errors for requests with credentials may be cached.
@@ -500,9 +510,10 @@ fn resolve_rule(
     }
     let mut set_headers = Vec::new();
     for (k, v) in &r.set_headers {
-        match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        match (HeaderName::from_bytes(k.as_bytes()), header_setting(v)) {
             (Ok(n), Ok(v)) => set_headers.push((n, v)),
-            _ => p.invalid.push(format!("{at}.setHeaders: {k:?}: {v:?} is not a valid header")),
+            (Err(_), _) => p.invalid.push(format!("{at}.setHeaders: {k:?} is not a header name")),
+            (_, Err(e)) => p.invalid.push(format!("{at}.setHeaders.{k}: {e}")),
         }
     }
     let cache_control = match &r.cache_control {
@@ -535,6 +546,24 @@ fn resolve_rule(
         cache_control,
         cache_with_credentials: r.cache_requests_with_credentials,
     })
+}
+
+/// A `setHeaders` value: its literal text must be a header value, its variables known.
+fn header_setting(v: &str) -> Result<HeaderSetting, String> {
+    let template = Template::parse(v, Escape::Header).map_err(|e| format!("template: {e}"))?;
+    // Percent-encoded values cannot add anything a header value refuses: the literal text
+    // decides (checked with a sample of every variable).
+    let sample = template.render(&super::template::Values {
+        status: 503,
+        request_id: "id",
+        host: "h",
+        path: "/",
+        scheme: "https",
+        query: Some("q"),
+    });
+    let value = HeaderValue::from_maybe_shared(sample)
+        .map_err(|_| format!("{v:?} is not a header value (no CR, LF or control characters)"))?;
+    Ok(if template.is_fixed() { HeaderSetting::Fixed(value) } else { HeaderSetting::Template(template) })
 }
 
 /// How CloudFront caches an error code (rules 9–13), for status and the error cache.

@@ -1,6 +1,7 @@
-//! Page templates: `{{status}}`, `{{request_id}}`, `{{host}}`, `{{path}}`, parsed when the
-//! table is built and rendered with escaping chosen by the page's content type, so a request
-//! value can never become markup or JSON structure.
+//! Page and header templates: `{{status}}`, `{{request_id}}`, `{{host}}`, `{{path}}`,
+//! `{{url}}`, parsed when the table is built and rendered with escaping chosen by the page's
+//! content type (or, in a `setHeaders` value, percent-encoding), so a request value can never
+//! become markup, JSON structure, or a new header line.
 
 use std::fmt;
 
@@ -17,6 +18,8 @@ pub enum Var {
     Host,
     /// The request path.
     Path,
+    /// The whole request URL as the client asked for it: `scheme://host/path?query`.
+    Url,
 }
 
 impl Var {
@@ -26,6 +29,7 @@ impl Var {
             "request_id" => Some(Var::RequestId),
             "host" => Some(Var::Host),
             "path" => Some(Var::Path),
+            "url" => Some(Var::Url),
             _ => None,
         }
     }
@@ -40,6 +44,10 @@ pub enum Escape {
     Json,
     /// Plain text: control characters are dropped.
     Text,
+    /// A header value (`setHeaders`): percent-encoded as a URI component (RFC 3986: all but
+    /// `A-Z a-z 0-9 - . _ ~`), so it is safe inside a URL's query and can never hold CR, LF or
+    /// a control character.
+    Header,
 }
 
 impl Escape {
@@ -75,7 +83,7 @@ pub struct Template {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     /// `{{name}}` with a name erratum does not know.
-    #[error("unknown template variable {{{{{0}}}}} (known: status, request_id, host, path)")]
+    #[error("unknown template variable {{{{{0}}}}} (known: status, request_id, host, path, url)")]
     UnknownVar(String),
     /// `{{` without `}}`.
     #[error("unclosed {{{{ at byte {0}")]
@@ -97,6 +105,10 @@ pub struct Values<'a> {
     pub host: &'a str,
     /// Request path.
     pub path: &'a str,
+    /// `https` or `http`, as the client used.
+    pub scheme: &'a str,
+    /// The request's query, as sent.
+    pub query: Option<&'a str>,
 }
 
 impl Template {
@@ -171,6 +183,11 @@ impl Template {
                 Part::Var(Var::RequestId) => escape_into(&mut out, values.request_id, self.escape),
                 Part::Var(Var::Host) => escape_into(&mut out, values.host, self.escape),
                 Part::Var(Var::Path) => escape_into(&mut out, values.path, self.escape),
+                Part::Var(Var::Url) => {
+                    let query = values.query.map(|q| format!("?{q}")).unwrap_or_default();
+                    let url = format!("{}://{}{}{query}", values.scheme, values.host, values.path);
+                    escape_into(&mut out, &url, self.escape)
+                }
             }
         }
         out.freeze()
@@ -184,12 +201,21 @@ impl fmt::Display for Var {
             Var::RequestId => "request_id",
             Var::Host => "host",
             Var::Path => "path",
+            Var::Url => "url",
         })
     }
 }
 
+/// What a URI component escapes: everything but RFC 3986's unreserved characters.
+const URI_COMPONENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 /// Escapes `value` for `escape` into `out`.
 pub fn escape_into(out: &mut BytesMut, value: &str, escape: Escape) {
+    if escape == Escape::Header {
+        out.extend(percent_encoding::utf8_percent_encode(value, URI_COMPONENT).flat_map(str::bytes));
+        return;
+    }
     for c in value.chars() {
         match (escape, c) {
             (Escape::Html, '&') => out.put_slice(b"&amp;"),

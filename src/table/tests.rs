@@ -431,6 +431,11 @@ fn invalid_policies_are_reported_and_not_applied() {
             "Service shop/missing not found",
         ),
         (
+            "errorResponses: [{codes: ['401'], responseCode: 302, setHeaders: {Location: '/?rd={{uri}}'}}]",
+            "setHeaders.Location: template: unknown template variable {{uri}}",
+        ),
+        ("errorResponses: [{codes: ['503'], setHeaders: {Retry-After: \"1\\r\\nX: y\"}}]", "no CR, LF"),
+        (
             "errorResponses: [{codes: ['404'], page: {backend: {name: web, port: 81}}}]",
             "Service shop/web has no port 81",
         ),

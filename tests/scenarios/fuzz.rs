@@ -244,15 +244,24 @@ fn fuzz_template_rendering() {
     fuzz("template", |bytes| {
         let text = text(bytes);
         let (template, value) = text.split_once('\n').unwrap_or((&text, "<\"&'>"));
-        for escape in [Escape::Html, Escape::Json, Escape::Text] {
+        for escape in [Escape::Html, Escape::Json, Escape::Text, Escape::Header] {
             let Ok(t) = Template::parse(template, escape) else { continue };
-            let values = Values { status: 503, request_id: value, host: value, path: value };
+            let values = Values {
+                status: 503,
+                request_id: value,
+                host: value,
+                path: value,
+                scheme: "https",
+                query: Some(value),
+            };
             let out = t.render(&values);
             let plain = Template::parse(template, escape).unwrap().render(&Values {
                 status: 503,
                 request_id: "",
                 host: "",
                 path: "",
+                scheme: "https",
+                query: None,
             });
             // Whatever the values hold, they add no markup or JSON structure.
             match escape {
@@ -274,6 +283,14 @@ fn fuzz_template_rendering() {
                         !out.iter().any(|b| *b == b'\r' && !plain.contains(&b'\r')),
                         "no CR from a value"
                     );
+                }
+                Escape::Header => {
+                    // A header value whatever the request holds: only the literal text decides.
+                    if http::HeaderValue::from_maybe_shared(plain.clone()).is_ok() {
+                        let valid = http::HeaderValue::from_maybe_shared(out.clone()).is_ok();
+                        prop_assert!(valid, "a value broke the header: {:?}", out);
+                    }
+                    prop_assert!(out.iter().all(|b| b.is_ascii_graphic() || *b == b' ' || plain.contains(b)));
                 }
             }
         }

@@ -417,3 +417,37 @@ async fn the_default_policy_pages_unmatched_requests() {
     assert_eq!(r.text().await.unwrap(), "origin: not found\n", "source: Proxy leaves backend 404s alone");
     h.shutdown().await;
 }
+
+/// `setHeaders` templates (`examples/policies/login-redirect.yaml`): a browser's 401 becomes a
+/// 302 to the login service carrying the URL it asked for, percent-encoded, so nothing a
+/// client sends can end the header or add one; an API client keeps its 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_headers_templates_send_a_401_to_sign_in() {
+    let o = origin().await;
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies/login-redirect.yaml"),
+    )
+    .unwrap();
+    let h = Harness::start(&(storefront(o.addr) + "---\n" + &example)).await;
+    let no_redirects =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let ask = |path: &str, accept: &'static str| {
+        no_redirects.get(h.url(path)).header("host", "shop.example").header("accept", accept).send()
+    };
+    let r = ask("/status/401?next=a&b=c", BROWSER).await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(
+        r.headers()["location"],
+        "https://login.example.com/oauth2/start?rd=http%3A%2F%2Fshop.example%2Fstatus%2F401%3Fnext%3Da%26b%3Dc"
+    );
+    assert_eq!(r.headers()["x-error-origin-status"], "401");
+    let r = ask("/status/401?x=%0D%0ASet-Cookie:%20a=b", BROWSER).await.unwrap();
+    assert_eq!(r.status(), 302);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.ends_with("%3Fx%3D%250D%250ASet-Cookie%3A%2520a%3Db"), "{location}");
+    assert!(r.headers().get("set-cookie").is_none(), "no header added by the client");
+    let r = ask("/status/401", "application/json").await.unwrap();
+    assert_eq!(r.status(), 401, "API clients keep the 401");
+    assert!(r.headers().get("location").is_none());
+    h.shutdown().await;
+}

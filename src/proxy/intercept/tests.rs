@@ -8,7 +8,16 @@ fn resolved(spec_yaml: &str) -> Arc<ResolvedPolicy> {
 }
 
 fn req<'a>(method: &'a Method, accept: Option<&'a str>) -> RequestInfo<'a> {
-    RequestInfo { method, host: "h.example", path: "/x", accept, request_id: "rid", grpc: false }
+    RequestInfo {
+        method,
+        host: "h.example",
+        path: "/x",
+        query: None,
+        https: false,
+        accept,
+        request_id: "rid",
+        grpc: false,
+    }
 }
 
 fn upstream(code: u16, headers: &HeaderMap) -> Outcome<'_> {

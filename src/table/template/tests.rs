@@ -3,7 +3,7 @@
 use super::*;
 
 fn values<'a>(path: &'a str, host: &'a str) -> Values<'a> {
-    Values { status: 503, request_id: "abc", host, path }
+    Values { status: 503, request_id: "abc", host, path, scheme: "https", query: None }
 }
 
 #[test]
@@ -63,4 +63,36 @@ fn escaping_follows_the_content_type() {
     assert_eq!(Escape::for_content_type("application/problem+json"), Escape::Json);
     assert_eq!(Escape::for_content_type("text/html; charset=utf-8"), Escape::Html);
     assert_eq!(Escape::for_content_type("text/plain"), Escape::Text);
+}
+
+#[test]
+fn header_values_are_percent_encoded_and_never_break_the_line() {
+    let t = Template::parse("https://login.example.com/?rd={{url}}&code={{status}}", Escape::Header).unwrap();
+    let v = Values {
+        status: 401,
+        request_id: "abc",
+        host: "shop.example",
+        path: "/a b/\r\nSet-Cookie: x=1",
+        scheme: "https",
+        query: Some("q=1&r=é"),
+    };
+    let out = t.render(&v);
+    let out = std::str::from_utf8(&out).unwrap();
+    assert_eq!(
+        out,
+        "https://login.example.com/?rd=https%3A%2F%2Fshop.example%2Fa%20b%2F%0D%0ASet-Cookie%3A%20x%3D1%3Fq%3D1%26r%3D%C3%A9&code=401"
+    );
+    assert!(http::HeaderValue::from_str(out).is_ok());
+    let t = Template::parse("{{host}}{{path}}{{request_id}}", Escape::Header).unwrap();
+    let v = Values { host: "a.example", path: "/x-._~", request_id: "id\n", ..v };
+    assert_eq!(t.render(&v), "a.example%2Fx-._~id%0A", "unreserved characters stay");
+}
+
+#[test]
+fn the_url_is_the_one_the_client_asked_for() {
+    let t = Template::parse("<a href=\"{{url}}\">", Escape::Html).unwrap();
+    let v = Values { scheme: "http", query: Some("a=1&b=<2>"), ..values("/p", "h.example") };
+    assert_eq!(t.render(&v), "<a href=\"http://h.example/p?a=1&amp;b=&lt;2&gt;\">");
+    let v = Values { query: None, ..v };
+    assert_eq!(t.render(&v), "<a href=\"http://h.example/p\">");
 }
