@@ -59,7 +59,9 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 }
 
 /// The status class labels, in the order of [`status_class_index`].
-pub const STATUS_CLASSES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other", "none"];
+pub const STATUS_CLASSES: [&str; 8] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other", "none", "maintenance"];
+/// The `status_class` of a planned maintenance answer: apart from `5xx`, so it pages no one.
+pub const MAINTENANCE_CLASS: usize = 7;
 
 /// Status class label (`2xx`…`5xx`), or `none` when there was no upstream response.
 pub fn status_class(status: Option<u16>) -> &'static str {
@@ -89,6 +91,9 @@ pub struct ProxyMetrics {
     pub upstream_seconds: HistogramVec,
     /// `erratum_proxy_errors_total{reason}`: responses erratum made itself.
     pub proxy_errors: IntCounterVec,
+    /// `erratum_maintenance_requests_total{namespace,policy,outcome}`: requests a maintenance
+    /// answered (`served`) or let through (`bypassed`) — planned, so apart from errors.
+    pub maintenance: IntCounterVec,
     /// `erratum_connections_open{listener}`.
     pub connections: IntGaugeVec,
     /// `erratum_connections_shed_total`: idle connections closed because the connection limit
@@ -152,6 +157,16 @@ impl ProxyMetrics {
                         "Error responses made by erratum itself, by reason",
                     ),
                     &["reason"],
+                )?,
+            )?,
+            maintenance: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "erratum_maintenance_requests_total",
+                        "Requests of routes under maintenance: answered by the policy (served) or let through by its bypass (bypassed)",
+                    ),
+                    &["namespace", "policy", "outcome"],
                 )?,
             )?,
             access_log_dropped: register(

@@ -69,6 +69,7 @@ BENCH_INGRESSES = [
     ("auth", "auth.bench", {"auth-url": f"http://127.0.0.1:{ORIGIN}/auth"}),
     ("basic", "basic.bench", {"auth-type": "basic", "auth-secret": "users"}),
     ("plain", "plain.bench", {}),
+    ("maintenance", "maint.bench", {}),
     ("canary-main", "canary.bench", {}),
     ("canary", "canary.bench", {"canary": "true", "canary-by-header": "X-Canary", "canary-weight": "0"}),
     ("rewrite", "rewrite.bench", {"rewrite-target": "/$1"},
@@ -204,6 +205,17 @@ spec:
     page: {{inline: {PAGE.strip()!r}, contentType: text/html}}
   - codes: ["404"]
     errorCachingMinTTLSeconds: 10
+---
+apiVersion: erratum.dev/v1alpha1
+kind: ErrorPagePolicy
+metadata: {{name: maintenance, namespace: bench}}
+spec:
+  targetRefs: [{{name: maintenance}}]
+  maintenance:
+    enabled: true
+    retryAfterSeconds: 600
+    bypass: {{headers: [{{name: X-Bypass, value: "yes"}}]}}
+    page: {{inline: {PAGE.strip()!r}, contentType: text/html}}
 ---
 """ + "".join(bench_ingress(*i) for i in BENCH_INGRESSES))
 

@@ -28,6 +28,7 @@ pub const MAX_TTL_SECONDS: u32 = 31_536_000;
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
     printcolumn = r#"{"name":"Attached","type":"integer","jsonPath":".status.attachedIngresses"}"#,
+    printcolumn = r#"{"name":"Maintenance","type":"string","jsonPath":".status.maintenance","description":"On while covered routes answer with the maintenance page"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -62,6 +63,65 @@ pub struct ErrorPagePolicySpec {
     #[serde(default)]
     #[schemars(length(max = 64))]
     pub error_responses: Vec<ErrorResponse>,
+
+    /// A maintenance switch: while `enabled`, the routes the policy covers answer with its
+    /// page and status (503 by default) without contacting their backends, except for the
+    /// requests `bypass` lets through. `kubectl patch` turns it on and off; no request fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
+}
+
+/// `spec.maintenance`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Maintenance {
+    /// On or off.
+    pub enabled: bool,
+    /// Status sent (default 503).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 200, max = 599))]
+    pub response_code: Option<u16>,
+    /// `Retry-After`, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 31_536_000))]
+    pub retry_after_seconds: Option<u32>,
+    /// The page, as for an `errorResponses` entry (default: erratum's built-in page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<Page>,
+    /// Who still reaches the backends (the team checking its work).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bypass: Option<MaintenanceBypass>,
+}
+
+/// Requests a maintenance lets through: any one condition suffices.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceBypass {
+    /// Client addresses or CIDRs (the client as erratum sees it: the peer, the PROXY
+    /// protocol's, or behind `--trusted-proxies` the forwarded one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub source_ranges: Vec<String>,
+    /// Request headers with exactly this value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub headers: Vec<NameValue>,
+    /// Cookies with exactly this value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub cookies: Vec<NameValue>,
+}
+
+/// A header or cookie and its value.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NameValue {
+    /// Name.
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    /// Value, compared exactly.
+    #[schemars(length(min = 1, max = 4096))]
+    pub value: String,
 }
 
 /// An Ingress this policy targets.
@@ -351,6 +411,9 @@ pub struct ErrorPagePolicyStatus {
     /// Where a higher-precedence policy takes over this one's rules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<String>,
+    /// `On` or `Off` when the policy has `spec.maintenance`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<String>,
 }
 
 /// How one code is handled, after defaults.

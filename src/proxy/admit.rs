@@ -18,6 +18,7 @@ use super::headers::{ClientChain, arrived_over_https, request_id};
 use super::intercept::{ProxyError, RequestInfo, grpc};
 use super::respond::{Answer, RouteMetrics, Scope};
 use super::{Body, ConnInfo, Proxy, RequestBody};
+use crate::table::ResolvedPolicy;
 use crate::table::annotations::limits::Refused;
 use crate::table::annotations::{ResponseHeaders, Rewrite, routing};
 use crate::table::{Backend, Route, route};
@@ -119,6 +120,15 @@ impl Proxy {
                     self.fail(&ProxyError::BadRequest { reason }, &scope)
                 }
             };
+            return decorate(resp, decoration.as_ref(), false);
+        }
+        // Maintenance, after the redirects and before anything asks a backend (rate limits
+        // and authentication included): a switch the user turned on answers first.
+        if let Some(on) = &route.maintenance
+            && let Some(policy) = self.under_maintenance(on, &req, &conn, &info)
+        {
+            let scope = Scope { policies: &route.policies, route: Some(route), metrics, ..unrouted };
+            let resp = self.fail(&ProxyError::Maintenance { policy }, &scope);
             return decorate(resp, decoration.as_ref(), false);
         }
         // After the redirects: nginx's preaccess phase (rate limits), then its access phase
@@ -268,6 +278,28 @@ impl Proxy {
             CacheFirst::Coalesce(marker) => Box::pin(self.coalesced(req, &ctx, &cacheable, marker)).await,
         };
         finish(resp)
+    }
+
+    /// The first policy of `on` (the route's policies whose maintenance is on, in precedence
+    /// order) that covers the request and whose bypass does not let it through.
+    fn under_maintenance(
+        &self,
+        on: &[Arc<ResolvedPolicy>],
+        req: &Request<RequestBody>,
+        conn: &ConnInfo,
+        info: &RequestInfo<'_>,
+    ) -> Option<Arc<ResolvedPolicy>> {
+        let policy = on.iter().find(|p| p.covers(info.host, info.path))?;
+        let m = policy.maintenance.as_ref()?;
+        let chain = conn.trusted.then(|| ClientChain::of(req.headers(), conn, &self.config.trusted_proxies));
+        let client = chain.as_ref().map_or(&conn.client_ip, |c| &c.client_ip);
+        let ip = client.to_str().ok().and_then(|c| c.parse::<std::net::IpAddr>().ok());
+        if m.lets_through(ip, req.headers()) {
+            let key = &policy.key;
+            self.metrics.maintenance.with_label_values(&[&key.namespace, &key.name, "bypassed"]).inc();
+            return None;
+        }
+        Some(policy.clone())
     }
 
     /// Answers a request head the HTTP/1.1 server refused before it became a request (too

@@ -136,6 +136,13 @@ pub enum ProxyError {
         /// What was wrong.
         reason: String,
     },
+    /// The route is under maintenance (`spec.maintenance` of a policy covering it): answered
+    /// with that policy's page and status, counted apart from errors.
+    #[error("under maintenance ({})", .policy.key)]
+    Maintenance {
+        /// The policy whose switch is on.
+        policy: Arc<ResolvedPolicy>,
+    },
 }
 
 impl ProxyError {
@@ -156,6 +163,9 @@ impl ProxyError {
             ProxyError::AuthRefused { status, .. } => *status,
             ProxyError::AuthFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::AuthUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Maintenance { policy } => {
+                policy.maintenance.as_ref().map_or(StatusCode::SERVICE_UNAVAILABLE, |m| m.status())
+            }
         }
     }
 
@@ -178,6 +188,7 @@ impl ProxyError {
             ProxyError::AuthRefused { .. } => "auth_forbidden",
             ProxyError::AuthFailed { .. } => "auth_failed",
             ProxyError::AuthUnavailable { .. } => "auth_unavailable",
+            ProxyError::Maintenance { .. } => "maintenance",
         }
     }
 }
@@ -277,12 +288,18 @@ pub struct Applied {
     pub from_proxy: bool,
     /// The page could not be fetched: the original status and a built-in body were sent.
     pub page_missing: bool,
+    /// The policy's maintenance answered (`source` label `maintenance`).
+    pub maintenance: bool,
 }
 
 impl Applied {
     /// The `source` metric label.
     pub fn source(&self) -> &'static str {
-        if self.from_proxy { "proxy" } else { "upstream" }
+        match (self.maintenance, self.from_proxy) {
+            (true, _) => "maintenance",
+            (false, true) => "proxy",
+            (false, false) => "upstream",
+        }
     }
 }
 
@@ -377,15 +394,29 @@ fn decide_http(
         }
     };
     let builtin_reply = || Decision::Replace { reply: builtin(code, req.accept), applied: None };
-    if code.as_u16() < 400 || policies.is_empty() {
+    // A maintenance answer is its policy's own rule, whatever the mode or status: it is a
+    // switch the user turned on, not an error to report.
+    let maintenance = match outcome {
+        Outcome::Proxy(ProxyError::Maintenance { policy }) => {
+            policy.maintenance.as_ref().map(|m| (policy, &m.rule))
+        }
+        _ => None,
+    };
+    if maintenance.is_none() && (code.as_u16() < 400 || policies.is_empty()) {
         return if from_proxy { builtin_reply() } else { Decision::PassThrough };
     }
     let code_u16 = code.as_u16();
-    let Some((policy, rule)) = select(policies, req, code_u16, from_proxy) else {
+    let Some((policy, rule)) = maintenance.or_else(|| select(policies, req, code_u16, from_proxy)) else {
         return if from_proxy { builtin_reply() } else { Decision::PassThrough };
     };
-    let mut applied = Applied { policy: policy.clone(), code, from_proxy, page_missing: false };
-    if policy.mode == Mode::ReportOnly {
+    let mut applied = Applied {
+        policy: policy.clone(),
+        code,
+        from_proxy,
+        page_missing: false,
+        maintenance: maintenance.is_some(),
+    };
+    if policy.mode == Mode::ReportOnly && maintenance.is_none() {
         return if from_proxy {
             Decision::Replace { reply: builtin(code, req.accept), applied: Some(applied) }
         } else {

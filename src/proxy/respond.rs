@@ -22,7 +22,7 @@ use super::error_backend::ErrorPageFetch;
 use super::headers::{X_REQUEST_ID, strip_hop_by_hop};
 use super::intercept::{self, Applied, Decision, Outcome, ProxyError, Reply, RequestInfo};
 use super::{Body, Proxy};
-use crate::metrics::{ProxyMetrics, STATUS_CLASSES, status_class_index};
+use crate::metrics::{MAINTENANCE_CLASS, ProxyMetrics, STATUS_CLASSES, status_class_index};
 use crate::table::{Mode, ResolvedPolicy, Route, RoutingTable, TableReader};
 
 /// Most bytes of a replaced upstream body read so its connection can go back to the pool;
@@ -76,6 +76,8 @@ impl Proxy {
                 Some(err) => Outcome::Proxy(err),
                 None => Outcome::Upstream { status: entry.status, headers: &entry.headers },
             },
+            // A maintenance answer is planned, not an error: counted by `record`.
+            Answer::Failed(err @ ProxyError::Maintenance { .. }) => Outcome::Proxy(err),
             Answer::Failed(err) => {
                 self.note(err, scope.info);
                 Outcome::Proxy(err)
@@ -120,7 +122,11 @@ impl Proxy {
                     let fetch = ErrorPageFetch::new(backend, scope, applied.code, policy);
                     resp.extensions_mut().insert(fetch);
                 }
-                self.finish(&mut resp, cached, upstream, scope, logged);
+                let class = match &applied {
+                    Some(a) if a.maintenance => Some(MAINTENANCE_CLASS),
+                    _ => None,
+                };
+                self.finish(&mut resp, cached, upstream, scope, logged, class);
                 return resp;
             }
             Decision::PassThrough => (None, true),
@@ -161,7 +167,7 @@ impl Proxy {
                 resp.headers_mut().insert(name.clone(), value.clone());
             }
         }
-        self.finish(&mut resp, cached, upstream, scope, logged);
+        self.finish(&mut resp, cached, upstream, scope, logged, None);
         resp
     }
 
@@ -174,6 +180,7 @@ impl Proxy {
         upstream: Option<StatusCode>,
         scope: &Scope<'_>,
         logged: Option<(&'static str, Option<String>)>,
+        class: Option<usize>,
     ) {
         if let Some((action, policy)) = logged {
             let ingress = scope.route.and_then(|r| r.ingress.as_ref());
@@ -200,7 +207,7 @@ impl Proxy {
                 headers.insert(header::AGE, HeaderValue::from(age));
             }
         }
-        self.count(scope, resp.status(), upstream);
+        self.count(scope, resp.status(), upstream, class);
     }
 
     /// An error erratum made, answered through the one decision (routing and admission
@@ -223,13 +230,27 @@ impl Proxy {
         let counter =
             if report_only { &self.metrics.error_pages_report_only } else { &self.metrics.error_pages };
         counter.with_label_values(&[key.namespace.as_str(), key.name.as_str(), code, applied.source()]).inc();
+        if applied.maintenance {
+            self.metrics
+                .maintenance
+                .with_label_values(&[key.namespace.as_str(), key.name.as_str(), "served"])
+                .inc();
+        }
         if applied.page_missing {
             self.metrics.page_fallbacks.with_label_values(&[key.namespace.as_str(), key.name.as_str()]).inc();
         }
     }
 
-    fn count(&self, scope: &Scope<'_>, served: StatusCode, upstream: Option<StatusCode>) {
-        let served = status_class_index(Some(served.as_u16()));
+    /// Counts a request by the class of the status served (or `class`, for a maintenance
+    /// answer) and of the upstream's.
+    fn count(
+        &self,
+        scope: &Scope<'_>,
+        served: StatusCode,
+        upstream: Option<StatusCode>,
+        class: Option<usize>,
+    ) {
+        let served = class.unwrap_or_else(|| status_class_index(Some(served.as_u16())));
         let upstream = status_class_index(upstream.map(|s| s.as_u16()));
         let route = scope.route.map(|r| &**r);
         let labels = |(ns, ing)| [ns, ing, STATUS_CLASSES[served], STATUS_CLASSES[upstream]];

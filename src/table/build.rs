@@ -92,6 +92,7 @@ impl RoutingTable {
                 path: "/".into(),
                 kind: PathKind::Prefix,
                 backend,
+                maintenance: super::maintenance_of(&policies),
                 policies,
                 ingress_slot: None,
                 edge: Edge::defaults(&config.edge),
@@ -289,6 +290,7 @@ impl Builder<'_> {
                     kind: PathKind::Prefix,
                     backend,
                     policies: policies.clone(),
+                    maintenance: super::maintenance_of(&policies),
                     ingress_slot: Some(slot),
                     // Serves many hosts: only a forced redirect applies.
                     edge: Edge::resolve(annotated, defaults, false),
@@ -347,6 +349,7 @@ impl Builder<'_> {
                     kind,
                     backend,
                     policies: policies.clone(),
+                    maintenance: super::maintenance_of(&policies),
                     ingress_slot: Some(slot),
                     edge,
                     upstream,

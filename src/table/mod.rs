@@ -173,6 +173,9 @@ pub struct Route {
     pub affinity: Option<Arc<annotations::Affinity>>,
     /// Authentication (`auth-type: basic`, `auth-url`), shared by the Ingress's routes.
     pub auth: Option<Arc<annotations::Auth>>,
+    /// The policies of [`Route::policies`] whose maintenance is on, in precedence order;
+    /// `None` for every other route (one branch per request).
+    pub maintenance: Option<Policies>,
 }
 
 /// What `/table` shows of an Ingress's edge settings (the effective values, after its
@@ -193,6 +196,13 @@ pub struct IngressEdgeView {
     pub routing: annotations::IngressRouting,
     /// Authentication of its routes.
     pub auth: Option<Arc<annotations::Auth>>,
+}
+
+/// The policies among `policies` whose maintenance switch is on (`Route::maintenance`).
+pub(crate) fn maintenance_of(policies: &Policies) -> Option<Policies> {
+    let on: Vec<Arc<ResolvedPolicy>> =
+        policies.iter().filter(|p| p.maintenance.as_ref().is_some_and(|m| m.enabled)).cloned().collect();
+    (!on.is_empty()).then(|| on.into())
 }
 
 /// The policies that apply to a route, highest precedence first (shared by all routes of one

@@ -17,7 +17,10 @@ use crate::crd::{self, ErrorPagePolicy, HttpMethod, MAX_TTL_SECONDS, Mode, Sourc
 use crate::index::{Index, ObjectKey};
 
 pub mod error_backend;
+mod maintenance;
 mod page;
+
+pub use maintenance::Maintenance;
 
 pub use page::{Backends, rebind};
 
@@ -218,6 +221,8 @@ pub struct ResolvedPolicy {
     /// Hash of uid and generation: part of every error-cache key, so editing a policy
     /// invalidates its entries.
     pub fingerprint: u64,
+    /// `spec.maintenance`, on or off.
+    pub maintenance: Option<Arc<Maintenance>>,
     hosts: Vec<HostPattern>,
     paths: Vec<(PathKind, String)>,
     /// Exact codes to their rule (a B-tree: a handful of small keys, looked up on every
@@ -416,6 +421,12 @@ pub fn resolve(
         }
     }
 
+    let maintenance = spec
+        .maintenance
+        .as_ref()
+        .and_then(|m| maintenance::resolve(index, &key.namespace, m, backends, &mut p))
+        .map(Arc::new);
+
     if !p.is_empty() {
         return Err(p);
     }
@@ -442,6 +453,7 @@ pub fn resolve(
         default_min_ttl,
         rules,
         targets,
+        maintenance,
         hosts,
         paths,
         by_code,

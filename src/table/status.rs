@@ -126,5 +126,8 @@ pub fn status(report: &PolicyReport, now: &Time) -> ErrorPagePolicyStatus {
         codes: policy.map(|pol| pol.code_keys().collect::<Vec<_>>().join(",")),
         rules: policy.map(effective_rules).unwrap_or_default(),
         conflicts: report.conflicts.clone(),
+        maintenance: policy
+            .and_then(|pol| pol.maintenance.as_ref())
+            .map(|m| if m.enabled { "On" } else { "Off" }.to_string()),
     }
 }

@@ -435,6 +435,13 @@ fn invalid_policies_are_reported_and_not_applied() {
             "setHeaders.Location: template: unknown template variable {{uri}}",
         ),
         ("errorResponses: [{codes: ['503'], setHeaders: {Retry-After: \"1\\r\\nX: y\"}}]", "no CR, LF"),
+        ("maintenance: {enabled: true, responseCode: 700}", "maintenance.responseCode: 700"),
+        (
+            "maintenance: {enabled: true, bypass: {sourceRanges: [10.0.0.0/33]}}",
+            "maintenance.bypass.sourceRanges",
+        ),
+        ("maintenance: {enabled: true, bypass: {cookies: [{name: 'a;b', value: c}]}}", "is not a cookie"),
+        ("maintenance: {enabled: true, page: {inline: '{{nope}}'}}", "maintenance.page: template"),
         (
             "errorResponses: [{codes: ['404'], page: {backend: {name: web, port: 81}}}]",
             "Service shop/web has no port 81",
@@ -544,6 +551,33 @@ fn backend_pages_share_the_builds_backends_even_when_kept_from_an_invalid_edit()
     assert!(t.policy_reports()[0].problems.refs[0].contains("has no port 9"));
     let b = page_backend(&t, "p");
     assert_eq!(b.target, Target::Endpoints(vec!["10.0.0.8:3000".parse().unwrap()]), "rebound");
+}
+
+#[test]
+fn only_routes_under_a_switched_on_maintenance_carry_it() {
+    let with = |enabled: bool| {
+        let mut objects = two_ingresses();
+        objects.push(pol(
+            "shop",
+            "m",
+            &format!(
+                "targetRefs: [{{name: front}}]\nmaintenance: {{enabled: {enabled}, retryAfterSeconds: 60}}"
+            ),
+        ));
+        build(objects)
+    };
+    let off = with(false);
+    assert!(
+        off.find("shop.example", "/").unwrap().maintenance.is_none(),
+        "off: nothing to check per request"
+    );
+    let st = status::status(&off.policy_reports()[0], &Time("2026-01-01T00:00:00Z".parse().unwrap()));
+    assert_eq!(st.maintenance.as_deref(), Some("Off"));
+    let on = with(true);
+    let m = on.find("shop.example", "/").unwrap().maintenance.clone().expect("on");
+    assert_eq!(m[0].key.name, "m");
+    assert_eq!(m[0].maintenance.as_ref().unwrap().status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(on.find("api.example", "/").unwrap().maintenance.is_none(), "not a target");
 }
 
 #[test]

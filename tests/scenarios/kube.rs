@@ -621,3 +621,72 @@ async fn ingress_nginx_annotations_become_events_and_migrate_reads_the_cluster()
     assert_eq!(body_of(e.url("/missing"), "errors.example").await, page, "the same page, from the policy");
     e.child.kill().ok();
 }
+
+/// The maintenance switch through the real API server: the example policy applied off, then
+/// `kubectl patch` turns it on (503 with its page, `kubectl get epp` shows `On`) and off again,
+/// while a steady load sees no failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_is_one_kubectl_patch_away() {
+    let cp = cluster::shared();
+    let (ns, _o, mut e) = shop(cp, "maintenance").await;
+    let policy =
+        std::fs::read_to_string(cluster::root().join("examples/policies/planned-maintenance.yaml")).unwrap();
+    ns.apply(&policy).await;
+    eventually("the policy is programmed", || async {
+        ns.get("erratum.dev/v1alpha1", "ErrorPagePolicy", "planned-maintenance")
+            .await
+            .is_some_and(|p| p["status"]["maintenance"] == "Off")
+    })
+    .await;
+    assert_eq!(status_of(e.url("/ok"), "shop.example").await, 200);
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, url) = (stop.clone(), e.url("/ok"));
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match status_of(url.clone(), "shop.example").await {
+                    200 | 503 => ok += 1,
+                    other => failed.push(other),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let patch = |on: bool| {
+        let body = format!("{{\"spec\":{{\"maintenance\":{{\"enabled\":{on}}}}}}}");
+        cp.kubectl_ok(&[
+            "patch",
+            "-n",
+            &ns.name,
+            "epp",
+            "planned-maintenance",
+            "--type",
+            "merge",
+            "-p",
+            &body,
+        ]);
+    };
+    for _ in 0..2 {
+        patch(true);
+        eventually("maintenance answers", || async { status_of(e.url("/ok"), "shop.example").await == 503 })
+            .await;
+        assert!(body_of(e.url("/ok"), "shop.example").await.contains("is being upgraded"));
+        eventually("kubectl get epp shows it on", || async {
+            let out = cp.kubectl_ok(&["get", "epp", "-n", &ns.name, "planned-maintenance"]);
+            out.lines().next().is_some_and(|h| h.contains("MAINTENANCE")) && out.contains(" On ")
+        })
+        .await;
+        patch(false);
+        eventually("the backend answers again", || async {
+            status_of(e.url("/ok"), "shop.example").await == 200
+        })
+        .await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.await.unwrap();
+    assert!(failed.is_empty(), "failed requests while the switch moved: {failed:?} ({ok} answered)");
+    assert!(ok > 20, "the load ran: {ok}");
+    e.child.kill().ok();
+}

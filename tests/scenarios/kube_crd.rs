@@ -154,7 +154,7 @@ async fn the_examples_apply_with_kubectl_and_get_shows_the_columns() {
     let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAMESPACE", "NAME", "TARGETS", "CODES", "MODE", "ACCEPTED", "ATTACHED", "AGE"],
+        ["NAMESPACE", "NAME", "TARGETS", "CODES", "MODE", "ACCEPTED", "ATTACHED", "MAINTENANCE", "AGE"],
         "{out}"
     );
     assert!(out.contains("branded-5xx"), "{out}");

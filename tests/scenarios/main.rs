@@ -22,6 +22,7 @@ mod kube_crd;
 mod kube_faults;
 mod kube_packaging;
 mod layering;
+mod maintenance;
 mod migrate;
 mod migration;
 mod policies;

@@ -287,6 +287,16 @@ pub struct Load {
 impl Load {
     /// Starts GET `path` for `host` in a loop, expecting `status`.
     pub fn start(h: &std::sync::Arc<Harness>, host: &'static str, path: &'static str, status: u16) -> Self {
+        Self::start_expecting(h, host, path, vec![status])
+    }
+
+    /// Starts GET `path` for `host` in a loop, expecting any of `statuses`.
+    pub fn start_expecting(
+        h: &std::sync::Arc<Harness>,
+        host: &'static str,
+        path: &'static str,
+        statuses: Vec<u16>,
+    ) -> Self {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         let stop = Arc::new(AtomicBool::new(false));
@@ -294,10 +304,13 @@ impl Load {
         let tasks = (0..4)
             .map(|_| {
                 let (h, stop, ok, failed) = (h.clone(), stop.clone(), ok.clone(), failed.clone());
+                let statuses = statuses.clone();
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         match h.client.get(h.url(path)).header("host", host).send().await {
-                            Ok(r) if r.status() == status => ok.fetch_add(1, Ordering::Relaxed),
+                            Ok(r) if statuses.contains(&r.status().as_u16()) => {
+                                ok.fetch_add(1, Ordering::Relaxed)
+                            }
                             _ => failed.fetch_add(1, Ordering::Relaxed),
                         };
                     }

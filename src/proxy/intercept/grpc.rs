@@ -61,7 +61,9 @@ pub fn from_error(err: &ProxyError) -> Code {
         ProxyError::Forbidden { .. } => Code::PermissionDenied,
         ProxyError::RateLimited { .. } => Code::ResourceExhausted,
         ProxyError::AuthRefused { status, .. } => from_http(*status),
-        ProxyError::AuthFailed { .. } | ProxyError::AuthUnavailable { .. } => Code::Unavailable,
+        ProxyError::AuthFailed { .. }
+        | ProxyError::AuthUnavailable { .. }
+        | ProxyError::Maintenance { .. } => Code::Unavailable,
         ProxyError::BadRequest { .. } => Code::Internal,
         ProxyError::NotReady
         | ProxyError::NoEndpoints { .. }

@@ -31,6 +31,7 @@ fn copy_of(r: &Route) -> Route {
         canary: r.canary.clone(),
         affinity: r.affinity.clone(),
         auth: r.auth.clone(),
+        maintenance: r.maintenance.clone(),
     }
 }
 use crate::table::annotations::routing::{IngressRouting, RegexPaths, Rewrite};

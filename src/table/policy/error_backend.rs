@@ -72,6 +72,7 @@ pub fn implicit_policy(ingress: &ObjectKey, codes: &[u16], backend: Arc<ErrorBac
         default_min_ttl: 0,
         rules: vec![rule],
         targets: vec![ingress.name.clone()],
+        maintenance: None,
         fingerprint,
         hosts: Vec::new(),
         paths: Vec::new(),

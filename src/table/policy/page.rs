@@ -12,7 +12,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 
 use super::error_backend::ErrorBackend;
-use super::{DEFAULT_CONTENT_TYPE, Format, Page, PageBody, Problems, ResolvedPolicy};
+use super::{DEFAULT_CONTENT_TYPE, Format, Page, PageBody, Problems, ResolvedPolicy, Rule};
 use crate::crd::{self, MAX_PAGE_BYTES};
 use crate::index::{Index, ObjectKey};
 use crate::table::accept;
@@ -222,18 +222,25 @@ fn error_backend(
 pub fn rebind(policy: &ResolvedPolicy, backends: &mut Backends<'_>) -> ResolvedPolicy {
     let mut out = policy.clone();
     for rule in &mut out.rules {
-        let Some(page) = &rule.page else { continue };
-        if !page.formats.iter().any(|f| matches!(f.body, PageBody::Backend(_))) {
-            continue;
-        }
-        let mut fresh = Page::clone(page);
-        for f in &mut fresh.formats {
-            if let PageBody::Backend(b) = &f.body {
-                let backend = backends(&b.backend.service, b.backend.port.clone());
-                f.body = PageBody::Backend(Arc::new(ErrorBackend { backend }));
-            }
-        }
-        rule.page = Some(Arc::new(fresh));
+        rebind_rule(rule, backends);
+    }
+    if let Some(m) = &mut out.maintenance {
+        rebind_rule(&mut Arc::make_mut(m).rule, backends);
     }
     out
+}
+
+fn rebind_rule(rule: &mut Rule, backends: &mut Backends<'_>) {
+    let Some(page) = &rule.page else { return };
+    if !page.formats.iter().any(|f| matches!(f.body, PageBody::Backend(_))) {
+        return;
+    }
+    let mut fresh = Page::clone(page);
+    for f in &mut fresh.formats {
+        if let PageBody::Backend(b) = &f.body {
+            let backend = backends(&b.backend.service, b.backend.port.clone());
+            f.body = PageBody::Backend(Arc::new(ErrorBackend { backend }));
+        }
+    }
+    rule.page = Some(Arc::new(fresh));
 }
