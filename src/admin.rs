@@ -19,6 +19,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod preview;
+
 use crate::metrics::Metrics;
 use crate::proxy::balance::Balancer;
 use crate::proxy::cache::{ErrorCache, Purge};
@@ -173,6 +175,8 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
                 .collect();
             text(StatusCode::OK, "application/json", format!("{:#}\n", serde_json::Value::from(policies)))
         }
+        "/pages/preview" => preview::index(&state.table.load()),
+        "/pages/preview/page" => preview::page(&state.table.load(), req.uri().query().unwrap_or("")),
         "/pages" => {
             let pages = state.pages.as_ref().map(PageStore::states).unwrap_or_default();
             text(StatusCode::OK, "application/json", format!("{:#}\n", serde_json::json!(pages)))

@@ -32,6 +32,8 @@ pub struct ErrorPageFetch {
     accept: Option<String>,
     host: HeaderValue,
     status: http::StatusCode,
+    /// For the built-in page of a fallback.
+    request_id: String,
     /// `namespace/policy` of the implicit policy, for the fallback counter.
     policy: (String, String),
 }
@@ -66,6 +68,7 @@ impl ErrorPageFetch {
             accept: info.accept.map(str::to_string),
             host: value(if info.host.is_empty() { "localhost" } else { info.host }),
             status,
+            request_id: info.request_id.to_string(),
             policy,
         }
     }
@@ -84,7 +87,7 @@ impl Proxy {
                 // Rule 47: a page that cannot be had never changes the status (a rule's
                 // `responseCode` applies to its page only).
                 *resp.status_mut() = fetch.status;
-                let builtin = intercept::builtin(fetch.status, fetch.accept.as_deref());
+                let builtin = intercept::builtin(fetch.status, fetch.accept.as_deref(), &fetch.request_id);
                 (builtin.body, builtin.headers.get(header::CONTENT_TYPE).cloned())
             }
         };

@@ -393,7 +393,8 @@ fn decide_http(
             return Decision::Replace { reply, applied: None };
         }
     };
-    let builtin_reply = || Decision::Replace { reply: builtin(code, req.accept), applied: None };
+    let builtin_reply =
+        || Decision::Replace { reply: builtin(code, req.accept, req.request_id), applied: None };
     // A maintenance answer is its policy's own rule, whatever the mode or status: it is a
     // switch the user turned on, not an error to report.
     let maintenance = match outcome {
@@ -418,7 +419,7 @@ fn decide_http(
     };
     if policy.mode == Mode::ReportOnly && maintenance.is_none() {
         return if from_proxy {
-            Decision::Replace { reply: builtin(code, req.accept), applied: Some(applied) }
+            Decision::Replace { reply: builtin(code, req.accept, req.request_id), applied: Some(applied) }
         } else {
             Decision::Report(applied)
         };
@@ -433,7 +434,7 @@ fn decide_http(
                 let mut headers = HeaderMap::new();
                 finish_headers(&mut headers, req, rule, code, status, origin, false);
                 if from_proxy {
-                    let mut reply = builtin(code, req.accept);
+                    let mut reply = builtin(code, req.accept, req.request_id);
                     reply.status = status;
                     reply.headers.extend(headers);
                     Decision::Replace { reply, applied: Some(applied) }
@@ -463,7 +464,7 @@ fn decide_http(
                 // Rule 47: a page that cannot be fetched never changes the status and never
                 // leaks the page origin's error; the built-in body stands in.
                 applied.page_missing = true;
-                let mut reply = builtin(code, req.accept);
+                let mut reply = builtin(code, req.accept, req.request_id);
                 finish_headers(&mut reply.headers, req, rule, code, code, origin, false);
                 return Decision::Replace { reply, applied: Some(applied) };
             }
@@ -574,36 +575,10 @@ fn redirect(status: StatusCode, location: &HeaderValue) -> Reply {
     Reply { status, headers, body: Bytes::new(), fetch: None }
 }
 
-/// erratum's own page for a status: HTML, or RFC 9457 `application/problem+json` when the
-/// client prefers JSON. Static text: nothing from the request is reflected.
-pub fn builtin(status: StatusCode, accept: Option<&str>) -> Reply {
-    let reason = status.canonical_reason().unwrap_or("Error");
-    let code = status.as_u16();
-    let json = accept::choose(accept, ["text/html", "application/problem+json", "application/json"]) > 0;
-    let (content_type, body) = if json {
-        (
-            "application/problem+json",
-            Bytes::from(format!("{{\"type\":\"about:blank\",\"title\":\"{reason}\",\"status\":{code}}}\n")),
-        )
-    } else {
-        (
-            "text/html; charset=utf-8",
-            Bytes::from(format!(
-                "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{code} {reason}</title></head>\n\
-                 <body><h1>{code} {reason}</h1><hr><p>erratum</p></body></html>\n"
-            )),
-        )
-    };
-    let mut headers = HeaderMap::with_capacity(5);
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::VARY, HeaderValue::from_static("Accept"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
-    Reply { status, headers, body, fetch: None }
-}
-
+mod builtin;
 pub mod grpc;
+
+pub use builtin::{builtin, sentence};
 
 #[cfg(test)]
 mod tests;

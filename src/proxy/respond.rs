@@ -153,13 +153,17 @@ impl Proxy {
             }
             // `decide()` replaces every error erratum made; should that ever change, the
             // built-in page still answers (never a panic on the request path).
-            Answer::Failed(err) => {
-                into_response(intercept::builtin(err.status(), scope.info.accept), scope.request_id)
+            Answer::Failed(err) => into_response(
+                intercept::builtin(err.status(), scope.info.accept, scope.info.request_id),
+                scope.request_id,
+            ),
+            Answer::Redirect(status, _) => {
+                into_response(intercept::builtin(status, None, scope.info.request_id), scope.request_id)
             }
-            Answer::Redirect(status, _) => into_response(intercept::builtin(status, None), scope.request_id),
-            Answer::Preflight => {
-                into_response(intercept::builtin(StatusCode::NO_CONTENT, None), scope.request_id)
-            }
+            Answer::Preflight => into_response(
+                intercept::builtin(StatusCode::NO_CONTENT, None, scope.info.request_id),
+                scope.request_id,
+            ),
         };
         if let Some((status, headers)) = rewrite {
             *resp.status_mut() = status;

@@ -57,10 +57,10 @@ fn upstream_responses_pass_through_without_a_policy() {
 
 #[test]
 fn builtin_pages_carry_their_length_and_negotiate() {
-    let r = builtin(StatusCode::BAD_GATEWAY, None);
+    let r = builtin(StatusCode::BAD_GATEWAY, None, "rid<1>");
     assert_eq!(r.headers[header::CONTENT_LENGTH], r.body.len().to_string().as_str());
     assert!(std::str::from_utf8(&r.body).unwrap().contains("502 Bad Gateway"));
-    let j = builtin(StatusCode::BAD_GATEWAY, Some("application/json"));
+    let j = builtin(StatusCode::BAD_GATEWAY, Some("application/json"), "rid\"1");
     assert_eq!(j.headers[header::CONTENT_TYPE], "application/problem+json");
     let v: serde_json::Value = serde_json::from_slice(&j.body).unwrap();
     assert_eq!(v["status"], 502);
@@ -185,4 +185,56 @@ fn path_pages_fall_back_to_the_original_status_rule_47() {
     };
     assert_eq!(reply.status, 500, "never the override without the page");
     assert!(applied.unwrap().page_missing);
+}
+
+#[test]
+fn builtin_pages_are_accessible_self_contained_and_escape_the_request_id() {
+    for code in [400, 401, 403, 404, 413, 429, 500, 502, 503, 504, 418, 599] {
+        let status = StatusCode::from_u16(code).unwrap();
+        let r = builtin(status, Some("text/html"), "id-<script>");
+        let html = std::str::from_utf8(&r.body).unwrap();
+        assert!(html.starts_with("<!DOCTYPE html>\n<html lang=\"en\">"), "{html}");
+        let reason = status.canonical_reason().unwrap_or("Error");
+        assert!(html.contains(&format!("<title>{code} {reason}</title>")), "{html}");
+        assert!(html.contains(&format!("<h1>{code} {reason}</h1><p>{}</p>", sentence(status))));
+        assert!(html.contains("name=\"viewport\"") && html.contains("prefers-color-scheme:dark"));
+        assert!(html.contains("Request ID <code>id-&lt;script&gt;</code>"), "{html}");
+        // Self-contained: nothing to fetch, nothing to run.
+        for external in ["<script", "src=", "href=", "url(", "@import"] {
+            assert!(!html.contains(external), "{code}: {external}");
+        }
+        assert!(r.body.len() < 2048, "{code}: {} bytes", r.body.len());
+    }
+    let j = builtin(StatusCode::SERVICE_UNAVAILABLE, Some("application/json"), "a\"b");
+    let v: serde_json::Value = serde_json::from_slice(&j.body).unwrap();
+    assert_eq!((v["status"].as_u64(), v["requestId"].as_str()), (Some(503), Some("a\"b")));
+}
+
+/// WCAG 2 contrast of the built-in page's text colours, in both schemes (AA: 4.5:1).
+#[test]
+fn builtin_page_colours_pass_wcag_aa() {
+    fn luminance(hex: &str) -> f64 {
+        let c = |i: usize| {
+            let v = f64::from(u8::from_str_radix(&hex[i..i + 2], 16).unwrap()) / 255.0;
+            if v <= 0.039_28 { v / 12.92 } else { ((v + 0.055) / 1.055).powf(2.4) }
+        };
+        0.2126 * c(1) + 0.7152 * c(3) + 0.0722 * c(5)
+    }
+    let ratio = |a: &str, b: &str| {
+        let (x, y) = (luminance(a), luminance(b));
+        (x.max(y) + 0.05) / (x.min(y) + 0.05)
+    };
+    let html = String::from_utf8(builtin(StatusCode::NOT_FOUND, None, "").body.to_vec()).unwrap();
+    let var = |scheme: &str, name: &str| {
+        let at = html.find(scheme).unwrap();
+        let rest = &html[at..];
+        let from = rest.find(&format!("--{name}:")).unwrap() + name.len() + 3;
+        rest[from..from + 7].to_string()
+    };
+    for scheme in [":root{", "dark){:root{"] {
+        for (fg, bg) in [("fg", "card"), ("muted", "card"), ("fg", "bg"), ("accent", "card")] {
+            let r = ratio(&var(scheme, fg), &var(scheme, bg));
+            assert!(r >= 4.5, "{scheme} {fg} on {bg}: {r:.2}");
+        }
+    }
 }
