@@ -29,6 +29,7 @@ mod policies;
 mod protocols;
 mod reload;
 mod routing;
+mod screenshots;
 mod shutdown;
 mod stress;
 mod tls;

@@ -18,14 +18,14 @@ const HEAD: &str = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
 <meta name=\"color-scheme\" content=\"light dark\"><meta name=\"robots\" content=\"noindex\"><title>";
 const STYLE: &str = "</title><style>\
-:root{--bg:#f6f7f9;--fg:#1f2328;--muted:#57606a;--card:#ffffff;--line:#d0d7de;--accent:#0550ae}\
-@media (prefers-color-scheme:dark){:root{--bg:#0d1117;--fg:#e6edf3;--muted:#9ea7b3;--card:#161b22;--line:#30363d;--accent:#79c0ff}}\
+:root{--bg:#f6f7f9;--fg:#1f2328;--muted:#57606a;--card:#ffffff;--line:#d0d7de}\
+@media (prefers-color-scheme:dark){:root{--bg:#0d1117;--fg:#e6edf3;--muted:#9ea7b3;--card:#161b22;--line:#30363d}}\
 *{box-sizing:border-box}\
 body{margin:0;min-height:100vh;display:grid;place-items:center;padding:1.5rem;background:var(--bg);color:var(--fg);\
 font:16px/1.5 system-ui,-apple-system,\"Segoe UI\",Roboto,\"Helvetica Neue\",sans-serif}\
 main{width:100%;max-width:34rem;background:var(--card);border:1px solid var(--line);border-radius:12px;padding:2rem}\
 h1{margin:0 0 .75rem;font-size:1.5rem;line-height:1.25}\
-h1 span{display:block;font-size:3rem;color:var(--accent)}\
+
 p{margin:0 0 1rem}\
 .meta{margin:0;padding-top:1rem;border-top:1px solid var(--line);color:var(--muted);font-size:.875rem}\
 code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow-wrap:anywhere}\
