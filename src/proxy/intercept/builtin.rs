@@ -25,7 +25,6 @@ body{margin:0;min-height:100vh;display:grid;place-items:center;padding:1.5rem;ba
 font:16px/1.5 system-ui,-apple-system,\"Segoe UI\",Roboto,\"Helvetica Neue\",sans-serif}\
 main{width:100%;max-width:34rem;background:var(--card);border:1px solid var(--line);border-radius:12px;padding:2rem}\
 h1{margin:0 0 .75rem;font-size:1.5rem;line-height:1.25}\
-
 p{margin:0 0 1rem}\
 .meta{margin:0;padding-top:1rem;border-top:1px solid var(--line);color:var(--muted);font-size:.875rem}\
 code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow-wrap:anywhere}\
