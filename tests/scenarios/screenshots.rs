@@ -1,4 +1,5 @@
-//! What people see, in a real browser: erratum's built-in pages screenshotted by headless
+//! What people see, in a real browser: erratum's built-in pages and the examples' pages
+//! (the quickstart's, the planned maintenance's) screenshotted by headless
 //! Chromium (Debian's `chromium`) at desktop and phone widths, in light and dark mode, and
 //! compared with the baselines in `tests/screenshots/` with a tolerance (fonts and
 //! anti-aliasing may move a few pixels; a changed layout, colour or text does not pass).
@@ -116,18 +117,31 @@ fn brightness(path: &Path) -> f64 {
     s.rgb.iter().map(|b| f64::from(*b)).sum::<f64>() / s.rgb.len() as f64
 }
 
+/// The pages people meet first: erratum's own, the quickstart's (`demo`), and the planned
+/// maintenance example's, each opened alone from `/pages/preview`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn builtin_pages_look_right_on_desktop_and_phone_in_light_and_dark() {
+async fn pages_look_right_on_desktop_and_phone_in_light_and_dark() {
     let o = origin().await;
-    let h = Harness::start(&storefront(o.addr)).await;
+    let quickstart = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/quickstart.yaml"),
+    )
+    .unwrap();
+    let manifests = [storefront(o.addr), example("policies/planned-maintenance.yaml"), quickstart].join("---\n");
+    let h = Harness::start(&manifests).await;
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
-    for code in [404, 503] {
-        let url = h.admin_url(&format!("/pages/preview/page?builtin={code}"));
+    let pages = [
+        ("builtin-404", "builtin=404"),
+        ("builtin-503", "builtin=503"),
+        ("quickstart-5xx", "policy=demo/quickstart-errors&code=5xx&format=0"),
+        ("planned-maintenance", "policy=shop/planned-maintenance&code=maintenance&format=0"),
+    ];
+    for (page, query) in pages {
+        let url = h.admin_url(&format!("/pages/preview/page?{query}"));
         for (size, width, height) in [("desktop", 1280, 800), ("phone", 390, 844)] {
             let mut shades = Vec::new();
             for (scheme, dark) in [("light", false), ("dark", true)] {
-                let name = format!("builtin-{code}-{size}-{scheme}");
+                let name = format!("{page}-{size}-{scheme}");
                 let out = dir.path().join(format!("{name}.png"));
                 screenshot(&url, width, height, dark, &out);
                 shades.push(brightness(&out));
@@ -135,7 +149,7 @@ async fn builtin_pages_look_right_on_desktop_and_phone_in_light_and_dark() {
                     failures.push(e);
                 }
             }
-            assert!(shades[0] > shades[1] + 100.0, "{code} {size}: dark mode is dark: {shades:?}");
+            assert!(shades[0] > shades[1] + 100.0, "{page} {size}: dark mode is dark: {shades:?}");
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
