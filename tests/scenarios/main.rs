@@ -27,6 +27,7 @@ mod migrate;
 mod migration;
 mod policies;
 mod protocols;
+mod redbot;
 mod reload;
 mod routing;
 mod screenshots;

@@ -126,7 +126,8 @@ async fn pages_look_right_on_desktop_and_phone_in_light_and_dark() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/quickstart.yaml"),
     )
     .unwrap();
-    let manifests = [storefront(o.addr), example("policies/planned-maintenance.yaml"), quickstart].join("---\n");
+    let manifests =
+        [storefront(o.addr), example("policies/planned-maintenance.yaml"), quickstart].join("---\n");
     let h = Harness::start(&manifests).await;
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
