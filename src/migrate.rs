@@ -6,7 +6,7 @@
 //! the same annotation reader and catalog the controller uses (so the report cannot drift
 //! from what erratum does) and the table build (for findings that need every Ingress, like a
 //! host whose paths all became regexes) -> text or JSON, and an exit code for CI; with
-//! `--write-policies`, the ErrorPagePolicies of [`policies`] beside it.
+//! `--write-policies`, the ErrorPagePolicies of [`plan_policies`] beside it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
