@@ -238,3 +238,32 @@ fn builtin_page_colours_pass_wcag_aa() {
         }
     }
 }
+
+/// Rule 53: a maintenance answer is its policy's maintenance rule, whatever the policy's mode
+/// and source and whatever other policy has a rule for the status; counted as `maintenance`.
+#[test]
+fn maintenance_answers_with_its_own_rule_whatever_the_mode() {
+    let spec = "mode: ReportOnly\nsource: Upstream\nerrorResponses:\n- codes: ['503']\n  page: {inline: other}\n\
+                maintenance: {enabled: true, responseCode: 200, retryAfterSeconds: 90, page: {inline: 'back at {{host}}', contentType: text/plain}}\n";
+    let policy = resolved(spec);
+    let other = resolved("errorResponses:\n- codes: ['503']\n  page: {inline: nope}\n");
+    let err = ProxyError::Maintenance { policy: policy.clone() };
+    assert_eq!(err.status(), StatusCode::OK);
+    assert_eq!(err.reason(), "maintenance");
+    let d = decide(&[other, policy], &req(&Method::POST, None), Outcome::Proxy(&err), &NoPages);
+    let Decision::Replace { reply, applied: Some(applied) } = d else { panic!("{d:?}") };
+    assert_eq!(reply.status, StatusCode::OK, "the maintenance responseCode, even a 2xx");
+    assert_eq!(reply.body, "back at h.example");
+    assert_eq!(reply.headers[header::RETRY_AFTER], "90");
+    assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!((applied.maintenance, applied.source()), (true, "maintenance"));
+    // gRPC clients are told the service is unavailable.
+    assert_eq!(grpc::from_error(&err), grpc::Code::Unavailable);
+    // With the default 503, a policy before it with a 503 rule does not take over.
+    let plain = resolved("maintenance: {enabled: true, page: {inline: 'down', contentType: text/plain}}\n");
+    let other = resolved("errorResponses:\n- codes: ['503']\n  page: {inline: nope}\n");
+    let err = ProxyError::Maintenance { policy: plain.clone() };
+    let d = decide(&[other, plain], &req(&Method::GET, None), Outcome::Proxy(&err), &NoPages);
+    let Decision::Replace { reply, .. } = d else { panic!("{d:?}") };
+    assert_eq!((reply.status, reply.body.as_ref()), (StatusCode::SERVICE_UNAVAILABLE, &b"down"[..]));
+}
