@@ -296,7 +296,10 @@ impl Proxy {
         let ip = client.to_str().ok().and_then(|c| c.parse::<std::net::IpAddr>().ok());
         if m.lets_through(ip, req.headers()) {
             let key = &policy.key;
-            self.metrics.maintenance.with_label_values(&[&key.namespace, &key.name, "bypassed"]).inc();
+            self.metrics
+                .maintenance
+                .with_label_values(&[key.namespace.as_str(), key.name.as_str(), "bypassed"])
+                .inc();
             return None;
         }
         Some(policy.clone())
