@@ -1,5 +1,5 @@
-//! What people see, in a real browser: erratum's built-in pages and the examples' pages
-//! (the quickstart's, the planned maintenance's) screenshotted by headless
+//! What people see, in a real browser: erratum's built-in pages and every example's page
+//! (the quickstart's and those of `examples/policies/`) screenshotted by headless
 //! Chromium (Debian's `chromium`) at desktop and phone widths, in light and dark mode, and
 //! compared with the baselines in `tests/screenshots/` with a tolerance (fonts and
 //! anti-aliasing may move a few pixels; a changed layout, colour or text does not pass).
@@ -126,8 +126,14 @@ async fn pages_look_right_on_desktop_and_phone_in_light_and_dark() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/quickstart.yaml"),
     )
     .unwrap();
-    let manifests =
-        [storefront(o.addr), example("policies/planned-maintenance.yaml"), quickstart].join("---\n");
+    let manifests = [
+        storefront(o.addr),
+        example("policies/planned-maintenance.yaml"),
+        example("policies/branded-5xx.yaml"),
+        example("policies/maintenance.yaml"),
+        quickstart,
+    ]
+    .join("---\n");
     let h = Harness::start(&manifests).await;
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
@@ -136,6 +142,8 @@ async fn pages_look_right_on_desktop_and_phone_in_light_and_dark() {
         ("builtin-503", "builtin=503"),
         ("quickstart-5xx", "policy=demo/quickstart-errors&code=5xx&format=0"),
         ("planned-maintenance", "policy=shop/planned-maintenance&code=maintenance&format=0"),
+        ("branded-5xx", "policy=shop/branded-5xx&code=5xx&format=0"),
+        ("maintenance-503", "policy=shop/maintenance&code=503&format=0"),
     ];
     for (page, query) in pages {
         let url = h.admin_url(&format!("/pages/preview/page?{query}"));
