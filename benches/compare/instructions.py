@@ -52,6 +52,37 @@ def counted(cmd, port, path, n, out, headers=(), data=None):
     return totals(f"{out}.*")
 
 
+def counted_steady(cmd, port, path, warmup, n, out, headers=(), data=None):
+    """Instructions of `cmd` (under callgrind) serving `n` requests of `path` on `port` after
+    `warmup` requests, in one process: the counters are zeroed after the warm-up and dumped
+    after the measured requests, so start-up (whose length varies: a clock calibrates itself
+    for a variable time) and shutdown are not counted."""
+    for f in glob.glob(f"{out}.*"):
+        os.remove(f)
+    proc = subprocess.Popen(["taskset", "-c", "0", "valgrind", "--tool=callgrind", "--trace-children=yes",
+                             f"--callgrind-out-file={out}.%p"] + cmd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    extra = [a for h in headers for a in ("-H", h)] + (["-d", data] if data else [])
+    load = lambda count: subprocess.run(["taskset", "-c", "1", "h2load", "--h1", "-n", str(count), "-c", "32",
+                                         *extra, f"http://127.0.0.1:{port}{path}"], check=True, capture_output=True)
+    try:
+        run.wait_port(port, path, timeout=60)
+        load(warmup)
+        subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True, capture_output=True)
+        load(n)
+        subprocess.run(["callgrind_control", "--dump=measured", str(proc.pid)], check=True, capture_output=True)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    time.sleep(0.5)
+    # The dump after the measured requests is the process's first numbered part.
+    return totals(f"{out}.{proc.pid}.1")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--erratum", default="target/dist/erratum")
@@ -64,6 +95,9 @@ def main():
     ap.add_argument("--header", action="append", default=[],
                     help="a request header h2load sends (repeat); the host as ':authority: NAME' (a Host header would be a second one)")
     ap.add_argument("--data", help="a file h2load POSTs as each request's body (the hyper path)")
+    ap.add_argument("--two-runs", action="store_true",
+                    help="the method before session 12: (n2 run - n1 run) / (n2 - n1), two processes; "
+                         "start-up that varies between them shows as noise (up to ±500 here)")
     a = ap.parse_args()
     for tool in ["valgrind", "nginx", "h2load", "taskset"] + (["haproxy"] if a.peers else []):
         if not shutil.which(tool):
@@ -81,11 +115,19 @@ def main():
             proxies.append(("nginx", run.NGINX, ["nginx", "-c", f"{d}/nginx.conf", "-p", d,
                                                  "-g", "master_process off;"]))
             proxies.append(("haproxy", run.HAPROXY, ["haproxy", "-db", "-f", f"{d}/haproxy.cfg"]))
-        print(f"path {a.path}: user-space instructions per request (callgrind, {a.n2} - {a.n1} requests)")
+        if a.two_runs:
+            print(f"path {a.path}: user-space instructions per request (callgrind, {a.n2} - {a.n1} requests)")
+        else:
+            print(f"path {a.path}: user-space instructions per request (callgrind, {a.n2} requests after "
+                  f"{a.n1} of warm-up)")
         for name, port, cmd in proxies:
-            small = counted(cmd, port, a.path, a.n1, f"{d}/cg-{name}", a.header, a.data)
-            large = counted(cmd, port, a.path, a.n2, f"{d}/cg-{name}", a.header, a.data)
-            print(f"{name:8s} {(large - small) / (a.n2 - a.n1):9.0f}")
+            if a.two_runs:
+                small = counted(cmd, port, a.path, a.n1, f"{d}/cg-{name}", a.header, a.data)
+                large = counted(cmd, port, a.path, a.n2, f"{d}/cg-{name}", a.header, a.data)
+                print(f"{name:8s} {(large - small) / (a.n2 - a.n1):9.0f}")
+            else:
+                measured = counted_steady(cmd, port, a.path, a.n1, a.n2, f"{d}/cg-{name}", a.header, a.data)
+                print(f"{name:8s} {measured / a.n2:9.0f}")
     finally:
         origin.send_signal(signal.SIGTERM)
         origin.wait(timeout=10)
