@@ -3,12 +3,16 @@
 move with the machine's noise, for A/B comparisons of one change (run.py's CPU time moves by
 several percent between runs on a shared machine; this moves by well under 0.1 %).
 
-Each proxy (erratum, and with --peers nginx and HAProxy too) runs under callgrind twice, serving
-N1 and then N2 requests of one path (h2load --h1, 32 connections); the difference of the two
-totals divided by N2 - N1 is the cost of a request without start-up and shutdown. Kernel time
-(system calls) is not counted: compare it with run.py's CPU time or `strace -c`.
+Each proxy (erratum, and with --peers nginx and HAProxy too) runs under callgrind once: N1
+requests of one path warm it up (h2load --h1, 32 connections), `callgrind_control --zero` clears
+the counters, N2 requests are measured and `callgrind_control --dump` writes their count; that
+divided by N2 is the cost of a request without start-up and shutdown. (--two-runs: the method
+before session 12, two processes serving N1 and N2 and the difference of their totals; start-up
+whose length varies, like a clock's calibration, shows there as noise of up to ±500 per
+request.) Kernel time (system calls) is not counted: compare it with run.py's CPU time or
+`strace -c`.
 
-Usage: benches/compare/instructions.py [--erratum PATH] [--path /ok] [--n1 2000] [--n2 20000] [--peers]
+Usage: benches/compare/instructions.py [--erratum PATH] [--path /ok] [--n1 2000] [--n2 20000] [--peers] [--two-runs]
        [--erratum-arg=--FLAG=VALUE ...] [--header 'Name: value' ...] [--data FILE (POST it)]
 Needs valgrind (Debian package) besides what setup.sh installs. Loopback only; stops what it starts.
 """
