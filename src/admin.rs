@@ -175,8 +175,10 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
                 .collect();
             text(StatusCode::OK, "application/json", format!("{:#}\n", serde_json::Value::from(policies)))
         }
-        "/pages/preview" => preview::index(&state.table.load()),
-        "/pages/preview/page" => preview::page(&state.table.load(), req.uri().query().unwrap_or("")),
+        "/pages/preview" => preview::index(&state.table.load(), state.pages.as_ref()),
+        "/pages/preview/page" => {
+            preview::page(&state.table.load(), state.pages.as_ref(), req.uri().query().unwrap_or(""))
+        }
         "/pages" => {
             let pages = state.pages.as_ref().map(PageStore::states).unwrap_or_default();
             text(StatusCode::OK, "application/json", format!("{:#}\n", serde_json::json!(pages)))

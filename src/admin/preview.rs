@@ -1,17 +1,19 @@
 //! `GET /pages/preview`: every page users would see — erratum's built-in pages and, for each
 //! policy in effect, each rule's page in each of its formats (and its maintenance page) —
-//! rendered with sample request values, so a platform engineer sees them before they ship.
+//! rendered with sample request values (a page by path as pinned for a host), so a platform engineer sees them before they ship.
 //! `GET /pages/preview/page?…` serves one of them alone, with its content type (to open it
 //! in a tab, or to screenshot it).
 //!
 //! Data flow: the current routing table (resolved policies, pure) -> the same template
-//! rendering and built-in pages the proxy uses -> HTML. Read-only; nothing is fetched.
+//! rendering, built-in pages and pinned pages the proxy uses -> HTML. Read-only; nothing is
+//! fetched.
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
-use crate::proxy::intercept::builtin;
+use crate::proxy::intercept::{Pages, builtin};
+use crate::proxy::pages::PageStore;
 use crate::table::policy::{Format, PageBody, Rule};
 use crate::table::template::{Escape, Values, escape_into};
 use crate::table::{ResolvedPolicy, RoutingTable};
@@ -49,7 +51,13 @@ struct Shown {
     body: Result<Bytes, String>,
 }
 
-fn rule_pages(policy: &ResolvedPolicy, rule: &Rule, maintenance: bool, out: &mut Vec<Shown>) {
+fn rule_pages(
+    policy: &ResolvedPolicy,
+    rule: &Rule,
+    maintenance: bool,
+    pages: Option<&PageStore>,
+    out: &mut Vec<Shown>,
+) {
     let key = &policy.key;
     for code in &rule.codes {
         let original =
@@ -77,16 +85,25 @@ fn rule_pages(policy: &ResolvedPolicy, rule: &Rule, maintenance: bool, out: &mut
                 link: format!("policy={key}&code={code}&format={i}"),
                 status: served,
                 media: f.media.clone(),
-                body: render(f, original),
+                body: render(f, original, pages),
             });
         }
     }
 }
 
-fn render(f: &Format, status: u16) -> Result<Bytes, String> {
+/// A page's body for the sample request; a path page as pinned for the first host that has
+/// it (pages by path are fetched per host).
+fn render(f: &Format, status: u16, pages: Option<&PageStore>) -> Result<Bytes, String> {
     match &f.body {
         PageBody::Static(t) => Ok(t.render(&sample(status))),
-        PageBody::Path(p) => Err(format!("fetched from {p} on the request's host, per host, and pinned")),
+        PageBody::Path(p) => pages
+            .and_then(|store| {
+                let pinned = store.states().into_iter().find(|s| &s.path == p && s.bytes.is_some())?;
+                store.get(&pinned.host, p).map(|page| page.body)
+            })
+            .ok_or_else(|| {
+                format!("fetched from {p} on the request's host, per host, and pinned; not pinned yet")
+            }),
         PageBody::Backend(b) => Err(format!(
             "asked of {}:{} per request (ingress-nginx's error-backend protocol)",
             b.backend.service, b.backend.port
@@ -94,7 +111,7 @@ fn render(f: &Format, status: u16) -> Result<Bytes, String> {
     }
 }
 
-fn every_page(table: &RoutingTable) -> Vec<Shown> {
+fn every_page(table: &RoutingTable, pages: Option<&PageStore>) -> Vec<Shown> {
     let mut out: Vec<Shown> = BUILTIN
         .iter()
         .filter_map(|c| StatusCode::from_u16(*c).ok())
@@ -109,12 +126,12 @@ fn every_page(table: &RoutingTable) -> Vec<Shown> {
     for report in table.policy_reports() {
         let Some(policy) = &report.in_effect else { continue };
         for rule in &policy.rules {
-            rule_pages(policy, rule, false, &mut out);
+            rule_pages(policy, rule, false, pages, &mut out);
         }
         if let Some(m) = &policy.maintenance {
             let mut rule = m.rule.clone();
             rule.codes = vec!["maintenance".into()];
-            rule_pages(policy, &rule, true, &mut out);
+            rule_pages(policy, &rule, true, pages, &mut out);
         }
     }
     out
@@ -127,7 +144,7 @@ fn escaped(s: &[u8]) -> String {
 }
 
 /// `GET /pages/preview`.
-pub fn index(table: &RoutingTable) -> Response<Full<Bytes>> {
+pub fn index(table: &RoutingTable, pages: Option<&PageStore>) -> Response<Full<Bytes>> {
     let mut html = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>erratum: page preview</title>\
@@ -139,7 +156,7 @@ pub fn index(table: &RoutingTable) -> Response<Full<Bytes>> {
          <p class=\"note\">Each page as erratum renders it for a sample request \
          (<code>GET https://www.example.com/some/page?q=preview</code>, request id <code>3f2a9c1e-preview</code>).</p>\n",
     );
-    for s in every_page(table) {
+    for s in every_page(table, pages) {
         html.push_str(&format!(
             "<section><h2>{} → {} <small>{}</small> <a href=\"/pages/preview/page?{}\">open</a></h2>",
             escaped(s.title.as_bytes()),
@@ -164,10 +181,10 @@ pub fn index(table: &RoutingTable) -> Response<Full<Bytes>> {
 
 /// `GET /pages/preview/page?builtin=CODE` or `?policy=NS/NAME&code=CODE&format=N`: one page
 /// alone, with its content type.
-pub fn page(table: &RoutingTable, query: &str) -> Response<Full<Bytes>> {
+pub fn page(table: &RoutingTable, pages: Option<&PageStore>, query: &str) -> Response<Full<Bytes>> {
     let wanted = format!("?{query}");
     let link = |s: &Shown| format!("?{}", s.link);
-    let found = every_page(table).into_iter().find(|s| link(s) == wanted);
+    let found = every_page(table, pages).into_iter().find(|s| link(s) == wanted);
     match found {
         Some(Shown { body: Ok(body), media, .. }) => {
             let content_type =

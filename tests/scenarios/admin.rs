@@ -44,13 +44,14 @@ async fn health_readiness_metrics_and_table() {
 }
 
 /// `/pages/preview` shows what users will see: erratum's built-in pages and each policy's
-/// pages in each format (and its maintenance page), rendered for a sample request; each one
-/// opens alone with its content type.
+/// pages in each format (and its maintenance page), rendered for a sample request, a page by
+/// path as pinned; each one opens alone with its content type.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_preview_shows_every_page_in_every_format() {
     let o = origin().await;
     let spec = "errorResponses:\n- codes: ['5xx']\n  page:\n    formats:\n    - {contentType: text/html, inline: '<h1>Sorry from {{host}}</h1>'}\n    - {contentType: application/problem+json, inline: '{\"status\":{{status}},\"id\":\"{{request_id}}\"}'}\n- codes: ['404']\n  responseCode: 200\n  page: {path: /index.html}\nmaintenance: {enabled: false, page: {inline: '<p>Back soon</p>'}}\n";
     let h = Harness::start(&(storefront(o.addr) + &policy("shop", "branded", spec))).await;
+    h.wait_for_page("shop.example", "/index.html").await;
     let get = |path: &str| h.client.get(h.admin_url(path)).send();
     let r = get("/pages/preview").await.unwrap();
     assert_eq!(r.status(), 200);
@@ -61,7 +62,8 @@ async fn the_page_preview_shows_every_page_in_every_format() {
         "shop/branded · 5xx → 503 <small>text/html</small>",
         "shop/branded · 5xx → 503 <small>application/problem+json</small>",
         "shop/branded · 404 → 200",
-        "fetched from /index.html",
+        // The page by path, as pinned for shop.example (the demo origin's answer).
+        "hello from the erratum demo origin: /index.html",
         "shop/branded · maintenance → 503",
         // The HTML page, rendered and escaped into a sandboxed frame.
         "srcdoc=\"&lt;h1&gt;Sorry from www.example.com&lt;/h1&gt;\"",
@@ -78,7 +80,8 @@ async fn the_page_preview_shows_every_page_in_every_format() {
     assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
     assert!(r.text().await.unwrap().contains("<h1>404 Not Found</h1>"));
     let r = get("/pages/preview/page?policy=shop/branded&code=404&format=0").await.unwrap();
-    assert_eq!(r.status(), 404, "a path page is fetched per host, not here");
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().starts_with("hello from the erratum demo origin: /index.html"));
     assert_eq!(get("/pages/preview/page?builtin=999").await.unwrap().status(), 404);
     h.shutdown().await;
 }
