@@ -101,3 +101,18 @@ async fn maintenance_switches_on_and_off_under_load_with_no_failed_request() {
         "no 5xx counted: {metrics}"
     );
 }
+
+/// A maintenance switch covers what its policy covers: `match` narrows it to some paths, and
+/// the other routes of the Ingress keep answering from their backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_covers_only_what_the_policy_matches() {
+    let o = origin().await;
+    let spec = "targetRefs: [{name: storefront}]\nmatch: {paths: [{type: Prefix, value: /admin}]}\n\
+                maintenance: {enabled: true, responseCode: 503}\n";
+    let h = Harness::start(&(storefront(o.addr) + &policy("shop", "admin-down", spec))).await;
+    assert_eq!(h.status("shop.example", "/admin/users").await, 503);
+    assert_eq!(h.status("shop.example", "/admin").await, 503);
+    assert_eq!(h.status("shop.example", "/administrator").await, 200, "a prefix is a whole segment");
+    assert_eq!(h.status("shop.example", "/ok").await, 200);
+    h.shutdown().await;
+}
