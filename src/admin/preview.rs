@@ -18,20 +18,11 @@ use crate::table::policy::{Format, PageBody, Rule};
 use crate::table::template::{Escape, Values, escape_into};
 use crate::table::{ResolvedPolicy, RoutingTable};
 
+/// The sample request's id.
+const SAMPLE_ID: &str = Values::sample(0).request_id;
+
 /// The statuses the built-in pages are shown for.
 const BUILTIN: [u16; 8] = [400, 403, 404, 429, 500, 502, 503, 504];
-
-/// What the sample request looks like.
-fn sample(status: u16) -> Values<'static> {
-    Values {
-        status,
-        request_id: "3f2a9c1e-preview",
-        host: "www.example.com",
-        path: "/some/page",
-        scheme: "https",
-        query: Some("q=preview"),
-    }
-}
 
 /// A code key of a rule as a status to render (`4xx` and `5xx` as 404 and 503).
 fn status_of(code: &str) -> u16 {
@@ -67,7 +58,7 @@ fn rule_pages(
             let body = builtin(
                 StatusCode::from_u16(served).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                 None,
-                "3f2a9c1e-preview",
+                SAMPLE_ID,
             )
             .body;
             out.push(Shown {
@@ -95,7 +86,7 @@ fn rule_pages(
 /// it (pages by path are fetched per host).
 fn render(f: &Format, status: u16, pages: Option<&PageStore>) -> Result<Bytes, String> {
     match &f.body {
-        PageBody::Static(t) => Ok(t.render(&sample(status))),
+        PageBody::Static(t) => Ok(t.render(&Values::sample(status))),
         PageBody::Path(p) => pages
             .and_then(|store| {
                 let pinned = store.states().into_iter().find(|s| &s.path == p && s.bytes.is_some())?;
@@ -120,7 +111,7 @@ fn every_page(table: &RoutingTable, pages: Option<&PageStore>) -> Vec<Shown> {
             link: format!("builtin={}", s.as_u16()),
             status: s.as_u16(),
             media: "text/html".into(),
-            body: Ok(builtin(s, None, "3f2a9c1e-preview").body),
+            body: Ok(builtin(s, None, SAMPLE_ID).body),
         })
         .collect();
     for report in table.policy_reports() {

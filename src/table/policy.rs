@@ -474,16 +474,7 @@ fn resolve_rule(
     p: &mut Problems,
 ) -> Option<Rule> {
     let before = p.invalid.len() + p.refs.len();
-    let response_code = match r.response_code {
-        None => None,
-        Some(c) => match StatusCode::from_u16(c) {
-            Ok(s) if (200..=599).contains(&c) => Some(s),
-            _ => {
-                p.invalid.push(format!("{at}.responseCode: {c} is not between 200 and 599"));
-                None
-            }
-        },
-    };
+    let response_code = r.response_code.and_then(|c| response_code(c, at, p));
     for (name, v) in [
         ("errorCachingMinTTLSeconds", r.error_caching_min_ttl_seconds),
         ("errorCachingMaxTTLSeconds", r.error_caching_max_ttl_seconds),
@@ -563,19 +554,23 @@ fn resolve_rule(
     })
 }
 
+/// A `responseCode` (of a rule or of the maintenance switch at `at`): 200 to 599.
+fn response_code(c: u16, at: &str, p: &mut Problems) -> Option<StatusCode> {
+    match StatusCode::from_u16(c) {
+        Ok(s) if (200..=599).contains(&c) => Some(s),
+        _ => {
+            p.invalid.push(format!("{at}.responseCode: {c} is not between 200 and 599"));
+            None
+        }
+    }
+}
+
 /// A `setHeaders` value: its literal text must be a header value, its variables known.
 fn header_setting(v: &str) -> Result<HeaderSetting, String> {
     let template = Template::parse(v, Escape::Header).map_err(|e| format!("template: {e}"))?;
     // Percent-encoded values cannot add anything a header value refuses: the literal text
     // decides (checked with a sample of every variable).
-    let sample = template.render(&super::template::Values {
-        status: 503,
-        request_id: "id",
-        host: "h",
-        path: "/",
-        scheme: "https",
-        query: Some("q"),
-    });
+    let sample = template.render(&super::template::Values::sample(503));
     let value = HeaderValue::from_maybe_shared(sample)
         .map_err(|_| format!("{v:?} is not a header value (no CR, LF or control characters)"))?;
     Ok(if template.is_fixed() { HeaderSetting::Fixed(value) } else { HeaderSetting::Template(template) })

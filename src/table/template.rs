@@ -111,6 +111,21 @@ pub struct Values<'a> {
     pub query: Option<&'a str>,
 }
 
+impl Values<'static> {
+    /// A sample request, `GET https://www.example.com/some/page?q=preview`: what the admin's
+    /// page preview renders, and what a header template is checked with at build.
+    pub const fn sample(status: u16) -> Self {
+        Values {
+            status,
+            request_id: "3f2a9c1e-preview",
+            host: "www.example.com",
+            path: "/some/page",
+            scheme: "https",
+            query: Some("q=preview"),
+        }
+    }
+}
+
 impl Template {
     /// Parses `text`; values are escaped with `escape` when rendered.
     pub fn parse(text: &str, escape: Escape) -> Result<Self, TemplateError> {

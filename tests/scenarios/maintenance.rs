@@ -28,28 +28,17 @@ async fn maintenance_switches_on_and_off_under_load_with_no_failed_request() {
         h.write_and_wait("maintenance.yaml", &planned(true, "cookies: [{name: team, value: yes-please}]"))
             .await;
         let hits = o.hits();
-        let r = h
-            .client
-            .get(h.url("/ok"))
-            .header("host", "shop.example")
-            .header("accept", "text/html")
-            .send()
-            .await
-            .unwrap();
+        let ask = |accept: &'static str| {
+            h.client.get(h.url("/ok")).header("host", "shop.example").header("accept", accept).send()
+        };
+        let r = ask("text/html").await.unwrap();
         assert_eq!(r.status(), 503, "round {round}");
         assert_eq!(r.headers()["retry-after"], "1800");
         assert_eq!(r.headers()["cache-control"], "no-store");
         assert!(r.headers().get("x-request-id").is_some());
         let body = r.text().await.unwrap();
         assert!(body.contains("shop.example is being upgraded"), "{body}");
-        let r = h
-            .client
-            .get(h.url("/ok"))
-            .header("host", "shop.example")
-            .header("accept", "application/json")
-            .send()
-            .await
-            .unwrap();
+        let r = ask("application/json").await.unwrap();
         let problem: serde_json::Value = r.json().await.unwrap();
         assert_eq!(problem["title"], "Planned maintenance");
 

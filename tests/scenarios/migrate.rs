@@ -19,16 +19,19 @@ fn migrate(args: &[&str]) -> (i32, String, String) {
 /// Ingress each annotation supported / differs (which) / unsupported (why) / invalid (what),
 /// the host whose plain paths became regexes, the ConfigMap's keys, a summary; exit 1 because
 /// something is unsupported.
+/// The folder of Ingresses with the ingress-nginx ConfigMap, class `nginx`.
+const FOLDER: [&str; 6] = [
+    "--manifests",
+    "tests/migrate/ingresses",
+    "--configmap",
+    "tests/migrate/configmap.yaml",
+    "--ingress-class",
+    "nginx",
+];
+
 #[test]
 fn migrate_reports_every_annotation_of_a_folder() {
-    let (code, stdout, stderr) = migrate(&[
-        "--manifests",
-        "tests/migrate/ingresses",
-        "--configmap",
-        "tests/migrate/configmap.yaml",
-        "--ingress-class",
-        "nginx",
-    ]);
+    let (code, stdout, stderr) = migrate(&FOLDER);
     let expected = std::fs::read_to_string("tests/migrate/expected.txt").unwrap();
     assert_eq!(stdout, expected, "{stderr}");
     assert_eq!(code, 1, "unsupported annotations fail the default --fail-on");
@@ -70,16 +73,7 @@ fn migrate_writes_the_error_pages_as_policies() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("policies");
     let out_s = out.to_str().unwrap();
-    let args = [
-        "--manifests",
-        "tests/migrate/ingresses",
-        "--configmap",
-        "tests/migrate/configmap.yaml",
-        "--ingress-class",
-        "nginx",
-        "--write-policies",
-        out_s,
-    ];
+    let args = [&FOLDER[..], &["--write-policies", out_s]].concat();
     let (code, stdout, stderr) = migrate(&args);
     assert_eq!(code, 1, "the same exit code as the report alone: {stderr}");
     let section: Vec<&str> = stdout.lines().skip_while(|l| *l != "ErrorPagePolicies").collect();

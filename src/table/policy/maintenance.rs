@@ -64,16 +64,10 @@ pub(super) fn resolve(
 ) -> Option<Maintenance> {
     let before = p.invalid.len() + p.refs.len();
     let at = "maintenance";
-    let status = match m.response_code {
-        None => StatusCode::SERVICE_UNAVAILABLE,
-        Some(c) => match StatusCode::from_u16(c) {
-            Ok(s) if (200..=599).contains(&c) => s,
-            _ => {
-                p.invalid.push(format!("{at}.responseCode: {c} is not between 200 and 599"));
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-        },
-    };
+    let status = m
+        .response_code
+        .and_then(|c| super::response_code(c, at, p))
+        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     let page = m
         .page
         .as_ref()
