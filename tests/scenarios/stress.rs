@@ -81,6 +81,9 @@ async fn a_hundred_changes_a_second_fail_no_request_and_free_old_tables() {
         ]
         .concat()
     };
+    // The churn's last writes may still be reloading: wait for them first, so the next table
+    // is the one built from this write.
+    h.settle().await;
     h.write_and_wait("churn.yaml", &good("final")).await;
     let body = h.get("h.example", "/missing/x").await.text().await.unwrap();
     assert_eq!(body, "version final");

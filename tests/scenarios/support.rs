@@ -144,6 +144,21 @@ impl Harness {
         self.running().table().load().generation()
     }
 
+    /// Waits until no table has been published for a while (twice the reload debounce), so a
+    /// reload of earlier writes still in flight cannot be mistaken for the next write's.
+    pub async fn settle(&self) {
+        let quiet = erratum::source::files::RELOAD_DEBOUNCE * 2 + Duration::from_millis(100);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let seen = self.generation();
+            tokio::time::sleep(quiet).await;
+            if self.generation() == seen {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "tables kept coming for 15 s");
+        }
+    }
+
     /// Writes a manifest file and waits until a newer table than the current one is published.
     pub async fn write_and_wait(&self, file: &str, content: &str) {
         let before = self.generation();
