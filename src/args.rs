@@ -162,6 +162,10 @@ pub struct TuningArgs {
     /// Bound of the error cache in bytes (0 turns it off).
     #[arg(long, env = "ERRATUM_ERROR_CACHE_MAX_BYTES", default_value_t = crate::proxy::cache::DEFAULT_MAX_BYTES)]
     pub error_cache_max_bytes: u64,
+    /// Bound of the kept copies of good responses that ErrorPagePolicies with
+    /// `staleIfError` serve when a backend fails, in bytes (0 turns serving stale off).
+    #[arg(long, env = "ERRATUM_STALE_CACHE_MAX_BYTES", default_value_t = crate::proxy::stale::DEFAULT_MAX_BYTES)]
+    pub stale_cache_max_bytes: u64,
     /// Worker threads (default: one per CPU).
     #[arg(long, env = "ERRATUM_WORKERS")]
     pub workers: Option<usize>,
@@ -460,6 +464,7 @@ impl RunArgs {
             proxy,
             drain_timeout: self.tuning.shutdown_drain,
             error_cache_max_bytes: self.tuning.error_cache_max_bytes,
+            stale_cache_max_bytes: self.tuning.stale_cache_max_bytes,
             clock: std::sync::Arc::new(crate::proxy::cache::SystemClock),
         })
     }

@@ -119,6 +119,24 @@ pub struct ProxyMetrics {
     /// Retries, ejections (`erratum_upstream_retries_total{reason}` and the others of
     /// [`crate::proxy::balance::Metrics`]).
     pub balance: crate::proxy::balance::Metrics,
+    /// Serve stale on error (`spec.staleIfError`).
+    pub stale: StaleMetrics,
+}
+
+/// Serve-stale-on-error metrics.
+#[derive(Clone, Debug)]
+pub struct StaleMetrics {
+    /// `erratum_stale_responses_total{namespace,policy,outcome}`: backend failures on routes
+    /// that serve stale copies, by what happened: `served` (the copy answered; a 304 when the
+    /// client's validators matched it), `expired` (a copy past its allowed staleness),
+    /// `missing` (no copy for the request).
+    pub responses: IntCounterVec,
+    /// `erratum_stale_copies_stored_total`: good responses kept (or refreshed) as copies.
+    pub stored: IntCounter,
+    /// `erratum_stale_cache_bytes`.
+    pub bytes: IntGauge,
+    /// `erratum_stale_cache_entries`: keys (host, path and query) with copies.
+    pub entries: IntGauge,
 }
 
 impl ProxyMetrics {
@@ -176,6 +194,36 @@ impl ProxyMetrics {
                     "Access-log lines dropped because the writer fell behind",
                 )?,
             )?,
+            stale: StaleMetrics {
+                responses: register(
+                    r,
+                    IntCounterVec::new(
+                        Opts::new(
+                            "erratum_stale_responses_total",
+                            "Backend failures on routes that serve stale copies: served from the copy, copy expired, or no copy",
+                        ),
+                        &["namespace", "policy", "outcome"],
+                    )?,
+                )?,
+                stored: register(
+                    r,
+                    IntCounter::new(
+                        "erratum_stale_copies_stored_total",
+                        "Good responses kept as copies to serve when their backend fails",
+                    )?,
+                )?,
+                bytes: register(
+                    r,
+                    IntGauge::new("erratum_stale_cache_bytes", "Bytes held by stale copies")?,
+                )?,
+                entries: register(
+                    r,
+                    IntGauge::new(
+                        "erratum_stale_cache_entries",
+                        "Keys (host, path and query) with stale copies",
+                    )?,
+                )?,
+            },
             balance: crate::proxy::balance::Metrics {
                 retries: register(
                     r,

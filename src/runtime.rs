@@ -46,6 +46,8 @@ pub struct RunConfig {
     pub drain_timeout: Duration,
     /// `--error-cache-max-bytes`; 0 turns the error cache off.
     pub error_cache_max_bytes: u64,
+    /// `--stale-cache-max-bytes`; 0 turns serving stale off.
+    pub stale_cache_max_bytes: u64,
     /// The error cache's clock (tests inject a manual one).
     pub clock: Arc<dyn Clock>,
 }
@@ -64,6 +66,7 @@ impl RunConfig {
             proxy: ProxyConfig::default(),
             drain_timeout: Duration::from_secs(5),
             error_cache_max_bytes: DEFAULT_MAX_BYTES,
+            stale_cache_max_bytes: proxy::stale::DEFAULT_MAX_BYTES,
             clock: Arc::new(SystemClock),
         }
     }
@@ -211,6 +214,16 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
     if let Some(cache) = &cache {
         cache.spawn_maintenance(reader.clone(), stop_admin.clone());
     }
+    let stale = (config.stale_cache_max_bytes > 0).then(|| {
+        proxy::stale::StaleStore::new(
+            config.stale_cache_max_bytes,
+            config.clock.clone(),
+            metrics.proxy.stale.clone(),
+        )
+    });
+    if let Some(stale) = &stale {
+        stale.spawn_maintenance(stop_admin.clone());
+    }
     let access_log = match &config.proxy.access_log {
         Some(target) => {
             Some(proxy::access_log::AccessLog::open(target, metrics.proxy.access_log_dropped.clone())?)
@@ -225,7 +238,8 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
             cache.clone(),
             stop_admin.clone(),
         )
-        .with_access_log(access_log),
+        .with_access_log(access_log)
+        .with_stale(stale),
     );
     let draining = Arc::new(AtomicBool::new(false));
 

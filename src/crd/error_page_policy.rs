@@ -69,6 +69,29 @@ pub struct ErrorPagePolicySpec {
     /// requests `bypass` lets through. `kubectl patch` turns it on and off; no request fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<Maintenance>,
+
+    /// Serve stale on error (RFC 5861 `stale-if-error`; nginx `proxy_cache_use_stale`): erratum
+    /// keeps the last good response of each GET on the routes the policy covers and, when the
+    /// backend fails (connect error, timeout, reset, no ready endpoint, or a listed 5xx),
+    /// answers with that copy instead of the error. In `Enforce` mode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_if_error: Option<StaleIfError>,
+}
+
+/// `spec.staleIfError`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StaleIfError {
+    /// How long past its freshness lifetime (`s-maxage`, `max-age`, `Expires`; none: 0) a
+    /// copy may be served. The origin's own `Cache-Control: stale-if-error=N` wins.
+    #[schemars(range(min = 1, max = 31_536_000))]
+    pub max_stale_seconds: u32,
+    /// Backend statuses answered with the copy: 5xx codes or the class `5xx` (default: 500,
+    /// 502, 503, 504, as RFC 5861 and nginx's `http_50x`). Connect errors, timeouts, resets
+    /// and no ready endpoint always are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), inner(regex(pattern = r"^(5[0-9][0-9]|5xx)$")))]
+    pub codes: Vec<String>,
 }
 
 /// `spec.maintenance`.

@@ -150,7 +150,8 @@ pub struct Facts {
     pub action: &'static str,
     /// The policy that acted (`namespace/name`).
     pub policy: Option<String>,
-    /// `hit` (from the error cache), `miss` (stored by this request) or `bypass`.
+    /// `hit` (from the error cache), `miss` (stored by this request), `stale` (a kept copy
+    /// answered a failure) or `bypass`.
     pub cache: &'static str,
     /// The request id in effect.
     pub request_id: String,

@@ -42,6 +42,11 @@ impl Proxy {
     ) -> (Response<Body>, Option<Arc<CachedError>>) {
         let route = ctx.route;
         let settings = &route.upstream;
+        // `spec.staleIfError`: the request's copy, found before the request is sent away.
+        let stale = match &route.stale {
+            Some(on) => self.stale_ask(on, &req, ctx),
+            None => None,
+        };
         let picked = match route.protocol.as_ref().and_then(|p| p.broken.as_deref()) {
             // The route's TLS settings do not load: nothing is sent in plaintext instead.
             Some(why) => Err(why),
@@ -65,6 +70,9 @@ impl Proxy {
                     _ => reason.to_string(),
                 };
                 let err = ProxyError::NoEndpoints { service: ctx.backend.service.to_string(), reason };
+                if let Some(resp) = stale.as_deref().and_then(|a| self.stale_answer(a, ctx, Err(&err))) {
+                    return (resp, None);
+                }
                 return (self.fail(&err, &ctx.scope), None);
             }
         };
@@ -202,10 +210,17 @@ impl Proxy {
         let mut resp = match result {
             None => {
                 let err = ProxyError::UpstreamTimeout { upstream: authority.to_string(), after: timeout };
+                if let Some(resp) = stale.as_deref().and_then(|a| self.stale_answer(a, ctx, Err(&err))) {
+                    return (resp, None);
+                }
                 return Box::pin(self.proxy_error(err, ctx, cacheable)).await;
             }
             Some(Err(e)) => {
                 let err = upstream::classify(&e, authority.as_str(), route.edge.max_body_bytes);
+                if let Some(mut resp) = stale.as_deref().and_then(|a| self.stale_answer(a, ctx, Err(&err))) {
+                    self.log_upstream(&mut resp, authority.as_str());
+                    return (resp, None);
+                }
                 let too_large = matches!(err, ProxyError::BodyTooLarge { .. });
                 let (mut resp, entry) = Box::pin(self.proxy_error(err, ctx, cacheable)).await;
                 if too_large {
@@ -241,6 +256,16 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         // Between two pieces of the body the upstream gets the same time as for its head.
         let mut body: Body = upstream::IdleTimeout::new(body, timeout).boxed();
+        if let Some(ask) = stale {
+            if ask.serves_for(upstream_status)
+                && let Some(mut resp) = self.stale_answer(&ask, ctx, Ok(upstream_status))
+            {
+                super::respond::drain(body);
+                self.log_upstream(&mut resp, authority.as_str());
+                return (resp, None);
+            }
+            body = self.keep_good(ask, &parts, body);
+        }
         if let Some(cacheable) = cacheable
             && upstream_status.as_u16() >= 400
             && let Some(ttl) = self.keep_for(&parts, ctx, cacheable)

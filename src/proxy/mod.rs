@@ -26,6 +26,7 @@
 //! - [`respond`]: applies [`intercept::decide`]'s [`Decision`](intercept::Decision), counts;
 //! - [`intercept`]: `decide()`, pure: the one decision behind every error status;
 //! - [`cache`], [`ttl`]: the error-cache store and its TTL rules;
+//! - [`stale`]: serve stale on error, the kept copies of good responses;
 //! - [`upstream`]: connection pools to endpoints; [`pages`]: fetched error pages; [`tls`].
 //!
 //! The proxy sees only the [`table`](crate::table) (one atomic load per request); it never
@@ -48,6 +49,7 @@ pub mod listener;
 pub mod pages;
 pub mod proxy_protocol;
 pub mod respond;
+pub mod stale;
 pub mod tls;
 pub mod ttl;
 pub mod upstream;
@@ -85,6 +87,8 @@ pub struct Proxy {
     config: ProxyConfig,
     pages: PageStore,
     cache: Option<ErrorCache>,
+    /// Kept copies of good responses (`spec.staleIfError`), unless `--stale-cache-max-bytes 0`.
+    stale: Option<stale::StaleStore>,
     /// The current table with the proxy's own state for it (kept out of the table).
     views: respond::Views,
     /// `--access-log`, when on.
@@ -119,6 +123,7 @@ impl Proxy {
             config,
             pages,
             cache,
+            stale: None,
             views,
             access_log: None,
             https_port,
@@ -135,6 +140,12 @@ impl Proxy {
     /// The same, writing an access log line per request to `log`.
     pub fn with_access_log(mut self, log: Option<access_log::AccessLog>) -> Self {
         self.access_log = log;
+        self
+    }
+
+    /// The same, with a store of stale copies (`spec.staleIfError` does nothing without one).
+    pub fn with_stale(mut self, store: Option<stale::StaleStore>) -> Self {
+        self.stale = store;
         self
     }
 

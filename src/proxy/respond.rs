@@ -50,6 +50,18 @@ pub enum Answer<'a> {
     Redirect(StatusCode, &'a HeaderValue),
     /// erratum answers a CORS preflight itself: 204.
     Preflight,
+    /// The backend failed and a kept copy answers (`spec.staleIfError`): its 200, or a 304
+    /// when the client's validators match it.
+    Stale {
+        /// The copy.
+        copy: &'a super::stale::StaleCopy,
+        /// Answered with 304.
+        not_modified: bool,
+        /// Its current age in seconds (`Age`).
+        age: u64,
+        /// The backend's status, when it answered (the request's upstream status class).
+        upstream: Option<StatusCode>,
+    },
 }
 
 /// The request an answer is for.
@@ -84,12 +96,17 @@ impl Proxy {
             }
             Answer::Redirect(status, location) => Outcome::Redirect { status: *status, location },
             Answer::Preflight => Outcome::Preflight,
+            Answer::Stale { copy, not_modified, .. } => {
+                let (status, headers) = super::stale::head_of(copy, *not_modified);
+                Outcome::Upstream { status, headers }
+            }
         };
         let decision = intercept::decide(scope.policies, scope.info, outcome, &self.pages);
         // What the access log says the decision did; nothing when the log is off.
         let logged = self.access_log.is_some().then(|| match (&answer, &decision) {
             (Answer::Redirect(..), _) => ("redirected", None),
             (Answer::Preflight, _) => ("preflight", None),
+            (Answer::Stale { .. }, _) => ("stale", None),
             (_, Decision::PassThrough) => ("passed", None),
             (_, Decision::Report(a)) => ("report-only", Some(a.policy.key.to_string())),
             (_, Decision::Rewrite { applied, .. }) => ("rewritten", Some(applied.policy.key.to_string())),
@@ -100,6 +117,7 @@ impl Proxy {
         let upstream = match &answer {
             Answer::Upstream(parts, _) => Some(parts.status),
             Answer::Cached { entry, .. } => entry.proxy_error.is_none().then_some(entry.status),
+            Answer::Stale { upstream, .. } => *upstream,
             Answer::Failed(_) | Answer::Redirect(..) | Answer::Preflight => None,
         };
         let cached = match &answer {
@@ -164,6 +182,9 @@ impl Proxy {
                 intercept::builtin(StatusCode::NO_CONTENT, None, scope.info.request_id),
                 scope.request_id,
             ),
+            Answer::Stale { copy, not_modified, age, .. } => {
+                super::stale::response_of(copy, not_modified, age)
+            }
         };
         if let Some((status, headers)) = rewrite {
             *resp.status_mut() = status;
@@ -194,10 +215,11 @@ impl Proxy {
                 upstream: None,
                 action,
                 policy,
-                cache: match cached {
-                    Some((_, true)) => "hit",
-                    Some((_, false)) => "miss",
-                    None => "bypass",
+                cache: match (cached, action) {
+                    (Some((_, true)), _) => "hit",
+                    (Some((_, false)), _) => "miss",
+                    (None, "stale") => "stale",
+                    (None, _) => "bypass",
                 },
                 request_id: scope.request_id.to_str().unwrap_or("").to_string(),
             });

@@ -17,6 +17,18 @@ pub struct Directives {
     pub max_age: Option<u64>,
     /// `no-store`, `no-cache` or `private`: the header gives no TTL (rule 17).
     pub forbids: bool,
+    /// `no-store`.
+    pub no_store: bool,
+    /// `private` (with or without field names: a shared cache stores neither).
+    pub private: bool,
+    /// `no-cache` without field names.
+    pub no_cache: bool,
+    /// `public`.
+    pub public: bool,
+    /// `must-revalidate` or `proxy-revalidate`.
+    pub revalidate: bool,
+    /// `stale-if-error=N` (RFC 5861).
+    pub stale_if_error: Option<u64>,
 }
 
 /// Parses every `Cache-Control` header. Unknown directives are ignored; a malformed number
@@ -34,7 +46,13 @@ pub fn directives(headers: &HeaderMap) -> Directives {
             match name.to_ascii_lowercase().as_str() {
                 "s-maxage" => d.s_maxage = d.s_maxage.or_else(seconds),
                 "max-age" => d.max_age = d.max_age.or_else(seconds),
-                "no-store" | "no-cache" | "private" => d.forbids = true,
+                "no-store" => (d.no_store, d.forbids) = (true, true),
+                "private" => (d.private, d.forbids) = (true, true),
+                // `no-cache="field"` only asks to revalidate those fields (rule 17 reads both).
+                "no-cache" => (d.no_cache, d.forbids) = (d.no_cache || arg.is_none(), true),
+                "public" => d.public = true,
+                "must-revalidate" | "proxy-revalidate" => d.revalidate = true,
+                "stale-if-error" => d.stale_if_error = d.stale_if_error.or_else(seconds),
                 _ => {}
             }
         }
@@ -43,7 +61,7 @@ pub fn directives(headers: &HeaderMap) -> Directives {
 }
 
 /// Seconds an `Expires` header leaves, relative to the origin's `Date` (or `now`).
-fn expires_in(headers: &HeaderMap, now: SystemTime) -> Option<u64> {
+pub(super) fn expires_in(headers: &HeaderMap, now: SystemTime) -> Option<u64> {
     let expires = httpdate::parse_http_date(headers.get(header::EXPIRES)?.to_str().ok()?).ok()?;
     let date = headers
         .get(header::DATE)

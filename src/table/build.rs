@@ -93,6 +93,7 @@ impl RoutingTable {
                 kind: PathKind::Prefix,
                 backend,
                 maintenance: super::maintenance_of(&policies),
+                stale: super::stale_of(&policies),
                 policies,
                 ingress_slot: None,
                 edge: Edge::defaults(&config.edge),
@@ -291,6 +292,7 @@ impl Builder<'_> {
                     backend,
                     policies: policies.clone(),
                     maintenance: super::maintenance_of(&policies),
+                    stale: super::stale_of(&policies),
                     ingress_slot: Some(slot),
                     // Serves many hosts: only a forced redirect applies.
                     edge: Edge::resolve(annotated, defaults, false),
@@ -350,6 +352,7 @@ impl Builder<'_> {
                     backend,
                     policies: policies.clone(),
                     maintenance: super::maintenance_of(&policies),
+                    stale: super::stale_of(&policies),
                     ingress_slot: Some(slot),
                     edge,
                     upstream,

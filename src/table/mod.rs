@@ -176,6 +176,10 @@ pub struct Route {
     /// The policies of [`Route::policies`] whose maintenance is on, in precedence order;
     /// `None` for every other route (one branch per request).
     pub maintenance: Option<Policies>,
+    /// The policies of [`Route::policies`] that serve stale copies on error (Enforce mode,
+    /// `spec.staleIfError`), in precedence order; `None` for every other route: nothing is
+    /// kept or looked up for them.
+    pub stale: Option<Policies>,
 }
 
 /// What `/table` shows of an Ingress's edge settings (the effective values, after its
@@ -202,6 +206,13 @@ pub struct IngressEdgeView {
 pub(crate) fn maintenance_of(policies: &Policies) -> Option<Policies> {
     let on: Vec<Arc<ResolvedPolicy>> =
         policies.iter().filter(|p| p.maintenance.as_ref().is_some_and(|m| m.enabled)).cloned().collect();
+    (!on.is_empty()).then(|| on.into())
+}
+
+/// The policies among `policies` that serve stale copies on error (`Route::stale`).
+pub(crate) fn stale_of(policies: &Policies) -> Option<Policies> {
+    let on: Vec<Arc<ResolvedPolicy>> =
+        policies.iter().filter(|p| p.mode == Mode::Enforce && p.stale_if_error.is_some()).cloned().collect();
     (!on.is_empty()).then(|| on.into())
 }
 

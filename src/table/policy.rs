@@ -20,10 +20,12 @@ mod effective;
 pub mod error_backend;
 mod maintenance;
 mod page;
+mod stale;
 
 pub use effective::{cacheability, effective_rules};
 
 pub use maintenance::Maintenance;
+pub use stale::StaleIfError;
 
 pub use page::{Backends, rebind};
 
@@ -226,6 +228,8 @@ pub struct ResolvedPolicy {
     pub fingerprint: u64,
     /// `spec.maintenance`, on or off.
     pub maintenance: Option<Arc<Maintenance>>,
+    /// `spec.staleIfError`.
+    pub stale_if_error: Option<StaleIfError>,
     hosts: Vec<HostPattern>,
     paths: Vec<(PathKind, String)>,
     /// Exact codes to their rule (a B-tree: a handful of small keys, looked up on every
@@ -429,6 +433,7 @@ pub fn resolve(
         .as_ref()
         .and_then(|m| maintenance::resolve(index, &key.namespace, m, backends, &mut p))
         .map(Arc::new);
+    let stale_if_error = spec.stale_if_error.as_ref().and_then(|s| stale::resolve(s, &mut p));
 
     if !p.is_empty() {
         return Err(p);
@@ -457,6 +462,7 @@ pub fn resolve(
         rules,
         targets,
         maintenance,
+        stale_if_error,
         hosts,
         paths,
         by_code,

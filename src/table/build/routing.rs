@@ -32,6 +32,7 @@ fn copy_of(r: &Route) -> Route {
         affinity: r.affinity.clone(),
         auth: r.auth.clone(),
         maintenance: r.maintenance.clone(),
+        stale: r.stale.clone(),
     }
 }
 use crate::table::annotations::routing::{IngressRouting, RegexPaths, Rewrite};

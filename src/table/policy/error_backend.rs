@@ -73,6 +73,7 @@ pub fn implicit_policy(ingress: &ObjectKey, codes: &[u16], backend: Arc<ErrorBac
         rules: vec![rule],
         targets: vec![ingress.name.clone()],
         maintenance: None,
+        stale_if_error: None,
         fingerprint,
         hosts: Vec::new(),
         paths: Vec::new(),
