@@ -16,8 +16,8 @@
 //! every answer is one status, or comes late; one endpoint of several misbehaves this way.
 //!
 //! Query parameters on any path: `delay_ms=N` waits first; `set-header=Name:Value` (repeatable)
-//! adds a response header; `pad=N` appends N bytes to the body; `status=N` sets the status of
-//! any answer (e.g. `/echo?status=404`).
+//! adds a response header; `etag=V` adds `ETag: "V"`; `pad=N` appends N bytes to the body;
+//! `status=N` sets the status of any answer (e.g. `/echo?status=404`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -212,7 +212,14 @@ async fn answer(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Res
             "status" => {
                 status_override = value.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok())
             }
+            // `etag=v1`: a strong validator `"v1"` (a quoted value does not survive a URL).
+            "etag" => {
+                if let Ok(v) = HeaderValue::from_str(&format!("\"{value}\"")) {
+                    extra_headers.push((header::ETAG, v));
+                }
+            }
             "set-header" => {
+                let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
                 if let Some((name, value)) = value.split_once(':')
                     && let (Ok(n), Ok(v)) =
                         (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value))

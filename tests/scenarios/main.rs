@@ -32,6 +32,7 @@ mod reload;
 mod routing;
 mod screenshots;
 mod shutdown;
+mod stale;
 mod stress;
 mod tls;
 mod upstream_protocols;
