@@ -48,7 +48,7 @@ pub struct RunConfig {
     pub error_cache_max_bytes: u64,
     /// `--stale-cache-max-bytes`; 0 turns serving stale off.
     pub stale_cache_max_bytes: u64,
-    /// The error cache's clock (tests inject a manual one).
+    /// The clock of the error cache and the stale copies (tests inject a manual one).
     pub clock: Arc<dyn Clock>,
 }
 
