@@ -70,6 +70,9 @@ BENCH_INGRESSES = [
     ("basic", "basic.bench", {"auth-type": "basic", "auth-secret": "users"}),
     ("plain", "plain.bench", {}),
     ("maintenance", "maint.bench", {}),
+    # A route whose policy keeps copies to serve stale on error (`staleIfError`): pass-through
+    # with the feature on, beside plain.bench with it off.
+    ("stale", "stale.bench", {}),
     ("canary-main", "canary.bench", {}),
     ("canary", "canary.bench", {"canary": "true", "canary-by-header": "X-Canary", "canary-weight": "0"}),
     ("rewrite", "rewrite.bench", {"rewrite-target": "/$1"},
@@ -216,6 +219,13 @@ spec:
     retryAfterSeconds: 600
     bypass: {{headers: [{{name: X-Bypass, value: "yes"}}]}}
     page: {{inline: {PAGE.strip()!r}, contentType: text/html}}
+---
+apiVersion: erratum.dev/v1alpha1
+kind: ErrorPagePolicy
+metadata: {{name: stale, namespace: bench}}
+spec:
+  targetRefs: [{{name: stale}}]
+  staleIfError: {{maxStaleSeconds: 600}}
 ---
 """ + "".join(bench_ingress(*i) for i in BENCH_INGRESSES))
 
