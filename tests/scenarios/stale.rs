@@ -34,6 +34,9 @@ async fn get(h: &Harness, path: &str, fields: &[(&str, &str)]) -> reqwest::Respo
     req.send().await.unwrap()
 }
 
+/// Request fields of a case.
+type Fields = &'static [(&'static str, &'static str)];
+
 const STALE: &str = "StaleHit from erratum";
 
 fn x_cache(r: &reqwest::Response) -> &str {
@@ -139,7 +142,8 @@ async fn the_last_good_copy_answers_each_kind_of_failure_until_its_limit() {
 async fn only_what_a_shared_cache_may_reuse_is_served_stale() {
     let (h, o, _clock) = stale_shop().await;
     // Asked once while the origin is well, then again while it fails with 503.
-    let cases: [(&str, &[(&str, &str)], &[(&str, &str)], bool); 7] = [
+    // (path, the first request's fields, the second's, served stale)
+    let cases: [(&str, Fields, Fields, bool); 7] = [
         ("/plain", &[], &[], true),
         ("/nostore?set-header=cache-control:no-store", &[], &[], false),
         ("/private?set-header=cache-control:private,max-age=60", &[], &[], false),
