@@ -264,7 +264,7 @@ impl Proxy {
                 self.log_upstream(&mut resp, authority.as_str());
                 return (resp, None);
             }
-            body = self.keep_good(ask, &parts, body);
+            body = self.keep_good(ask, ctx, &parts, body);
         }
         if let Some(cacheable) = cacheable
             && upstream_status.as_u16() >= 400

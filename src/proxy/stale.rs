@@ -48,10 +48,18 @@ const REFRESH_EVERY: Duration = Duration::from_secs(1);
 const ENTRY_OVERHEAD: usize = 512;
 
 /// A URL whose good responses are kept: the host and the path and query as requested.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct StaleKey {
-    host: String,
-    path_and_query: String,
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Url {
+    host: Box<str>,
+    path_and_query: Box<str>,
+}
+
+/// The copies of one URL. The store is keyed by the URL's hash, so that a request finds its
+/// copy without building a key; the URL itself is compared on reading.
+#[derive(Debug)]
+struct Kept {
+    url: Url,
+    copies: Box<[Arc<StaleCopy>]>,
 }
 
 /// A kept response.
@@ -84,12 +92,13 @@ impl StaleCopy {
     }
 }
 
-type Variants = Arc<[Arc<StaleCopy>]>;
+type Variants = Arc<Kept>;
 
 /// The kept copies.
 #[derive(Clone)]
 pub struct StaleStore {
-    copies: moka::sync::Cache<StaleKey, Variants>,
+    copies: moka::sync::Cache<u64, Variants>,
+    hasher: foldhash::fast::RandomState,
     clock: Arc<dyn Clock>,
     metrics: StaleMetrics,
 }
@@ -104,9 +113,10 @@ impl std::fmt::Debug for StaleStore {
 /// (their lifetime and the longest staleness a policy allows, a year).
 struct Expiry;
 
-impl moka::Expiry<StaleKey, Variants> for Expiry {
-    fn expire_after_create(&self, _: &StaleKey, copies: &Variants, _: Instant) -> Option<Duration> {
-        let secs = copies
+impl moka::Expiry<u64, Variants> for Expiry {
+    fn expire_after_create(&self, _: &u64, kept: &Variants, _: Instant) -> Option<Duration> {
+        let secs = kept
+            .copies
             .iter()
             .map(|c| {
                 (c.lifetime + c.origin_allows.unwrap_or(u64::from(crate::table::MAX_TTL_SECONDS)))
@@ -119,12 +129,12 @@ impl moka::Expiry<StaleKey, Variants> for Expiry {
 
     fn expire_after_update(
         &self,
-        key: &StaleKey,
-        copies: &Variants,
+        key: &u64,
+        kept: &Variants,
         at: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        self.expire_after_create(key, copies, at)
+        self.expire_after_create(key, kept, at)
     }
 }
 
@@ -133,35 +143,68 @@ impl StaleStore {
     pub fn new(max_bytes: u64, clock: Arc<dyn Clock>, metrics: StaleMetrics) -> Self {
         let copies = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|k: &StaleKey, v: &Variants| {
-                let bytes = k.host.len() + k.path_and_query.len() + v.iter().map(|c| c.weight).sum::<usize>();
+            .weigher(|_: &u64, v: &Variants| {
+                let url = v.url.host.len() + v.url.path_and_query.len();
+                let bytes = url + v.copies.iter().map(|c| c.weight).sum::<usize>();
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
             .expire_after(Expiry)
             .build();
-        Self { copies, clock, metrics }
+        Self { copies, hasher: foldhash::fast::RandomState::default(), clock, metrics }
     }
 
-    /// The copy a request may be answered with (its `Vary` values match).
-    fn find(&self, key: &StaleKey, headers: &HeaderMap) -> Option<Arc<StaleCopy>> {
-        self.copies.get(key)?.iter().find(|c| c.matches(headers)).cloned()
+    /// The store's key of a URL: its hash, made without building the URL.
+    fn key(&self, host: &str, path: &str, query: Option<&str>) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = self.hasher.build_hasher();
+        h.write(host.as_bytes());
+        h.write_u8(0);
+        h.write(path.as_bytes());
+        if let Some(q) = query {
+            h.write_u8(b'?');
+            h.write(q.as_bytes());
+        }
+        h.finish()
     }
 
-    /// Keeps `copy`, replacing the URL's copy of the same `Vary` values.
-    fn keep(&self, key: StaleKey, copy: StaleCopy) {
+    /// The copy of a URL a request may be answered with (its `Vary` values match).
+    fn find(
+        &self,
+        key: u64,
+        host: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Option<Arc<StaleCopy>> {
+        let kept = self.copies.get(&key)?;
+        let pq = &*kept.url.path_and_query;
+        let same = &*kept.url.host == host
+            && match query {
+                Some(q) => pq.strip_prefix(path).and_then(|r| r.strip_prefix('?')) == Some(q),
+                None => pq == path,
+            };
+        if !same {
+            return None; // another URL with the same hash
+        }
+        kept.copies.iter().find(|c| c.matches(headers)).cloned()
+    }
+
+    /// Keeps `copy` of `url`, replacing its copy of the same `Vary` values.
+    fn keep(&self, key: u64, url: Url, copy: StaleCopy) {
         let copy = Arc::new(copy);
         self.copies.entry(key).and_upsert_with(|old| {
-            let others =
-                old.into_iter().flat_map(|o| o.into_value().to_vec()).filter(|c| c.vary != copy.vary);
-            std::iter::once(copy.clone()).chain(others).take(MAX_VARIANTS).collect()
+            let old = old.map(|o| o.into_value()).filter(|o| o.url == url);
+            let others = old.iter().flat_map(|o| o.copies.iter()).filter(|c| c.vary != copy.vary).cloned();
+            let copies = std::iter::once(copy.clone()).chain(others).take(MAX_VARIANTS).collect();
+            Arc::new(Kept { url, copies })
         });
         self.metrics.stored.inc();
         self.gauges();
     }
 
     /// Drops a URL's copies (an unsafe request changed it, RFC 9111 §4.4).
-    fn invalidate(&self, key: &StaleKey) {
-        if self.copies.remove(key).is_some() {
+    fn invalidate(&self, key: u64) {
+        if self.copies.remove(&key).is_some() {
             self.gauges();
         }
     }
@@ -193,12 +236,16 @@ impl StaleStore {
 pub(super) struct Ask {
     policy: Arc<ResolvedPolicy>,
     rule: StaleIfError,
-    key: StaleKey,
+    key: u64,
     method: Method,
-    /// The request's fields (`Vary` values, validators); the request itself is sent away.
-    headers: HeaderMap,
     /// The request's copy, if one is kept.
     copy: Option<Arc<StaleCopy>>,
+    /// The request's validators (`If-None-Match`, `If-Modified-Since`), for a 304.
+    validators: HeaderMap,
+    /// The request's fields when its answer may be kept (no copy, or one over a second old):
+    /// whether a shared cache may store it, and its `Vary` values. The request itself is sent
+    /// away before its answer comes.
+    keeping: Option<HeaderMap>,
 }
 
 impl Ask {
@@ -332,16 +379,25 @@ impl Proxy {
         let info = ctx.scope.info;
         let policy = on.iter().find(|p| p.covers(info.host, info.path))?;
         let rule = policy.stale_if_error?;
-        let path_and_query = match info.query {
-            Some(q) => format!("{}?{q}", info.path),
-            None => info.path.to_string(),
-        };
-        let key = StaleKey { host: info.host.to_string(), path_and_query };
+        let key = store.key(info.host, info.path, info.query);
         let method = req.method().clone();
-        let safe = method == Method::GET || method == Method::HEAD;
-        let copy = if safe { store.find(&key, req.headers()) } else { None };
-        let headers = if safe { req.headers().clone() } else { HeaderMap::new() };
-        Some(Box::new(Ask { policy: policy.clone(), rule, key, method, headers, copy }))
+        let (mut copy, mut validators, mut keeping) = (None, HeaderMap::new(), None);
+        if method == Method::GET || method == Method::HEAD {
+            let headers = req.headers();
+            copy = store.find(key, info.host, info.path, info.query, headers);
+            for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+                for value in headers.get_all(&name) {
+                    validators.append(name.clone(), value.clone());
+                }
+            }
+            let now = store.clock.now();
+            let due =
+                copy.as_ref().is_none_or(|c| now.saturating_duration_since(c.stored_at) >= REFRESH_EVERY);
+            if method == Method::GET && due {
+                keeping = Some(headers.clone());
+            }
+        }
+        Some(Box::new(Ask { policy: policy.clone(), rule, key, method, copy, validators, keeping }))
     }
 
     /// The copy's answer to a failed request, when there is one within its allowed staleness
@@ -383,36 +439,44 @@ impl Proxy {
                 None
             }
         };
-        let not_modified = not_modified(&ask.headers, &copy.headers);
+        let not_modified = not_modified(&ask.validators, &copy.headers);
         Some(self.render(Answer::Stale { copy, not_modified, age, upstream }, &ctx.scope))
     }
 
     /// The body of a good answer, through a tee that keeps it when a shared cache could (at
     /// most once a second per copy). An unsafe request's success drops the URL's copies.
-    pub(super) fn keep_good(&self, ask: Box<Ask>, parts: &http::response::Parts, body: Body) -> Body {
+    pub(super) fn keep_good(
+        &self,
+        ask: Box<Ask>,
+        ctx: &Ctx<'_>,
+        parts: &http::response::Parts,
+        body: Body,
+    ) -> Body {
         let Some(store) = &self.stale else { return body };
         if ask.method != Method::GET {
             if ask.method != Method::HEAD && (200..400).contains(&parts.status.as_u16()) {
-                store.invalidate(&ask.key);
+                store.invalidate(ask.key);
             }
             return body;
         }
-        let now = store.clock.now();
-        if ask.copy.as_ref().is_some_and(|c| now.saturating_duration_since(c.stored_at) < REFRESH_EVERY) {
-            return body;
-        }
+        let Some(request) = &ask.keeping else { return body };
         if http_body::Body::size_hint(&body).lower() > MAX_ENTRY_BODY as u64 {
             return body;
         }
-        let Some(fresh) = storable(&ask.headers, parts.status, &parts.headers, store.clock.system_now())
-        else {
+        let Some(fresh) = storable(request, parts.status, &parts.headers, store.clock.system_now()) else {
             return body;
         };
+        let info = ctx.scope.info;
+        let path_and_query = match info.query {
+            Some(q) => format!("{}?{q}", info.path),
+            None => info.path.to_string(),
+        };
+        let url = Url { host: info.host.into(), path_and_query: path_and_query.into() };
         let mut headers = parts.headers.clone();
         super::headers::strip_hop_by_hop(&mut headers, false);
         headers.remove(header::AGE);
         let vary = fresh.vary.into_iter().map(|name| {
-            let value = ask.headers.get(&name).cloned();
+            let value = request.get(&name).cloned();
             (name, value)
         });
         let copy = StaleCopy {
@@ -420,7 +484,7 @@ impl Proxy {
             headers,
             body: Bytes::new(),
             vary: vary.collect(),
-            stored_at: now,
+            stored_at: store.clock.now(),
             initial_age: fresh.initial_age,
             lifetime: fresh.lifetime,
             origin_allows: fresh.origin_allows,
@@ -430,7 +494,7 @@ impl Proxy {
             inner: body,
             chunks: Vec::new(),
             len: 0,
-            pending: Some((store.clone(), ask.key, copy)),
+            pending: Some((store.clone(), ask.key, url, copy)),
         };
         if http_body::Body::is_end_stream(&keeping.inner) {
             keeping.finish(); // an empty body is never polled
@@ -445,13 +509,13 @@ struct Keeping {
     inner: Body,
     chunks: Vec<Bytes>,
     len: usize,
-    pending: Option<(StaleStore, StaleKey, StaleCopy)>,
+    pending: Option<(StaleStore, u64, Url, StaleCopy)>,
 }
 
 impl Keeping {
     /// The body is whole: store the copy.
     fn finish(&mut self) {
-        let Some((store, key, mut copy)) = self.pending.take() else { return };
+        let Some((store, key, url, mut copy)) = self.pending.take() else { return };
         let mut body = bytes::BytesMut::with_capacity(self.len);
         for chunk in self.chunks.drain(..) {
             body.extend_from_slice(&chunk);
@@ -459,7 +523,7 @@ impl Keeping {
         copy.body = body.freeze();
         let fields: usize = copy.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 64).sum();
         copy.weight = copy.body.len() + fields + ENTRY_OVERHEAD;
-        store.keep(key, copy);
+        store.keep(key, url, copy);
     }
 }
 

@@ -119,18 +119,32 @@ fn copies_are_kept_per_vary_values_and_dropped_by_an_unsafe_request() {
     let registry = prometheus::Registry::new();
     let metrics = crate::metrics::ProxyMetrics::register(&registry).unwrap().stale;
     let store = StaleStore::new(1 << 20, Arc::new(crate::proxy::cache::SystemClock), metrics);
-    let key = StaleKey { host: "a.example".into(), path_and_query: "/p".into() };
-    store.keep(key.clone(), copy(&[("accept-encoding", Some("gzip"))], "gz"));
-    store.keep(key.clone(), copy(&[("accept-encoding", None)], "plain"));
-    store.keep(key.clone(), copy(&[("accept-encoding", Some("gzip"))], "gz2"));
-    let find = |h: &[(&str, &str)]| store.find(&key, &fields(h)).map(|c| c.body.clone());
+    let url = || Url { host: "a.example".into(), path_and_query: "/p?q=1".into() };
+    let key = store.key("a.example", "/p", Some("q=1"));
+    store.keep(key, url(), copy(&[("accept-encoding", Some("gzip"))], "gz"));
+    store.keep(key, url(), copy(&[("accept-encoding", None)], "plain"));
+    store.keep(key, url(), copy(&[("accept-encoding", Some("gzip"))], "gz2"));
+    let find = |h: &[(&str, &str)]| {
+        store.find(key, "a.example", "/p", Some("q=1"), &fields(h)).map(|c| c.body.clone())
+    };
     assert_eq!(find(&[("accept-encoding", "gzip")]).as_deref(), Some(&b"gz2"[..]), "replaced");
     assert_eq!(find(&[]).as_deref(), Some(&b"plain"[..]));
     assert_eq!(find(&[("accept-encoding", "br")]), None, "another Vary value");
+    // The URL is compared, not only its hash: another URL under the same key finds nothing.
+    assert!(store.find(key, "a.example", "/p", Some("q=2"), &HeaderMap::new()).is_none());
+    assert!(store.find(key, "b.example", "/p", Some("q=1"), &HeaderMap::new()).is_none());
+    assert_ne!(key, store.key("a.example", "/p", Some("q=2")));
+    assert_ne!(key, store.key("a.example", "/p", None));
     for i in 0..6 {
-        store.keep(key.clone(), copy(&[("accept-language", Some(["a", "b", "c", "d", "e", "f"][i]))], "l"));
+        store.keep(key, url(), copy(&[("accept-language", Some(["a", "b", "c", "d", "e", "f"][i]))], "l"));
     }
-    assert_eq!(store.copies.get(&key).unwrap().len(), MAX_VARIANTS);
-    store.invalidate(&key);
+    assert_eq!(store.copies.get(&key).unwrap().copies.len(), MAX_VARIANTS);
+    // A colliding URL replaces the copies rather than mixing with them.
+    store.keep(key, Url { host: "b.example".into(), path_and_query: "/".into() }, copy(&[], "b"));
+    assert_eq!(store.copies.get(&key).unwrap().copies.len(), 1);
+    assert_eq!(find(&[]), None);
+    store.keep(key, url(), copy(&[], "plain"));
+    assert!(find(&[]).is_some());
+    store.invalidate(key);
     assert_eq!(find(&[]), None);
 }
