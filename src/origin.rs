@@ -13,7 +13,8 @@
 //! - an `Upgrade` request: 101, then echoes raw bytes
 //!
 //! Faults of the whole origin, set while it runs ([`Origin::fail_with`], [`Origin::delay`]):
-//! every answer is one status, or comes late; one endpoint of several misbehaves this way.
+//! every answer is one status, comes late, or is a closed connection
+//! ([`Origin::reset_all`]); one endpoint of several misbehaves this way.
 //!
 //! Query parameters on any path: `delay_ms=N` waits first; `set-header=Name:Value` (repeatable)
 //! adds a response header; `etag=V` adds `ETag: "V"`; `pad=N` appends N bytes to the body;
@@ -52,6 +53,8 @@ struct Faults {
     status: AtomicU16,
     /// Wait this long before answering.
     delay_ms: AtomicU64,
+    /// Close the connection instead of answering.
+    reset: std::sync::atomic::AtomicBool,
 }
 
 impl Origin {
@@ -98,6 +101,12 @@ impl Origin {
         self.faults.status.store(status.unwrap_or(0), Ordering::SeqCst);
     }
 
+    /// Closes the connection instead of answering every request from now on (`false`: answers
+    /// again).
+    pub fn reset_all(&self, reset: bool) {
+        self.faults.reset.store(reset, Ordering::SeqCst);
+    }
+
     /// Waits `delay` before every answer from now on (a slow endpoint).
     pub fn delay(&self, delay: Duration) {
         self.faults.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
@@ -142,7 +151,11 @@ async fn accept_loop(
                 hits.fetch_add(1, Ordering::SeqCst);
                 let delay = faults.delay_ms.load(Ordering::Relaxed);
                 let status = faults.status.load(Ordering::Relaxed);
+                let reset = faults.reset.load(Ordering::Relaxed);
                 async move {
+                    if reset {
+                        return Err(Reset);
+                    }
                     if delay > 0 {
                         tokio::time::sleep(Duration::from_millis(delay)).await;
                     }

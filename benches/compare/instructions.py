@@ -13,10 +13,10 @@ request.) Kernel time (system calls) is not counted: compare it with run.py's CP
 `strace -c`.
 
 Usage: benches/compare/instructions.py [--erratum PATH] [--path /ok] [--n1 2000] [--n2 20000] [--peers] [--two-runs]
-       [--erratum-arg=--FLAG=VALUE ...] [--header 'Name: value' ...] [--data FILE (POST it)]
+       [--erratum-arg=--FLAG=VALUE ...] [--header 'Name: value' ...] [--data FILE (POST it)] [--prime]
 Needs valgrind (Debian package) besides what setup.sh installs. Loopback only; stops what it starts.
 """
-import argparse, glob, os, shutil, signal, subprocess, sys, tempfile, time
+import argparse, glob, os, shutil, signal, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the same configs, ports and origin as the comparison)
@@ -56,7 +56,15 @@ def counted(cmd, port, path, n, out, headers=(), data=None):
     return totals(f"{out}.*")
 
 
-def counted_steady(cmd, port, path, warmup, n, out, headers=(), data=None):
+def prime(port, path, headers):
+    """One GET of `path` with only the request's host (from ':authority: NAME'): what a stale
+    hit needs first, a good answer kept while the origin is well."""
+    host = next((h.split(":", 2)[2].strip() for h in headers if h.startswith(":authority:")), None)
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host} if host else {})
+    urllib.request.urlopen(req, timeout=30).read()
+
+
+def counted_steady(cmd, port, path, warmup, n, out, headers=(), data=None, primed=False):
     """Instructions of `cmd` (under callgrind) serving `n` requests of `path` on `port` after
     `warmup` requests, in one process: the counters are zeroed after the warm-up and dumped
     after the measured requests, so start-up (whose length varies: a clock calibrates itself
@@ -71,6 +79,8 @@ def counted_steady(cmd, port, path, warmup, n, out, headers=(), data=None):
                                          *extra, f"http://127.0.0.1:{port}{path}"], check=True, capture_output=True)
     try:
         run.wait_port(port, path, timeout=60)
+        if primed:
+            prime(port, path, headers)
         load(warmup)
         subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True, capture_output=True)
         load(n)
@@ -99,6 +109,9 @@ def main():
     ap.add_argument("--header", action="append", default=[],
                     help="a request header h2load sends (repeat); the host as ':authority: NAME' (a Host header would be a second one)")
     ap.add_argument("--data", help="a file h2load POSTs as each request's body (the hyper path)")
+    ap.add_argument("--prime", action="store_true",
+                    help="one GET with only the host before the warm-up (a stale hit: /flaky on stale.bench, "
+                         "with --header 'X-Fail: 1' for the measured requests)")
     ap.add_argument("--two-runs", action="store_true",
                     help="the method before session 12: (n2 run - n1 run) / (n2 - n1), two processes; "
                          "start-up that varies between them shows as noise (up to ±500 here)")
@@ -130,7 +143,8 @@ def main():
                 large = counted(cmd, port, a.path, a.n2, f"{d}/cg-{name}", a.header, a.data)
                 print(f"{name:8s} {(large - small) / (a.n2 - a.n1):9.0f}")
             else:
-                measured = counted_steady(cmd, port, a.path, a.n1, a.n2, f"{d}/cg-{name}", a.header, a.data)
+                measured = counted_steady(cmd, port, a.path, a.n1, a.n2, f"{d}/cg-{name}", a.header, a.data,
+                                          a.prime)
                 print(f"{name:8s} {measured / a.n2:9.0f}")
     finally:
         origin.send_signal(signal.SIGTERM)

@@ -108,6 +108,8 @@ http {{ access_log off; keepalive_requests 1000000;
     location = /ok {{ return 200 "{body}"; }}
     location /missing/ {{ return 404 "origin: not found"; }}
     location = /boom {{ return 503 "origin: unavailable"; }}
+    # Well unless asked to fail: a stale hit is the copy kept from a request without X-Fail.
+    location = /flaky {{ if ($http_x_fail) {{ return 503 "origin: unavailable"; }} return 200 "{body}"; }}
     location / {{ return 200 "ok"; }}
   }} }}
 """)

@@ -1,6 +1,6 @@
 //! Serve stale on error (`spec.staleIfError`, issue 21): the last good copy of a GET answers
-//! when the backend fails — a listed 5xx, a timeout, a refused connection, no ready endpoint —
-//! with `Age` and `X-Cache: StaleHit from erratum`, and not past its allowed staleness; never
+//! when the backend fails — a listed 5xx, a timeout, a reset, a refused connection, no ready
+//! endpoint — with `Age` and `X-Cache: StaleHit from erratum`, and not past its allowed staleness; never
 //! for POST, `no-store`, `Set-Cookie`, credentials or another `Vary` value; 304 when the
 //! client's validators match the copy. Time moves on a manual clock.
 
@@ -92,6 +92,12 @@ async fn the_last_good_copy_answers_each_kind_of_failure_until_its_limit() {
     assert_eq!(r.text().await.unwrap(), good[1]);
     o.delay(Duration::ZERO);
 
+    // A reset: the connection closes with no answer.
+    o.reset_all(true);
+    let r = get(&h, "/a", &[]).await;
+    assert_eq!((r.status().as_u16(), x_cache(&r)), (200, STALE));
+    o.reset_all(false);
+
     // The query is part of the key.
     o.fail_with(Some(502));
     assert_eq!(get(&h, "/f?x=2", &[]).await.status(), 502, "never fetched: no copy");
@@ -128,12 +134,13 @@ async fn the_last_good_copy_answers_each_kind_of_failure_until_its_limit() {
         );
         metrics.lines().find_map(|l| l.strip_prefix(&needle)).map_or(0, |v| v.parse().unwrap())
     };
-    assert_eq!(count("served"), 8, "{metrics}");
+    assert_eq!(count("served"), 9, "{metrics}");
     assert_eq!(count("expired"), 1);
     assert_eq!(count("missing"), 1);
     // The failures still count as failures.
     assert!(metrics.contains("erratum_proxy_errors_total{reason=\"upstream_timeout\"} 1"), "{metrics}");
     assert!(metrics.contains("erratum_proxy_errors_total{reason=\"no_endpoints\"} 1"), "{metrics}");
+    assert!(metrics.contains("erratum_proxy_errors_total{reason=\"upstream_reset\"} 1"), "{metrics}");
     assert!(metrics.contains("upstream_status_class=\"5xx\""));
     assert!(metrics.lines().any(|l| l.starts_with("erratum_stale_cache_entries ")));
 }
