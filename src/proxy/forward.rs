@@ -42,7 +42,8 @@ impl Proxy {
     ) -> (Response<Body>, Option<Arc<CachedError>>) {
         let route = ctx.route;
         let settings = &route.upstream;
-        // `spec.staleIfError`: the request's copy, found before the request is sent away.
+        // `spec.staleIfError`: its key and policy (and the request's fields, when the exchange
+        // will take the request away).
         let stale = match &route.stale {
             Some(on) => self.stale_ask(on, &req, ctx),
             None => None,
@@ -70,7 +71,10 @@ impl Proxy {
                     _ => reason.to_string(),
                 };
                 let err = ProxyError::NoEndpoints { service: ctx.backend.service.to_string(), reason };
-                if let Some(resp) = stale.as_deref().and_then(|a| self.stale_answer(a, ctx, Err(&err))) {
+                let fields = Some(req.headers());
+                if let Some(resp) =
+                    stale.as_deref().and_then(|a| self.stale_answer(a, ctx, Err(&err), fields))
+                {
                     return (resp, None);
                 }
                 return (self.fail(&err, &ctx.scope), None);
@@ -210,14 +214,20 @@ impl Proxy {
         let mut resp = match result {
             None => {
                 let err = ProxyError::UpstreamTimeout { upstream: authority.to_string(), after: timeout };
-                if let Some(resp) = stale.as_deref().and_then(|a| self.stale_answer(a, ctx, Err(&err))) {
+                let fields = request.as_ref().map(Request::headers);
+                if let Some(resp) =
+                    stale.as_deref().and_then(|a| self.stale_answer(a, ctx, Err(&err), fields))
+                {
                     return (resp, None);
                 }
                 return Box::pin(self.proxy_error(err, ctx, cacheable)).await;
             }
             Some(Err(e)) => {
                 let err = upstream::classify(&e, authority.as_str(), route.edge.max_body_bytes);
-                if let Some(mut resp) = stale.as_deref().and_then(|a| self.stale_answer(a, ctx, Err(&err))) {
+                let fields = request.as_ref().map(Request::headers);
+                if let Some(mut resp) =
+                    stale.as_deref().and_then(|a| self.stale_answer(a, ctx, Err(&err), fields))
+                {
                     self.log_upstream(&mut resp, authority.as_str());
                     return (resp, None);
                 }
@@ -258,13 +268,14 @@ impl Proxy {
         let mut body: Body = upstream::IdleTimeout::new(body, timeout).boxed();
         if let Some(ask) = stale {
             if ask.serves_for(upstream_status)
-                && let Some(mut resp) = self.stale_answer(&ask, ctx, Ok(upstream_status))
+                && let Some(mut resp) =
+                    self.stale_answer(&ask, ctx, Ok(upstream_status), request.as_ref().map(Request::headers))
             {
                 super::respond::drain(body);
                 self.log_upstream(&mut resp, authority.as_str());
                 return (resp, None);
             }
-            body = self.keep_good(ask, ctx, &parts, body);
+            body = self.keep_good(ask, ctx, &parts, body, request.as_ref().map(Request::headers));
         }
         if let Some(cacheable) = cacheable
             && upstream_status.as_u16() >= 400

@@ -42,8 +42,8 @@ pub const MAX_ENTRY_BODY: usize = 1024 * 1024;
 const MAX_VARIANTS: usize = 4;
 /// Most `Vary` fields a kept response may name.
 const MAX_VARY_FIELDS: usize = 8;
-/// A copy is refreshed at most this often: every good response would otherwise be copied.
-const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// Slots of `StaleStore::recent`.
+const RECENT_SLOTS: usize = 4096;
 /// Bytes charged per copy besides its body and headers (moka's entry, the structs, rounding).
 const ENTRY_OVERHEAD: usize = 512;
 
@@ -99,6 +99,12 @@ type Variants = Arc<Kept>;
 pub struct StaleStore {
     copies: moka::sync::Cache<u64, Variants>,
     hasher: foldhash::fast::RandomState,
+    /// When each URL was last copied, by its key's low bits: the high half of the key and the
+    /// second (since `base`) in one word. Read on every good answer instead of the store (a
+    /// moka read costs ~1,100 instructions; this, one load); two URLs in one slot only copy
+    /// more often.
+    recent: Arc<[std::sync::atomic::AtomicU64]>,
+    base: Instant,
     clock: Arc<dyn Clock>,
     metrics: StaleMetrics,
 }
@@ -150,7 +156,9 @@ impl StaleStore {
             })
             .expire_after(Expiry)
             .build();
-        Self { copies, hasher: foldhash::fast::RandomState::default(), clock, metrics }
+        let recent = (0..RECENT_SLOTS).map(|_| std::sync::atomic::AtomicU64::new(0)).collect();
+        let base = clock.now();
+        Self { copies, hasher: foldhash::fast::RandomState::default(), recent, base, clock, metrics }
     }
 
     /// The store's key of a URL: its hash, made without building the URL.
@@ -163,6 +171,41 @@ impl StaleStore {
         if let Some(q) = query {
             h.write_u8(b'?');
             h.write(q.as_bytes());
+        }
+        h.finish()
+    }
+
+    /// Whether a good answer for `key` is to be copied (its copy is over a second old, or
+    /// there is none); if so, the URL counts as copied from now.
+    fn due(&self, key: u64) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let second = self.clock.now().saturating_duration_since(self.base).as_secs() as u32;
+        let word = (key & !0xffff_ffff) | u64::from(second);
+        let slot = &self.recent[(key as usize) % RECENT_SLOTS];
+        if slot.load(Relaxed) == word {
+            return false;
+        }
+        slot.store(word, Relaxed);
+        true
+    }
+
+    /// The key of the copy a response is for: its URL's key, and the request's values of the
+    /// response's `Vary` fields (the key itself without `Vary`).
+    fn variant(&self, key: u64, response: &HeaderMap, request: &HeaderMap) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        if !response.contains_key(header::VARY) {
+            return key;
+        }
+        let mut h = self.hasher.build_hasher();
+        h.write_u64(key);
+        let names = response.get_all(header::VARY).iter().filter_map(|v| v.to_str().ok());
+        for name in names.flat_map(|v| v.split(',')).map(str::trim) {
+            h.write(name.as_bytes());
+            h.write_u8(0);
+            if let Some(value) = request.get(name) {
+                h.write(value.as_bytes());
+            }
+            h.write_u8(0);
         }
         h.finish()
     }
@@ -238,14 +281,10 @@ pub(super) struct Ask {
     rule: StaleIfError,
     key: u64,
     method: Method,
-    /// The request's copy, if one is kept.
-    copy: Option<Arc<StaleCopy>>,
-    /// The request's validators (`If-None-Match`, `If-Modified-Since`), for a 304.
-    validators: HeaderMap,
-    /// The request's fields when its answer may be kept (no copy, or one over a second old):
-    /// whether a shared cache may store it, and its `Vary` values. The request itself is sent
-    /// away before its answer comes.
-    keeping: Option<HeaderMap>,
+    /// The request's fields, when the exchange does not leave the request in `forward`'s hands
+    /// (HTTPS, HTTP/2, a body): read for `Vary`, validators and whether the answer may be
+    /// kept. Otherwise they are read from the request itself, and nothing is copied.
+    headers: Option<HeaderMap>,
 }
 
 impl Ask {
@@ -381,38 +420,30 @@ impl Proxy {
         let rule = policy.stale_if_error?;
         let key = store.key(info.host, info.path, info.query);
         let method = req.method().clone();
-        let (mut copy, mut validators, mut keeping) = (None, HeaderMap::new(), None);
-        if method == Method::GET || method == Method::HEAD {
-            let headers = req.headers();
-            copy = store.find(key, info.host, info.path, info.query, headers);
-            for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
-                for value in headers.get_all(&name) {
-                    validators.append(name.clone(), value.clone());
-                }
-            }
-            let now = store.clock.now();
-            let due =
-                copy.as_ref().is_none_or(|c| now.saturating_duration_since(c.stored_at) >= REFRESH_EVERY);
-            if method == Method::GET && due {
-                keeping = Some(headers.clone());
-            }
-        }
-        Some(Box::new(Ask { policy: policy.clone(), rule, key, method, copy, validators, keeping }))
+        let safe = method == Method::GET || method == Method::HEAD;
+        let stays = super::upstream::keeps_request(req, ctx.route.protocol.as_deref());
+        let headers = (safe && !stays).then(|| req.headers().clone());
+        Some(Box::new(Ask { policy: policy.clone(), rule, key, method, headers }))
     }
 
     /// The copy's answer to a failed request, when there is one within its allowed staleness
     /// (`None`: the failure is answered as it would be without the policy). The failure is
     /// still counted (`erratum_proxy_errors_total`, the upstream status class).
+    /// `request` is the request's fields when `forward` still holds it.
     pub(super) fn stale_answer(
         &self,
         ask: &Ask,
         ctx: &Ctx<'_>,
         failure: Result<StatusCode, &ProxyError>,
+        request: Option<&HeaderMap>,
     ) -> Option<Response<Body>> {
         let store = self.stale.as_ref()?;
         if ask.method != Method::GET && ask.method != Method::HEAD {
             return None;
         }
+        let headers = ask.headers.as_ref().or(request)?;
+        let info = ctx.scope.info;
+        let copy = store.find(ask.key, info.host, info.path, info.query, headers);
         let key = &ask.policy.key;
         let count = |outcome: &str| {
             store
@@ -421,7 +452,7 @@ impl Proxy {
                 .with_label_values(&[key.namespace.as_str(), key.name.as_str(), outcome])
                 .inc();
         };
-        let Some(copy) = &ask.copy else {
+        let Some(copy) = &copy else {
             count("missing");
             return None;
         };
@@ -439,7 +470,7 @@ impl Proxy {
                 None
             }
         };
-        let not_modified = not_modified(&ask.validators, &copy.headers);
+        let not_modified = not_modified(headers, &copy.headers);
         Some(self.render(Answer::Stale { copy, not_modified, age, upstream }, &ctx.scope))
     }
 
@@ -451,6 +482,7 @@ impl Proxy {
         ctx: &Ctx<'_>,
         parts: &http::response::Parts,
         body: Body,
+        request: Option<&HeaderMap>,
     ) -> Body {
         let Some(store) = &self.stale else { return body };
         if ask.method != Method::GET {
@@ -459,8 +491,12 @@ impl Proxy {
             }
             return body;
         }
-        let Some(request) = &ask.keeping else { return body };
-        if http_body::Body::size_hint(&body).lower() > MAX_ENTRY_BODY as u64 {
+        let Some(request) = ask.headers.as_ref().or(request) else { return body };
+        if parts.status != StatusCode::OK || http_body::Body::size_hint(&body).lower() > MAX_ENTRY_BODY as u64
+        {
+            return body;
+        }
+        if !store.due(store.variant(ask.key, &parts.headers, request)) {
             return body;
         }
         let Some(fresh) = storable(request, parts.status, &parts.headers, store.clock.system_now()) else {

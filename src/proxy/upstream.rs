@@ -154,7 +154,6 @@ impl Upstreams {
         connect_timeout: Duration,
         protocol: Option<&BackendProtocol>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
-        use http_body::Body as _;
         let Some(r) = req.as_mut() else { return Err(UpstreamError::Spent) };
         if let Some(protocol) = protocol {
             for (name, value) in set {
@@ -162,10 +161,7 @@ impl Upstreams {
             }
             return Box::pin(self.send_via(authority, req, connect_timeout, protocol)).await;
         }
-        if r.body().is_end_stream()
-            && r.method() != http::Method::CONNECT
-            && !r.headers().contains_key(http::header::UPGRADE)
-        {
+        if keeps_request(r, protocol) {
             return self.send_own(authority, r, set, connect_timeout).await;
         }
         for (name, value) in set {
@@ -553,5 +549,15 @@ mod protocols;
 
 pub use idle::{IdleTimeout, Stalled};
 use pool::Pool;
+/// Whether [`Upstreams::send`] sends `req` on erratum's own HTTP/1.1 exchange, which leaves
+/// it in the caller's slot (a bodiless plaintext request, no upgrade): its fields can still be
+/// read once the answer comes.
+pub fn keeps_request<B: http_body::Body>(req: &Request<B>, protocol: Option<&BackendProtocol>) -> bool {
+    protocol.is_none()
+        && req.body().is_end_stream()
+        && req.method() != http::Method::CONNECT
+        && !req.headers().contains_key(http::header::UPGRADE)
+}
+
 #[cfg(test)]
 mod tests;

@@ -148,3 +148,24 @@ fn copies_are_kept_per_vary_values_and_dropped_by_an_unsafe_request() {
     store.invalidate(key);
     assert_eq!(find(&[]), None);
 }
+
+#[test]
+fn a_url_is_copied_at_most_once_a_second() {
+    let registry = prometheus::Registry::new();
+    let metrics = crate::metrics::ProxyMetrics::register(&registry).unwrap().stale;
+    let clock = Arc::new(crate::proxy::cache::ManualClock::default());
+    let store = StaleStore::new(1 << 20, clock.clone(), metrics);
+    let (a, b) = (store.key("a.example", "/", None), store.key("b.example", "/", None));
+    assert!(store.due(a), "never copied");
+    assert!(!store.due(a), "copied this second");
+    assert!(store.due(b), "another URL");
+    clock.advance(Duration::from_millis(1000));
+    assert!(store.due(a) && !store.due(a));
+    // With Vary, each set of values is its own copy.
+    let vary = fields(&[("vary", "accept-language")]);
+    let en = store.variant(a, &vary, &fields(&[("accept-language", "en")]));
+    let fr = store.variant(a, &vary, &fields(&[("accept-language", "fr")]));
+    assert!(en != fr && en != a);
+    assert_eq!(store.variant(a, &HeaderMap::new(), &fields(&[("accept-language", "en")])), a);
+    assert!(store.due(en) && store.due(fr) && !store.due(en));
+}
