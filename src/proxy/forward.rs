@@ -275,7 +275,7 @@ impl Proxy {
                 self.log_upstream(&mut resp, authority.as_str());
                 return (resp, None);
             }
-            body = self.keep_good(ask, ctx, &parts, body, request.as_ref().map(Request::headers));
+            body = self.keep_good(&ask, ctx, &parts, body, request.as_ref().map(Request::headers));
         }
         if let Some(cacheable) = cacheable
             && upstream_status.as_u16() >= 400

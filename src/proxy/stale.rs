@@ -478,7 +478,7 @@ impl Proxy {
     /// most once a second per copy). An unsafe request's success drops the URL's copies.
     pub(super) fn keep_good(
         &self,
-        ask: Box<Ask>,
+        ask: &Ask,
         ctx: &Ctx<'_>,
         parts: &http::response::Parts,
         body: Body,
