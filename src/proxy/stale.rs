@@ -4,7 +4,7 @@
 //!
 //! Data flow: [`forward`](super::forward) asks `Proxy::stale_ask` before sending (routes
 //! without `Route::stale` skip it: one branch), which finds the request's copy. A good
-//! answer that a shared cache may store (RFC 9111 §3) streams on through a [`Keeping`] tee
+//! answer that a shared cache may store (RFC 9111 §3) streams on through a `Keeping` tee
 //! that stores it whole at its end, at most once a second per copy. A failure — connect
 //! error, timeout, reset, no ready endpoint, or a status the policy lists — is answered by
 //! `Proxy::stale_answer` with the copy while it is within its allowed staleness, rendered
