@@ -390,7 +390,7 @@ pub(super) fn response_of(copy: &StaleCopy, not_modified: bool, age: u64) -> Res
         resp
     };
     let headers = resp.headers_mut();
-    headers.insert(header::AGE, HeaderValue::from(age));
+    super::respond::set_age(headers, age);
     headers.insert(super::respond::X_CACHE.clone(), HeaderValue::from_static("StaleHit from erratum"));
     resp
 }
