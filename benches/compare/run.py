@@ -274,6 +274,11 @@ def wrk(port, path, seconds, connections, headers=()):
         ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *extra,
          f"http://127.0.0.1:{port}{path}"],
         text=True)
+    return parse_wrk(out)
+
+
+def parse_wrk(out):
+    """wrk's report: req/s, requests, p50/p99 ms, non-2xx/3xx answers, socket errors."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
