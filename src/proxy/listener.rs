@@ -290,13 +290,17 @@ where
     let result = match tls {
         None => serve_connection(stream, builder, proxy, conn, slot).await,
         Some(acceptor) => {
-            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            // Boxed, the handshake and then the TLS stream (rustls' connection state, a few
+            // KiB): inline they would be part of every connection's task, plain HTTP included.
+            let handshake = Box::pin(tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)));
             let handshake = tokio::select! {
                 _ = slot.signals.closed() => return,
                 h = handshake => h,
             };
             match handshake {
-                Ok(Ok(tls_stream)) => serve_connection(tls_stream, builder, proxy, conn, slot).await,
+                Ok(Ok(tls_stream)) => {
+                    serve_connection(Box::new(tls_stream), builder, proxy, conn, slot).await
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, "TLS handshake failed: {e}");
                     Ok(())
@@ -363,7 +367,8 @@ where
     let mut builder = builder.clone();
     builder.http1().timer(slot.head_timer());
     let io = TokioIo::new(front::Rewind::new(io, read));
-    drive(builder.serve_connection_with_upgrades(io, service).into_owned(), &slot.signals).await
+    // Boxed: hyper's connection (~3 KiB) would otherwise be part of every connection's task.
+    Box::pin(drive(builder.serve_connection_with_upgrades(io, service).into_owned(), &slot.signals)).await
 }
 
 /// The error a refused head is answered as.
