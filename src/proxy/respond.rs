@@ -432,3 +432,31 @@ fn into_response(reply: Reply, request_id: &HeaderValue) -> Response<Body> {
     resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use http::header::{AGE, CONTENT_TYPE, DATE};
+
+    #[test]
+    fn age_goes_before_date_and_replaces_an_older_age() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(DATE, "Sun, 06 Dec 2026 13:59:22 GMT".parse().unwrap());
+        headers.insert(AGE, "3".parse().unwrap());
+        headers.insert(CONTENT_TYPE, "text/plain".parse().unwrap());
+        super::set_age(&mut headers, 7);
+        let names: Vec<_> = headers.keys().map(|n| n.as_str()).collect();
+        let at = |name: &str| names.iter().position(|n| *n == name).unwrap();
+        assert!(at("age") < at("date"), "{names:?}");
+        assert_eq!(headers.get_all(AGE).iter().collect::<Vec<_>>(), ["7"]);
+        assert_eq!(headers[DATE], "Sun, 06 Dec 2026 13:59:22 GMT");
+        assert_eq!(headers.len(), 3);
+    }
+
+    #[test]
+    fn without_a_date_only_age_is_set() {
+        let mut headers = http::HeaderMap::new();
+        super::set_age(&mut headers, 0);
+        assert_eq!(headers[AGE], "0");
+        assert!(!headers.contains_key(DATE));
+    }
+}

@@ -31,6 +31,9 @@ use crate::proxy::{Body, RequestBody};
 
 /// Read size for request heads.
 const READ_SIZE: usize = 8 * 1024;
+/// Response bodies up to this size are copied behind the head and go out in one write.
+const COALESCE: usize = 16 * 1024;
+
 /// Response head buffers kept per thread for the next response, and the largest kept.
 const OUT_POOL: usize = 64;
 const OUT_KEPT: usize = 64 * 1024;
@@ -72,8 +75,6 @@ impl Drop for OutBuf {
         });
     }
 }
-/// Response bodies up to this size are copied behind the head and go out in one write.
-const COALESCE: usize = 16 * 1024;
 
 /// What the own loop needs of the proxy, per connection.
 pub struct Front<'a, H, R> {
@@ -271,8 +272,9 @@ where
         // The handler, while watching the client: if it goes away, the request is dropped
         // (as hyper does); bytes of a pipelined next request are kept.
         // Inline: boxed, it would take ~12.7 KiB off every idle connection's task (19.5 to
-        // 6.8 KiB) but cost each request ~1,090 instructions (+4.3 %: a 5.5 KiB allocation
-        // and the future's move), over the project's 3 % budget (BENCHMARKS.md, session 14).
+        // 6.8 KiB) but put a pass-through at +6.2 % instructions over session 13 instead of
+        // +1.8 % (a 5.5 KiB allocation and the future's move per request), over the
+        // project's 3 % budget (BENCHMARKS.md, session 14).
         let mut handled = std::pin::pin!((front.handle)(parsed.req));
         let resp = std::future::poll_fn(|cx| {
             if let Poll::Ready(resp) = handled.as_mut().poll(cx) {
