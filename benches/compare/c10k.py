@@ -161,7 +161,7 @@ def main():
     if a.traefik:
         proxies["traefik"] = (lambda: peers.traefik_command(a.traefik, d), peers.TRAEFIK)
     if a.pingora:
-        proxies["pingora"] = (lambda: peers.pingora_command(a.pingora), peers.PINGORA)
+        proxies["pingora"] = (lambda: peers.pingora_command(a.pingora, d), peers.PINGORA)
     if a.only:
         proxies = {k: v for k, v in proxies.items() if k in a.only.split(",")}
     origin = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", f"{d}/origin.conf", "-p", d])

@@ -37,12 +37,33 @@ def fetch_traefik(dest):
     return path
 
 
-def traefik_command(binary, d, port=TRAEFIK):
+def traefik_command(binary, d, variant=None, port=TRAEFIK):
     """Traefik on `port` in front of the origin: the file provider, logs at ERROR, no
-    version check or usage report (no network here), idle keep-alive 60 s."""
+    version check or usage report (no network here), idle keep-alive 60 s. The same job as
+    run.py's nginx: 502/503 replaced by the page (the `errors` middleware fetches it from the
+    origin, Traefik's way), secure.bench redirected to HTTPS, and the Variant's TLS listener,
+    access log and regex routes. Traefik adds X-Forwarded-* and X-Real-Ip by default; it has no
+    request id of its own."""
+    v = variant or run.Variant()
+    entry_points = ["web", "websecure"] if v.tls else ["web"]
+    origin = {"loadBalancer": {"servers": [{"url": f"http://127.0.0.1:{run.ORIGIN}"}]}}
+    routers = {
+        "all": {"rule": "PathPrefix(`/`)", "service": "origin", "middlewares": ["pages"]},
+        "refused": {"rule": "PathPrefix(`/refused/`)", "service": "dead", "middlewares": ["pages"]},
+        "secure": {"rule": "Host(`secure.bench`)", "service": "origin", "middlewares": ["https"]},
+    }
+    for i, path in enumerate(run.regex_paths(v.regex_routes)):
+        routers[f"r{i}"] = {"rule": f"PathRegexp(`^{path}`)", "service": "origin"}
+    for r in routers.values():
+        r["entryPoints"] = entry_points
     dynamic = {"http": {
-        "routers": {"all": {"rule": "PathPrefix(`/`)", "service": "origin", "entryPoints": ["web"]}},
-        "services": {"origin": {"loadBalancer": {"servers": [{"url": f"http://127.0.0.1:{run.ORIGIN}"}]}}},
+        "routers": routers,
+        "middlewares": {
+            "pages": {"errors": {"status": ["502", "503"], "service": "origin", "query": "/page.html"}},
+            "https": {"redirectScheme": {"scheme": "https", "permanent": True}},
+        },
+        "services": {"origin": origin,
+                     "dead": {"loadBalancer": {"servers": [{"url": "http://127.0.0.1:1"}]}}},
     }}
     static = {
         "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
@@ -51,20 +72,44 @@ def traefik_command(binary, d, port=TRAEFIK):
                                 "transport": {"respondingTimeouts": {"idleTimeout": "60s"}}}},
         "providers": {"file": {"filename": f"{d}/traefik-dynamic.yml"}},
     }
+    if v.tls:
+        ports, cert, key = v.tls
+        static["entryPoints"]["websecure"] = {
+            "address": f"127.0.0.1:{ports['traefik']}", "http": {"tls": {}},
+            "transport": {"respondingTimeouts": {"idleTimeout": "60s"}}}
+        dynamic["tls"] = {"stores": {"default": {"defaultCertificate": {"certFile": cert, "keyFile": key}}}}
+    if v.access_log:
+        static["accessLog"] = {"filePath": f"{d}/traefik-access.log", "bufferingSize": 100}
     # JSON is YAML's flow style; Traefik picks its parser by the extension.
     run.write(f"{d}/traefik-dynamic.yml", json.dumps(dynamic))
     run.write(f"{d}/traefik.yml", json.dumps(static))
     return [binary, f"--configFile={d}/traefik.yml"]
 
 
-def pingora_command(binary, port=PINGORA):
-    return [binary, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{run.ORIGIN}", "--threads", "1"]
+def pingora_command(binary, d, variant=None, port=PINGORA):
+    """The proxy of benches/compare/pingora doing run.py's job (see its header)."""
+    v = variant or run.Variant()
+    cmd = [binary, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{run.ORIGIN}",
+           "--threads", str(v.workers), "--page", f"{d}/pages/503.html", "--regex-routes", str(v.regex_routes)]
+    if v.tls:
+        ports, cert, key = v.tls
+        cmd += ["--tls-listen", f"127.0.0.1:{ports['pingora']}", "--cert", cert, "--key", key]
+    if v.access_log:
+        cmd += ["--access-log", f"{d}/pingora-access.log"]
+    return cmd
 
 
-def env_for(name):
-    """The environment a proxy runs in: Traefik's Go runtime on one thread, like every other
-    proxy's one worker."""
+def build_pingora():
+    """Builds the Pingora peer (its own workspace and lock) and returns the binary's path."""
+    root = os.path.join(HERE, "pingora")
+    subprocess.check_call(["cargo", "build", "--release", "--locked", "--quiet"], cwd=root)
+    return os.path.join(root, "target", "release", "pingora-bench")
+
+
+def env_for(name, workers=1):
+    """The environment a proxy runs in: Traefik's Go runtime on as many threads as the other
+    proxies have workers."""
     env = dict(os.environ)
     if name == "traefik":
-        env["GOMAXPROCS"] = "1"
+        env["GOMAXPROCS"] = str(workers)
     return env

@@ -30,11 +30,13 @@ BENCH_APR1 = "$apr1$6S7jGXRk$TeAwbUkxGMztPIzTHJAxa."
 BENCH_BASIC = "Authorization: Basic YmVuY2g6c2VjcmV0"
 
 
-def erratum_run(binary, manifests, port=ERRATUM, admin=ADMIN, extra=()):
-    """erratum serving the folder `manifests` on `port`: one worker, plain HTTP only, errors
-    logged only (the command every script of the harness runs it with; `admin` 0 is any port)."""
-    return [binary, "--log-level", "error", "run", "--manifests", manifests, "--workers", "1",
-            "--http-addr", f"127.0.0.1:{port}", "--https-addr", "off", "--admin-addr", f"127.0.0.1:{admin}",
+def erratum_run(binary, manifests, port=ERRATUM, admin=ADMIN, extra=(), workers=1, https=None):
+    """erratum serving the folder `manifests` on `port`: one worker, plain HTTP only unless
+    `https` names a port, errors logged only (the command every script of the harness runs it
+    with; `admin` 0 is any port)."""
+    https_addr = f"127.0.0.1:{https}" if https else "off"
+    return [binary, "--log-level", "error", "run", "--manifests", manifests, "--workers", str(workers),
+            "--http-addr", f"127.0.0.1:{port}", "--https-addr", https_addr, "--admin-addr", f"127.0.0.1:{admin}",
             *extra]
 
 
@@ -53,7 +55,7 @@ NGINX_FORWARDED = """
 HAPROXY_FORWARDED = """
   option forwardfor
   http-request set-header X-Real-IP %[src]
-  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
   http-request set-header X-Request-Id %[uuid()]"""
 
@@ -86,13 +88,57 @@ def bench_ingress(name, host, annotations, paths=(("/", "Prefix"),)):
     if annotations:
         meta["annotations"] = {NGINX_ANN + k: v for k, v in annotations.items()}
     backend = {"service": {"name": "origin", "port": {"number": 80}}}
-    rule = {"host": host, "http": {"paths": [{"path": p, "pathType": t, "backend": backend} for p, t in paths]}}
+    rule = {"http": {"paths": [{"path": p, "pathType": t, "backend": backend} for p, t in paths]}}
+    if host:
+        rule["host"] = host
     spec = {"ingressClassName": "erratum", "rules": [rule]}
     return (f"apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {json.dumps(meta)}\n"
             f"spec: {json.dumps(spec)}\n---\n")
 
 
-def configs(d, forwarded=True):
+class Variant:
+    """What a run of the table changes in every proxy's configuration (benches/compare/table.py):
+    worker count, an access log, N regular-expression routes before the catch-all, a TLS
+    listener (HTTP/2 and HTTP/1.1 by ALPN) with the one ECDSA P-256 certificate of `tls_pem` /
+    `tls_key`. The defaults are run.py's configuration."""
+
+    def __init__(self, workers=1, access_log=False, regex_routes=0, tls=None):
+        self.workers, self.access_log, self.regex_routes = workers, access_log, regex_routes
+        # (port per proxy name, certificate path, key path) or None.
+        self.tls = tls
+
+
+def regex_paths(n):
+    """The regular-expression routes of a Variant: /r0/..., /r1/..., each with a capture like
+    ingress-nginx's `use-regex` paths; the bench's requests match the last."""
+    return [f"/r{i}/(.*)" for i in range(n)]
+
+
+def certificate(d):
+    """One ECDSA P-256 certificate for every proxy (openssl), for the bench hosts and
+    127.0.0.1; `bench.pem` holds both for HAProxy."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "2", "-subj", "/CN=plain.bench", "-addext",
+                    "subjectAltName=DNS:plain.bench,DNS:*.bench,IP:127.0.0.1",
+                    "-keyout", f"{d}/bench.key", "-out", f"{d}/bench.crt"], check=True, capture_output=True)
+    write(f"{d}/bench.pem", open(f"{d}/bench.crt").read() + open(f"{d}/bench.key").read())
+    return f"{d}/bench.crt", f"{d}/bench.key"
+
+
+def tls_secret(d):
+    """The certificate of `certificate` as a kubernetes.io/tls Secret, and an Ingress whose TLS
+    entry has no hosts: erratum's default certificate (like ingress-nginx's
+    `--default-ssl-certificate`), served whatever the client's SNI."""
+    indent = lambda path: "".join(f"    {l}\n" for l in open(path).read().splitlines())
+    return (f"apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata: {{name: bench-tls, namespace: bench}}\n"
+            f"stringData:\n  tls.crt: |\n{indent(d + '/bench.crt')}  tls.key: |\n{indent(d + '/bench.key')}---\n"
+            + bench_ingress("tls-default", "tls-default.bench", {}).replace(
+                '"rules"', '"tls": [{"secretName": "bench-tls"}], "rules"'))
+
+
+def configs(d, forwarded=True, variant=None):
+    v = variant or Variant()
+    tls_port = lambda name: v.tls[0][name] if v.tls else None
     os.makedirs(f"{d}/pages", exist_ok=True)
     os.makedirs(f"{d}/manifests", exist_ok=True)
     write(f"{d}/pages/503.html", PAGE)
@@ -110,45 +156,58 @@ http {{ access_log off; keepalive_requests 1000000;
     location = /boom {{ return 503 "origin: unavailable"; }}
     # Well unless asked to fail: a stale hit is the copy kept from a request without X-Fail.
     location = /flaky {{ if ($http_x_fail) {{ return 503 "origin: unavailable"; }} return 200 "{body}"; }}
+    location ~ ^/r[0-9]+/ {{ return 200 "{body}"; }}
+    # The custom page for proxies that fetch it from a service (Traefik's errors middleware).
+    location = /page.html {{ default_type text/html; return 200 {json.dumps(PAGE)}; }}
     location / {{ return 200 "ok"; }}
   }} }}
 """)
+    # ingress-nginx's regex locations are case-insensitive (`~*`), tried in order after prefixes.
+    nginx_regex = "".join(f"    location ~* ^{p} {{ proxy_pass http://origin; }}\n" for p in regex_paths(v.regex_routes))
+    nginx_tls = (f"listen 127.0.0.1:{tls_port('nginx')} ssl http2; ssl_certificate {v.tls[1]}; ssl_certificate_key {v.tls[2]};"
+                 if v.tls else "")
+    # Buffered like erratum's writer thread batches its lines (ingress-nginx's default is unbuffered).
+    nginx_log = f"access_log {d}/nginx-access.log combined buffer=64k flush=1s;" if v.access_log else "access_log off;"
     write(f"{d}/nginx.conf", f"""
-worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/nginx.err crit;
+worker_processes {v.workers}; daemon off; pid {d}/nginx.pid; error_log {d}/nginx.err crit;
 events {{ worker_connections 4096; }}
-http {{ access_log off; keepalive_requests 1000000;
+http {{ {nginx_log} keepalive_requests 1000000;
   proxy_cache_path {d}/nginx-cache keys_zone=errors:10m;
   upstream origin {{ server 127.0.0.1:{ORIGIN}; keepalive 64; }}
   upstream dead {{ server 127.0.0.1:1; }}
-  server {{ listen 127.0.0.1:{NGINX}; listen 127.0.0.1:{NGINX_H2} http2;
+  server {{ listen 127.0.0.1:{NGINX}; listen 127.0.0.1:{NGINX_H2} http2; {nginx_tls}
     proxy_http_version 1.1; proxy_set_header Connection "";{NGINX_FORWARDED if forwarded else ""}
     proxy_intercept_errors on;
     error_page 502 /502.html; error_page 503 /503.html;
     location = /502.html {{ internal; root {d}/pages; }}
     location = /503.html {{ internal; root {d}/pages; }}
     location /refused/ {{ proxy_pass http://dead; }}
-    location / {{ proxy_pass http://origin; proxy_cache errors; proxy_cache_valid 404 10s; }}
+{nginx_regex}    location / {{ proxy_pass http://origin; proxy_cache errors; proxy_cache_valid 404 10s; }}
   }}
   # ingress-nginx's ssl-redirect for a host with TLS, as plain nginx says it.
   server {{ listen 127.0.0.1:{NGINX}; server_name secure.bench; return 308 https://$host$request_uri; }}
 }}
 """)
+    haproxy_tls = f"\n  bind 127.0.0.1:{tls_port('haproxy')} ssl crt {d}/bench.pem alpn h2,http/1.1" if v.tls else ""
+    haproxy_regex = "".join(f"  use_backend origin if {{ path_reg ^{p} }}\n" for p in regex_paths(v.regex_routes))
+    # HAProxy logs to syslog or a stream only: standard output, which table.py sends to a file.
+    haproxy_log = ("\n  log stdout format raw local0 info", "\n  log global\n  option httplog") if v.access_log else ("", "")
     write(f"{d}/haproxy.cfg", f"""
 global
-  nbthread 1
-  maxconn 4096
+  nbthread {v.workers}
+  maxconn 4096{haproxy_log[0]}
 defaults
-  mode http
+  mode http{haproxy_log[1]}
   timeout connect 5s
   timeout client 60s
   timeout server 60s
   option http-keep-alive
 frontend fe{HAPROXY_FORWARDED if forwarded else ""}
   bind 127.0.0.1:{HAPROXY}
-  bind 127.0.0.1:{HAPROXY_H2} proto h2
+  bind 127.0.0.1:{HAPROXY_H2} proto h2{haproxy_tls}
   http-request redirect scheme https code 308 if {{ hdr(host) -m str secure.bench }}
   use_backend dead if {{ path_beg /refused/ }}
-  default_backend origin
+{haproxy_regex}  default_backend origin
 backend origin
   http-reuse always
   server o 127.0.0.1:{ORIGIN}
@@ -229,7 +288,12 @@ spec:
   targetRefs: [{{name: stale}}]
   staleIfError: {{maxStaleSeconds: 600}}
 ---
-""" + "".join(bench_ingress(*i) for i in BENCH_INGRESSES))
+""" + "".join(bench_ingress(*i) for i in BENCH_INGRESSES)
+          # The regex routes share the default host with the "bench" Ingress: `use-regex` makes
+          # every path of the host a regex, longest first (ingress-nginx's ordering).
+          + (bench_ingress("regex", None, {"use-regex": "true"},
+                           [(p, "ImplementationSpecific") for p in regex_paths(v.regex_routes)]) if v.regex_routes else "")
+          + (tls_secret(d) if v.tls else ""))
 
 
 def pids_of(proc):
