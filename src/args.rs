@@ -166,7 +166,9 @@ pub struct TuningArgs {
     /// `staleIfError` serve when a backend fails, in bytes (0 turns serving stale off).
     #[arg(long, env = "ERRATUM_STALE_CACHE_MAX_BYTES", default_value_t = crate::proxy::stale::DEFAULT_MAX_BYTES)]
     pub stale_cache_max_bytes: u64,
-    /// Worker threads (default: one per CPU).
+    /// Worker threads serving requests (default: one per CPU). Each is a thread with its own
+    /// async runtime and upstream connections, all taking clients from one accept queue; with
+    /// one, it shares its thread with the source and the admin server.
     #[arg(long, env = "ERRATUM_WORKERS")]
     pub workers: Option<usize>,
     /// Redirect plain-HTTP requests for hosts with a TLS entry in their Ingress to HTTPS (308),
@@ -466,6 +468,10 @@ impl RunArgs {
             error_cache_max_bytes: self.tuning.error_cache_max_bytes,
             stale_cache_max_bytes: self.tuning.stale_cache_max_bytes,
             clock: std::sync::Arc::new(crate::proxy::cache::SystemClock),
+            workers: self
+                .tuning
+                .workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         })
     }
 }

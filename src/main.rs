@@ -27,26 +27,23 @@ fn main() -> ExitCode {
         eprintln!("erratum: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
-    let (workers, task) = match args.command {
-        Command::Run(run) => {
-            let workers = run.tuning.workers;
-            match run.into_config() {
-                Ok(config) => (workers, Task::Run(Box::new(config))),
-                Err(e) => {
-                    eprintln!("erratum: {e}");
-                    return ExitCode::from(EXIT_USAGE);
-                }
+    let task = match args.command {
+        Command::Run(run) => match run.into_config() {
+            Ok(config) => Task::Run(Box::new(config)),
+            Err(e) => {
+                eprintln!("erratum: {e}");
+                return ExitCode::from(EXIT_USAGE);
             }
-        }
-        Command::Demo(demo) => (demo.tuning.workers, Task::Demo(demo)),
-        Command::Origin { addr, delay_ms } => (Some(1), Task::Origin(addr, delay_ms)),
+        },
+        Command::Demo(demo) => Task::Demo(demo),
+        Command::Origin { addr, delay_ms } => Task::Origin(addr, delay_ms),
         Command::Crd => {
             print!("{}", erratum::crd::crd_yaml());
             return ExitCode::SUCCESS;
         }
         Command::Migrate(args) => return migrate(&args),
     };
-    match run(workers, task) {
+    match run(task) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("erratum: {e:#}");
@@ -126,17 +123,14 @@ enum Task {
     Origin(std::net::SocketAddr, u64),
 }
 
-fn run(workers: Option<usize>, task: Task) -> anyhow::Result<()> {
-    // One worker: a current-thread runtime, like one nginx worker process: no work-stealing
-    // queues or cross-thread wake-ups on the request path. More: the multi-thread scheduler.
-    let mut builder = match workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
-    };
-    builder.enable_all().thread_name("erratum-worker");
-    if let Some(n) = workers.filter(|n| *n > 1) {
-        builder.worker_threads(n);
-    }
+fn run(task: Task) -> anyhow::Result<()> {
+    // A current-thread runtime, like one nginx worker process: no work-stealing queues or
+    // cross-thread wake-ups on the request path. With `--workers` > 1 it runs the source and
+    // the admin server, and each worker is a thread with a runtime of its own
+    // (`runtime::spawn_workers`), as nginx, HAProxy and Pingora scale: 1.8 % fewer
+    // instructions per request than one multi-thread runtime (BENCHMARKS.md, session 15).
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all().thread_name("erratum-main");
     let max_connections = match &task {
         Task::Run(config) => Some(config.proxy.max_connections),
         Task::Demo(args) => Some(args.tuning.max_connections),

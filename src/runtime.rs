@@ -50,6 +50,10 @@ pub struct RunConfig {
     pub stale_cache_max_bytes: u64,
     /// The clock of the error cache and the stale copies (tests inject a manual one).
     pub clock: Arc<dyn Clock>,
+    /// Threads serving requests (`--workers`). One serves on the runtime `start` is called on,
+    /// beside the source and the admin server; more are threads of their own, each a
+    /// current-thread runtime with its own listeners (see [`spawn_workers`]).
+    pub workers: usize,
 }
 
 impl RunConfig {
@@ -68,6 +72,7 @@ impl RunConfig {
             error_cache_max_bytes: DEFAULT_MAX_BYTES,
             stale_cache_max_bytes: proxy::stale::DEFAULT_MAX_BYTES,
             clock: Arc::new(SystemClock),
+            workers: 1,
         }
     }
 }
@@ -113,6 +118,9 @@ pub enum Error {
     /// The Kubernetes source failed to start.
     #[error(transparent)]
     Controller(#[from] crate::controller::Error),
+    /// A worker thread could not be started.
+    #[error("starting a worker thread: {0}")]
+    Worker(std::io::Error),
 }
 
 /// A running erratum.
@@ -137,13 +145,30 @@ pub struct Running {
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
-    listen(addr).map_err(|source| Error::Bind { what, addr, source })
+    listen(addr).and_then(TcpListener::from_std).map_err(|source| Error::Bind { what, addr, source })
+}
+
+/// One listening socket on `addr` for `n` workers: a handle each on one accept queue, which
+/// every worker's reactor watches, so that a new client goes to whichever worker accepts first,
+/// that is a worker with time for it (nginx's workers and HAProxy's threads share their queue
+/// too). One socket per worker with `SO_REUSEPORT` was measured and not kept: the kernel
+/// hashes each connection to a worker whatever its load, and p99 rose by a quarter on a busy
+/// core (BENCHMARKS.md, session 15).
+fn bind_workers(what: &'static str, addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, Error> {
+    let err = |source| Error::Bind { what, addr, source };
+    let first = listen(addr).map_err(err)?;
+    let mut all = Vec::new();
+    for _ in 1..n {
+        all.push(first.try_clone().map_err(err)?);
+    }
+    all.insert(0, first);
+    Ok(all)
 }
 
 /// A listening socket as tokio's `TcpListener::bind` makes it (address reuse, a backlog of
 /// 1024), except that `[::]` always accepts IPv4 too (dual stack), whatever the node's
 /// `net.ipv6.bindv6only` says: one listener serves both families.
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(socket2::Protocol::TCP))?;
     if addr.is_ipv6() && addr.ip().is_unspecified() {
@@ -153,7 +178,82 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
+}
+
+/// What every worker serves with, shared.
+struct Serving {
+    proxy: Arc<Proxy>,
+    tls: Option<TlsAcceptor>,
+    metrics: crate::metrics::ProxyMetrics,
+    conns: Arc<proxy::Connections>,
+    shutdown: CancellationToken,
+    drain: Duration,
+}
+
+impl Serving {
+    /// Serves one worker's listeners until shutdown has drained them.
+    async fn serve(&self, proxy: Arc<Proxy>, http: TcpListener, https: Option<TcpListener>) {
+        let serve = |listener, tls| {
+            proxy::serve(
+                listener,
+                tls,
+                proxy.clone(),
+                self.metrics.clone(),
+                self.conns.clone(),
+                self.shutdown.clone(),
+                self.drain,
+            )
+        };
+        match (https, &self.tls) {
+            (Some(https), Some(tls)) => {
+                tokio::join!(serve(http, None), serve(https, Some(tls.clone())));
+            }
+            _ => serve(http, None).await,
+        }
+    }
+}
+
+/// Starts one thread per pair of listeners, each a current-thread runtime serving them with a
+/// handler of its own ([`Proxy::for_worker`]): thread per core, as nginx, HAProxy and Pingora
+/// scale, with nothing shared on the request path but the table, caches and counters (one
+/// multi-thread runtime was measured beside it: 1.8 % more instructions per request, its
+/// work-stealing and cross-thread wake-ups). Each returned task ends when its thread has
+/// drained.
+fn spawn_workers(
+    serving: Arc<Serving>,
+    listeners: Vec<(std::net::TcpListener, Option<std::net::TcpListener>)>,
+) -> Result<Vec<JoinHandle<()>>, Error> {
+    let mut done = Vec::new();
+    for (i, (http, https)) in listeners.into_iter().enumerate() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = serving.clone();
+        let proxy = Arc::new(serving.proxy.for_worker());
+        let body = move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return tracing::error!(worker = i, "starting the worker's runtime: {e}"),
+            };
+            runtime.block_on(async move {
+                let listeners = TcpListener::from_std(http)
+                    .and_then(|h| https.map(TcpListener::from_std).transpose().map(|s| (h, s)));
+                match listeners {
+                    Ok((http, https)) => serving.serve(proxy, http, https).await,
+                    Err(e) => tracing::error!(worker = i, "registering the worker's listeners: {e}"),
+                }
+            });
+            let _ = tx.send(());
+        };
+        std::thread::Builder::new()
+            // Fifteen characters at most: what `top -H` and /proc show of a thread's name.
+            .name(format!("erratum-wrk-{i}"))
+            .spawn(body)
+            .map_err(Error::Worker)?;
+        done.push(tokio::spawn(async move {
+            let _ = rx.await;
+        }));
+    }
+    Ok(done)
 }
 
 /// Starts erratum in file mode and returns once it serves.
@@ -198,16 +298,18 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
         }
     }
 
-    let http = bind("http", config.http_addr).await?;
-    let https = match config.https_addr {
-        Some(addr) => Some(bind("https", addr).await?),
+    let workers = config.workers.max(1);
+    let mut http = bind_workers("http", config.http_addr, workers)?;
+    let mut https = match config.https_addr {
+        Some(addr) => Some(bind_workers("https", addr, workers)?),
         None => None,
     };
     let admin_listener = bind("admin", config.admin_addr).await?;
-    let running_addr = |l: &TcpListener, fallback| l.local_addr().unwrap_or(fallback);
-    let http_addr = running_addr(&http, config.http_addr);
-    let https_addr = https.as_ref().map(|l| running_addr(l, config.https_addr.unwrap_or(config.http_addr)));
-    let admin_addr = running_addr(&admin_listener, config.admin_addr);
+    let running_addr = |l: &std::net::TcpListener, fallback| l.local_addr().unwrap_or(fallback);
+    let http_addr = running_addr(&http[0], config.http_addr);
+    let https_addr =
+        https.as_ref().map(|l| running_addr(&l[0], config.https_addr.unwrap_or(config.http_addr)));
+    let admin_addr = admin_listener.local_addr().unwrap_or(config.admin_addr);
 
     let cache = (config.error_cache_max_bytes > 0)
         .then(|| ErrorCache::new(config.error_cache_max_bytes, config.clock.clone(), metrics.cache.clone()));
@@ -250,27 +352,35 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
         config.proxy.header_read_timeout,
         config.proxy.response_timeout,
     );
-    let mut proxy_tasks = vec![tokio::spawn(proxy::serve(
-        http,
-        None,
-        proxy.clone(),
-        metrics.proxy.clone(),
-        conns.clone(),
-        stop_proxy.clone(),
-        config.drain_timeout,
-    ))];
-    if let Some(https) = https {
-        let acceptor = TlsAcceptor::from(proxy::tls::server_config(reader.clone())?);
-        proxy_tasks.push(tokio::spawn(proxy::serve(
-            https,
-            Some(acceptor),
-            proxy.clone(),
-            metrics.proxy.clone(),
-            conns.clone(),
-            stop_proxy.clone(),
-            config.drain_timeout,
-        )));
-    }
+    let tls = match &https {
+        Some(_) => Some(TlsAcceptor::from(proxy::tls::server_config(reader.clone())?)),
+        None => None,
+    };
+    let serving = Arc::new(Serving {
+        proxy: proxy.clone(),
+        tls,
+        metrics: metrics.proxy.clone(),
+        conns: conns.clone(),
+        shutdown: stop_proxy.clone(),
+        drain: config.drain_timeout,
+    });
+    let proxy_tasks = if workers == 1 {
+        // One worker serves here, beside the source and the admin server (one thread in all).
+        let err = |what, addr| move |source| Error::Bind { what, addr, source };
+        let http = TcpListener::from_std(http.remove(0)).map_err(err("http", http_addr))?;
+        let https = match (https.as_mut(), https_addr) {
+            (Some(l), Some(addr)) => Some(TcpListener::from_std(l.remove(0)).map_err(err("https", addr))?),
+            _ => None,
+        };
+        let serving = serving.clone();
+        vec![tokio::spawn(async move { serving.serve(serving.proxy.clone(), http, https).await })]
+    } else {
+        let https: Vec<_> = match https {
+            Some(l) => l.into_iter().map(Some).collect(),
+            None => std::iter::repeat_with(|| None).take(workers).collect(),
+        };
+        spawn_workers(serving, http.into_iter().zip(https).collect())?
+    };
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         AdminState {

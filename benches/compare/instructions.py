@@ -12,7 +12,7 @@ whose length varies, like a clock's calibration, shows there as noise of up to Â
 request.) Kernel time (system calls) is not counted: compare it with run.py's CPU time or
 `strace -c`.
 
-Usage: benches/compare/instructions.py [--erratum PATH] [--path /ok] [--n1 2000] [--n2 20000] [--peers] [--two-runs]
+Usage: benches/compare/instructions.py [--erratum PATH] [--path /ok] [--n1 2000] [--n2 20000] [--workers N] [--peers] [--two-runs]
        [--erratum-arg=--FLAG=VALUE ...] [--header 'Name: value' ...] [--data FILE (POST it)] [--prime]
 Needs valgrind (Debian package) besides what setup.sh installs. Loopback only; stops what it starts.
 """
@@ -102,6 +102,7 @@ def main():
     ap.add_argument("--erratum", default="target/dist/erratum")
     ap.add_argument("--path", default="/ok")
     ap.add_argument("--n1", type=int, default=2000)
+    ap.add_argument("--workers", type=int, default=1, help="erratum's --workers (callgrind runs its threads one at a time)")
     ap.add_argument("--n2", type=int, default=20000)
     ap.add_argument("--peers", action="store_true", help="count nginx and HAProxy too")
     ap.add_argument("--erratum-arg", action="append", default=[],
@@ -126,7 +127,8 @@ def main():
     try:
         run.wait_port(run.ORIGIN)
         proxies = [("erratum", run.ERRATUM,
-                    run.erratum_run(os.path.abspath(a.erratum), f"{d}/manifests", extra=a.erratum_arg))]
+                    run.erratum_run(os.path.abspath(a.erratum), f"{d}/manifests", extra=a.erratum_arg,
+                                   workers=a.workers))]
         if a.peers:
             # One process each: nginx without its master, HAProxy in the foreground.
             proxies.append(("nginx", run.NGINX, ["nginx", "-c", f"{d}/nginx.conf", "-p", d,

@@ -17,7 +17,7 @@ endpoint of three with retries, an HTTPS upstream, gRPC unary) are upstreams.py'
 stale is stale.py's (beside nginx); idle connections are c10k.py's.
 
 Usage: benches/compare/table.py [--rounds N] [--seconds S] [--erratum PATH] [--traefik PATH]
-       [--pingora PATH] [--only NAME,...] [--smoke]
+       [--pingora PATH] [--only PROXY,...] [--scenarios PART,...] [--smoke]
 --smoke (CI): one 1-second round of every scenario, then checks that every proxy answered as
 configured (the status and page each scenario expects, no failed requests); asserts no speed.
 """
@@ -187,11 +187,13 @@ def main():
     ap.add_argument("--traefik", default=".ci/.tools/traefik/traefik")
     ap.add_argument("--pingora", default="benches/compare/pingora/target/release/pingora-bench")
     ap.add_argument("--only", default="", help="comma-separated proxies to run (default: all)")
+    ap.add_argument("--scenarios", default="", help="comma-separated parts of scenario names to run (default: all)")
     ap.add_argument("--smoke", action="store_true", help="CI: one short round, check answers, no speed")
     a = ap.parse_args()
     if a.smoke:
         a.rounds, a.seconds = 1, 1
     proxies = [p for p in PROXIES if not a.only or p in a.only.split(",")]
+    chosen = lambda s: not a.scenarios or any(part in s.name for part in a.scenarios.split(","))
     for tool in ["nginx", "haproxy", "wrk", "h2load", "taskset", "openssl"]:
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: run benches/compare/setup.sh")
@@ -206,7 +208,9 @@ def main():
         origin = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", f"{d}/origin.conf", "-p", d])
         run.wait_port(run.ORIGIN)
         for key, v in vs.items():
-            scenarios = [s for s in SCENARIOS if s.variant == key]
+            scenarios = [s for s in SCENARIOS if s.variant == key and chosen(s)]
+            if not scenarios:
+                continue
             run.configs(d, variant=v)
             procs = {}
             try:
@@ -245,7 +249,7 @@ def main():
     print(f"\nrounds={a.rounds} seconds={a.seconds} connections={a.connections} nproc={os.cpu_count()}\n")
     print("| scenario | proxy | req/s | p50 ms | p99 ms | CPU µs/req | erratum/best peer req/s | erratum/best peer CPU |")
     print("|---|---|---|---|---|---|---|---|")
-    for s in SCENARIOS:
+    for s in filter(chosen, SCENARIOS):
         med = {}
         for p in proxies:
             rs = results.get((s.name, p))

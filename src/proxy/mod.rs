@@ -149,6 +149,28 @@ impl Proxy {
         self
     }
 
+    /// The handler of one more worker thread (`--workers` > 1): the same table, pages, caches,
+    /// balancer, log and verified passwords, and upstream connections of its own. A connection
+    /// is registered with the reactor of the runtime that opened it, and each worker is a
+    /// runtime of its own: a shared pool would hand one worker's sockets to another, whose
+    /// wake-ups would then wait on the first worker's thread.
+    pub fn for_worker(&self) -> Self {
+        Self {
+            table: self.table.clone(),
+            client: Upstreams::new(self.config.connect_timeout),
+            metrics: self.metrics.clone(),
+            config: self.config.clone(),
+            pages: self.pages.clone(),
+            cache: self.cache.clone(),
+            stale: self.stale.clone(),
+            views: respond::Views::new(&self.table),
+            access_log: self.access_log.clone(),
+            https_port: self.https_port.clone(),
+            balancer: self.balancer.clone(),
+            verified: self.verified.clone(),
+        }
+    }
+
     /// The data-plane configuration.
     pub fn config(&self) -> &ProxyConfig {
         &self.config
