@@ -52,7 +52,8 @@ pub struct RunConfig {
     pub clock: Arc<dyn Clock>,
     /// Threads serving requests (`--workers`). One serves on the runtime `start` is called on,
     /// beside the source and the admin server; more are threads of their own, each a
-    /// current-thread runtime with its own listeners (see [`spawn_workers`]).
+    /// current-thread runtime with its own upstream connections, all accepting from one
+    /// listening socket.
     pub workers: usize,
 }
 
