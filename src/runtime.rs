@@ -182,6 +182,14 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// One worker's listeners, not yet registered with a runtime.
+type WorkerListeners = (std::net::TcpListener, Option<std::net::TcpListener>);
+
+/// Registers a worker's listeners with the reactor of the runtime this is called on.
+fn register((http, https): WorkerListeners) -> std::io::Result<(TcpListener, Option<TcpListener>)> {
+    Ok((TcpListener::from_std(http)?, https.map(TcpListener::from_std).transpose()?))
+}
+
 /// What every worker serves with, shared.
 struct Serving {
     proxy: Arc<Proxy>,
@@ -223,10 +231,10 @@ impl Serving {
 /// drained.
 fn spawn_workers(
     serving: Arc<Serving>,
-    listeners: Vec<(std::net::TcpListener, Option<std::net::TcpListener>)>,
+    listeners: Vec<WorkerListeners>,
 ) -> Result<Vec<JoinHandle<()>>, Error> {
     let mut done = Vec::new();
-    for (i, (http, https)) in listeners.into_iter().enumerate() {
+    for (i, listeners) in listeners.into_iter().enumerate() {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let serving = serving.clone();
         let proxy = Arc::new(serving.proxy.for_worker());
@@ -236,9 +244,7 @@ fn spawn_workers(
                 Err(e) => return tracing::error!(worker = i, "starting the worker's runtime: {e}"),
             };
             runtime.block_on(async move {
-                let listeners = TcpListener::from_std(http)
-                    .and_then(|h| https.map(TcpListener::from_std).transpose().map(|s| (h, s)));
-                match listeners {
+                match register(listeners) {
                     Ok((http, https)) => serving.serve(proxy, http, https).await,
                     Err(e) => tracing::error!(worker = i, "registering the worker's listeners: {e}"),
                 }
@@ -300,8 +306,8 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
     }
 
     let workers = config.workers.max(1);
-    let mut http = bind_workers("http", config.http_addr, workers)?;
-    let mut https = match config.https_addr {
+    let http = bind_workers("http", config.http_addr, workers)?;
+    let https = match config.https_addr {
         Some(addr) => Some(bind_workers("https", addr, workers)?),
         None => None,
     };
@@ -353,10 +359,15 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
         config.proxy.header_read_timeout,
         config.proxy.response_timeout,
     );
-    let tls = match &https {
+    let tls = match https_addr {
         Some(_) => Some(TlsAcceptor::from(proxy::tls::server_config(reader.clone())?)),
         None => None,
     };
+    let https: Vec<_> = match https {
+        Some(l) => l.into_iter().map(Some).collect(),
+        None => std::iter::repeat_with(|| None).take(workers).collect(),
+    };
+    let mut listeners: Vec<WorkerListeners> = http.into_iter().zip(https).collect();
     let serving = Arc::new(Serving {
         proxy: proxy.clone(),
         tls,
@@ -365,22 +376,14 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
         shutdown: stop_proxy.clone(),
         drain: config.drain_timeout,
     });
-    let proxy_tasks = if workers == 1 {
+    let proxy_tasks = match listeners.pop() {
         // One worker serves here, beside the source and the admin server (one thread in all).
-        let err = |what, addr| move |source| Error::Bind { what, addr, source };
-        let http = TcpListener::from_std(http.remove(0)).map_err(err("http", http_addr))?;
-        let https = match (https.as_mut(), https_addr) {
-            (Some(l), Some(addr)) => Some(TcpListener::from_std(l.remove(0)).map_err(err("https", addr))?),
-            _ => None,
-        };
-        let serving = serving.clone();
-        vec![tokio::spawn(async move { serving.serve(serving.proxy.clone(), http, https).await })]
-    } else {
-        let https: Vec<_> = match https {
-            Some(l) => l.into_iter().map(Some).collect(),
-            None => std::iter::repeat_with(|| None).take(workers).collect(),
-        };
-        spawn_workers(serving, http.into_iter().zip(https).collect())?
+        Some(one) if workers == 1 => {
+            let (http, https) =
+                register(one).map_err(|source| Error::Bind { what: "http", addr: http_addr, source })?;
+            vec![tokio::spawn(async move { serving.serve(serving.proxy.clone(), http, https).await })]
+        }
+        last => spawn_workers(serving, listeners.into_iter().chain(last).collect())?,
     };
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,

@@ -471,6 +471,17 @@ def extra_scenarios(d, a, procs):
               f"{max(r['rss'] for r in rs):.1f} |")
 
 
+def stop(procs):
+    """SIGTERM to every process of `procs` (a dict), then waits; kills what is left after 10 s."""
+    for p in procs.values():
+        p.send_signal(signal.SIGTERM)
+    for p in procs.values():
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def report(checks):
     """Prints failed checks; the exit status for --smoke."""
     failed = [name for name, ok in checks if not ok]
@@ -546,13 +557,7 @@ def main():
         extra_scenarios(d, a, procs)
         return report(a.checks)
     finally:
-        for p in procs.values():
-            p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
         shutil.rmtree(d, ignore_errors=True)
 
 

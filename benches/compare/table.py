@@ -21,7 +21,7 @@ Usage: benches/compare/table.py [--rounds N] [--seconds S] [--erratum PATH] [--t
 --smoke (CI): one 1-second round of every scenario, then checks that every proxy answered as
 configured (the status and page each scenario expects, no failed requests); asserts no speed.
 """
-import argparse, http.client, os, re, shutil, signal, ssl, statistics, subprocess, sys, tempfile, time
+import argparse, http.client, os, re, shutil, ssl, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers, run  # noqa: E402
@@ -101,16 +101,6 @@ def start(name, a, d, v):
     else:
         cmd = peers.pingora_command(a.pingora, d, v)
     return subprocess.Popen(["taskset", "-c", cores, *cmd], env=peers.env_for(name, v.workers), stdout=out)
-
-
-def stop(procs):
-    for p in procs.values():
-        p.send_signal(signal.SIGTERM)
-    for p in procs.values():
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 
 def url(s, proxy):
@@ -240,10 +230,10 @@ def main():
                         checks.append((f"{s.name} {p}: every answer {'an error' if errors_expected else '2xx/3xx'}, "
                                        f"no socket errors ({[(r['total'], r['non2xx'], r['socket_errors']) for r in rs]})", ok))
             finally:
-                stop(procs)
+                run.stop(procs)
     finally:
         if origin:
-            stop({"origin": origin})
+            run.stop({"origin": origin})
         shutil.rmtree(d, ignore_errors=True)
 
     print(f"\nrounds={a.rounds} seconds={a.seconds} connections={a.connections} nproc={os.cpu_count()}\n")
@@ -269,10 +259,7 @@ def main():
     print()
     for (name, p), why in DIFFERS.items():
         print(f"- {name}, {p}: {why}")
-    failed = [name for name, ok in checks if not ok]
-    for name in failed:
-        print(f"CHECK FAILED: {name}", file=sys.stderr)
-    return 1 if failed else 0
+    return run.report(checks)
 
 
 if __name__ == "__main__":

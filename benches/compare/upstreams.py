@@ -17,10 +17,10 @@ that every proxy answered every scenario as configured; asserts no speed.
 
 Usage: benches/compare/upstreams.py [--rounds N] [--seconds S] [--erratum PATH] [--grpc-origin PATH] [--smoke]
 """
-import argparse, os, shutil, signal, statistics, subprocess, sys, tempfile, time
+import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import CLK_TCK, cpu_ticks, erratum_run, pids_of, wait_port, wrk, write  # noqa: E402
+from run import CLK_TCK, cpu_ticks, erratum_run, pids_of, stop, wait_port, wrk, write  # noqa: E402
 
 PORT, PORT_TLS, PORT_SLOW, GRPC = 18190, 18191, 18192, 18197
 SLOW_MS = 20
@@ -241,13 +241,7 @@ def main():
             print(f"{'ok  ' if ok else 'FAIL'} {name}")
         return 1 if bad else 0
     finally:
-        for p in procs.values():
-            p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
         shutil.rmtree(d, ignore_errors=True)
 
 
