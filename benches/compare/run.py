@@ -100,10 +100,12 @@ class Variant:
     """What a run of the table changes in every proxy's configuration (benches/compare/table.py):
     worker count, an access log, N regular-expression routes before the catch-all, a TLS
     listener (HTTP/2 and HTTP/1.1 by ALPN) with the one ECDSA P-256 certificate of `tls_pem` /
-    `tls_key`. The defaults are run.py's configuration."""
+    `tls_key`, the upstream hosts of upstreams.py (a dead endpoint of three, an HTTPS origin,
+    gRPC, a stale copy). The defaults are run.py's configuration."""
 
-    def __init__(self, workers=1, access_log=False, regex_routes=0, tls=None):
+    def __init__(self, workers=1, access_log=False, regex_routes=0, tls=None, upstreams=False):
         self.workers, self.access_log, self.regex_routes = workers, access_log, regex_routes
+        self.upstreams = upstreams
         # (port per proxy name, certificate path, key path) or None.
         self.tls = tls
 
@@ -138,6 +140,11 @@ def tls_secret(d):
 
 def configs(d, forwarded=True, variant=None):
     v = variant or Variant()
+    # upstreams.py imports this module: imported here, once both are loaded.
+    import upstreams
+    up = {"origin": upstreams.origin_listeners(d), "nginx": upstreams.nginx(d), "haproxy": upstreams.haproxy(d),
+          "manifests": upstreams.manifests(d)} if v.upstreams else {"origin": "", "nginx": "", "haproxy": ("", ""),
+                                                                   "manifests": ""}
     tls_port = lambda name: v.tls[0][name] if v.tls else None
     os.makedirs(f"{d}/pages", exist_ok=True)
     os.makedirs(f"{d}/manifests", exist_ok=True)
@@ -150,7 +157,7 @@ def configs(d, forwarded=True, variant=None):
 worker_processes 1; daemon off; pid {d}/origin.pid; error_log {d}/origin.err crit;
 events {{ worker_connections 4096; }}
 http {{ access_log off; keepalive_requests 1000000;
-  server {{ listen 127.0.0.1:{ORIGIN};
+  server {{ listen 127.0.0.1:{ORIGIN}; {up['origin']}
     location = /ok {{ return 200 "{body}"; }}
     location /missing/ {{ return 404 "origin: not found"; }}
     location = /boom {{ return 503 "origin: unavailable"; }}
@@ -186,7 +193,7 @@ http {{ {nginx_log} keepalive_requests 1000000;
   }}
   # ingress-nginx's ssl-redirect for a host with TLS, as plain nginx says it.
   server {{ listen 127.0.0.1:{NGINX}; server_name secure.bench; return 308 https://$host$request_uri; }}
-}}
+{up['nginx']}}}
 """)
     haproxy_tls = f"\n  bind 127.0.0.1:{tls_port('haproxy')} ssl crt {d}/bench.pem alpn h2,http/1.1" if v.tls else ""
     haproxy_regex = "".join(f"  use_backend origin if {{ path_reg ^{p} }}\n" for p in regex_paths(v.regex_routes))
@@ -207,7 +214,7 @@ frontend fe{HAPROXY_FORWARDED if forwarded else ""}
   bind 127.0.0.1:{HAPROXY_H2} proto h2{haproxy_tls}
   http-request redirect scheme https code 308 if {{ hdr(host) -m str secure.bench }}
   use_backend dead if {{ path_beg /refused/ }}
-{haproxy_regex}  default_backend origin
+{up['haproxy'][0]}{haproxy_regex}  default_backend origin
 backend origin
   http-reuse always
   server o 127.0.0.1:{ORIGIN}
@@ -216,7 +223,7 @@ backend dead
   retries 0
   server d 127.0.0.1:1
   errorfile 503 {d}/pages/503.http
-""")
+{up['haproxy'][1]}""")
     write(f"{d}/manifests/bench.yaml", f"""
 apiVersion: v1
 kind: Service
@@ -293,7 +300,7 @@ spec:
           # every path of the host a regex, longest first (ingress-nginx's ordering).
           + (bench_ingress("regex", None, {"use-regex": "true"},
                            [(p, "ImplementationSpecific") for p in regex_paths(v.regex_routes)]) if v.regex_routes else "")
-          + (tls_secret(d) if v.tls else ""))
+          + (tls_secret(d) if v.tls else "") + up["manifests"])
 
 
 def pids_of(proc):

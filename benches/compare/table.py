@@ -7,30 +7,33 @@ Every proxy gets run.py's configuration, changed by a `run.Variant` per group of
   502 page, a plain->HTTPS redirect, h2c pass-through, and over TLS 1.3 (the one ECDSA P-256
   certificate for all): keep-alive, a full handshake per request, HTTP/2;
 - an access log on (a file each); 1,000 regex routes (the request matches the last); two
-  workers (the proxies on both cores, beside the load generator).
+  workers (the proxies on both cores, beside the load generator);
+- upstreams (upstreams.py's hosts): one dead endpoint of three with retries, an HTTPS upstream
+  verified against a CA, gRPC unary over h2c (tonic's health server), a stale hit (the copy of a
+  good answer served while the origin answers 503).
 Proxies run one worker pinned to core 0 (both cores for "two workers"); the origin (nginx) and
 the load generator share core 1. Proxies alternate per round; medians are reported. CPU
 µs/request is user+sys of every process of the proxy over the requests answered.
 
-Where a peer cannot do a scenario, the row says so and why. The upstream scenarios (a dead
-endpoint of three with retries, an HTTPS upstream, gRPC unary) are upstreams.py's and serving
-stale is stale.py's (beside nginx); idle connections are c10k.py's.
+Where a peer cannot do a scenario, the row says so and why. Idle connections are c10k.py's.
 
 Usage: benches/compare/table.py [--rounds N] [--seconds S] [--erratum PATH] [--traefik PATH]
-       [--pingora PATH] [--only PROXY,...] [--scenarios PART,...] [--smoke]
+       [--pingora PATH] [--grpc-origin PATH] [--only PROXY,...] [--scenarios PART,...] [--smoke]
 --smoke (CI): one 1-second round of every scenario, then checks that every proxy answered as
 configured (the status and page each scenario expects, no failed requests); asserts no speed.
 """
 import argparse, http.client, os, re, shutil, ssl, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import peers, run  # noqa: E402
+import peers, run, upstreams  # noqa: E402
 
 PROXIES = ["erratum", "nginx", "haproxy", "traefik", "pingora"]
 PLAIN = {"erratum": run.ERRATUM, "nginx": run.NGINX, "haproxy": run.HAPROXY,
          "traefik": peers.TRAEFIK, "pingora": peers.PINGORA}
 # nginx and HAProxy take HTTP/2 with prior knowledge on a port of its own.
 H2C = dict(PLAIN, nginx=run.NGINX_H2, haproxy=run.HAPROXY_H2)
+# Traefik built from its module on the Go module proxy (peers.build_traefik), the first run builds it.
+TRAEFIK_BUILT = ".ci/.tools/traefik-go/traefik"
 TLS = {"erratum": 18071, "nginx": 18072, "haproxy": 18073, "traefik": 18078, "pingora": 18079}
 
 NO_CACHE = "no error cache ({})"
@@ -42,19 +45,39 @@ DIFFERS = {
     ("upstream refused -> 502 page", "haproxy"): "HAProxy answers 503 (its errorfile) for a refused server.",
     ("upstream 503 -> custom page", "traefik"):
         "Traefik's errors middleware fetches the page from a service (the origin) for each error.",
+    ("one dead endpoint of three (retries)", "haproxy"):
+        "HAProxy's active health checks (`check inter 2s`) take the dead server out after three "
+        "failed checks; until then `retries 2` with `option redispatch 1` try another.",
+    ("one dead endpoint of three (retries)", "traefik"):
+        "Traefik's active health checks (every 2 s) take the dead server out; until then its retry "
+        "middleware picks from the shared round robin again, so a request can meet the dead "
+        "endpoint on every try (answered 502).",
+    ("one dead endpoint of three (retries)", "pingora"):
+        "Pingora (without pingora-load-balancing's health checks) tries the dead endpoint every "
+        "third request and retries on the next.",
 }
+NO_STALE = "no stale-on-error ({})"
 CANNOT = {
     "cached 404": {"haproxy": NO_CACHE.format("its cache stores 200s only"),
                    "traefik": NO_CACHE.format("none in Traefik OSS"),
                    "pingora": NO_CACHE.format("pingora-cache and a storage backend, not a minimal proxy")},
+    "stale hit": {"haproxy": NO_STALE.format("its cache serves fresh 200s only"),
+                  "traefik": NO_STALE.format("no cache in Traefik OSS"),
+                  "pingora": NO_STALE.format("pingora-cache and a storage backend, not a minimal proxy")},
 }
 
 
 class Scenario:
-    def __init__(self, name, variant, load, path, status, headers=(), page=False):
+    def __init__(self, name, variant, load, path, status, headers=(), page=False, prime=()):
         self.name, self.variant, self.load, self.path = name, variant, load, path
         # The statuses a proxy may answer (HAProxy says 503 for a refused server).
         self.status, self.headers, self.page = status, headers, page
+        # Headers of one request sent before the first (the stale hit's good answer to keep).
+        self.prime = prime
+
+
+GRPC_HEADERS = (f":authority: {upstreams.HOSTS['grpc']}", "content-type: application/grpc", "te: trailers")
+host = lambda name: f"Host: {upstreams.HOSTS[name]}"
 
 
 SCENARIOS = [
@@ -70,6 +93,11 @@ SCENARIOS = [
     Scenario("access log on", "log", "h1", "/ok", {200}),
     Scenario("1,000 regex routes", "regex", "h1", "/r999/ok", {200}),
     Scenario("two workers", "workers2", "h1", "/ok", {200}),
+    Scenario("one dead endpoint of three (retries)", "upstreams", "h1", "/ok", {200}, (host("dead"),)),
+    Scenario("HTTPS upstream (verified)", "upstreams", "h1", "/ok", {200}, (host("https"),)),
+    Scenario("gRPC unary (h2c)", "upstreams", "grpc", upstreams.GRPC_PATH, {200}, GRPC_HEADERS),
+    # Each request makes the origin answer 503: only the copy kept from the first is a 200.
+    Scenario("stale hit", "upstreams", "h1", "/flaky", {200}, (host("stale"), "X-Fail: 1"), prime=(host("stale"),)),
 ]
 
 
@@ -80,6 +108,7 @@ def variants(d, smoke):
         "log": run.Variant(access_log=True),
         "regex": run.Variant(regex_routes=1000),
         "workers2": run.Variant(workers=2),
+        "upstreams": run.Variant(upstreams=True),
     }
 
 
@@ -106,14 +135,14 @@ def start(name, a, d, v):
 def url(s, proxy):
     if s.load in ("tls", "handshake", "h2"):
         return f"https://127.0.0.1:{TLS[proxy]}{s.path}"
-    return f"http://127.0.0.1:{(H2C if s.load == 'h2c' else PLAIN)[proxy]}{s.path}"
+    return f"http://127.0.0.1:{(H2C if s.load in ('h2c', 'grpc') else PLAIN)[proxy]}{s.path}"
 
 
-def h2load(target, seconds, connections, d, headers=()):
+def h2load(target, seconds, connections, d, headers=(), data=None):
     """h2load with 10 streams per connection (h2c by prior knowledge, or TLS with ALPN h2);
-    latency percentiles from its per-request log."""
+    latency percentiles from its per-request log. `data`: a file each request sends (a POST)."""
     log = f"{d}/h2load.log"
-    extra = [a for h in headers for a in ("-H", h)]
+    extra = [a for h in headers for a in ("-H", h)] + (["-d", data] if data else [])
     out = subprocess.check_output(["taskset", "-c", "1", "h2load", "-D", str(seconds), "-c", str(connections),
                                    "-m", "10", f"--log-file={log}", *extra, target], text=True)
     rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))
@@ -130,8 +159,9 @@ def h2load(target, seconds, connections, d, headers=()):
 
 def load(s, proxy, seconds, connections, d):
     target = url(s, proxy)
-    if s.load in ("h2c", "h2"):
-        return h2load(target, seconds, connections, d, s.headers)
+    if s.load in ("h2c", "h2", "grpc"):
+        data = upstreams.grpc_request(d) if s.load == "grpc" else None
+        return h2load(target, seconds, connections, d, s.headers, data)
     headers = list(s.headers) + (["Connection: close"] if s.load == "handshake" else [])
     extra = [x for h in headers for x in ("-H", h)]
     out = subprocess.check_output(["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
@@ -139,9 +169,12 @@ def load(s, proxy, seconds, connections, d):
     return run.parse_wrk(out)
 
 
-def probe(s, proxy):
-    """One request as the scenario sends it: (status, whether the body is the custom page)."""
+def probe(s, proxy, headers=None):
+    """One request as the scenario sends it (or with `headers`): (status, whether the body is
+    the custom page)."""
     host, port = "127.0.0.1", int(url(s, proxy).split(":")[2].split("/")[0])
+    if s.load == "grpc":
+        return (200 if upstreams.grpc_status(port) else "no grpc-status 0 in the answer"), False
     if s.load == "h2c":
         # HTTP/2 by prior knowledge: h2load's one request, its status class.
         out = subprocess.run(["h2load", "-n1", "-c1", url(s, proxy)], capture_output=True, text=True).stdout
@@ -154,7 +187,7 @@ def probe(s, proxy):
     else:
         conn = http.client.HTTPConnection(host, port, timeout=5)
     try:
-        conn.request("GET", s.path, headers=dict(h.split(": ", 1) for h in s.headers))
+        conn.request("GET", s.path, headers=dict(h.split(": ", 1) for h in (s.headers if headers is None else headers)))
         r = conn.getresponse()
         return r.status, run.PAGE.strip() in r.read().decode(errors="replace")
     except (OSError, http.client.HTTPException) as e:
@@ -174,8 +207,9 @@ def main():
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--erratum", default="target/dist/erratum")
-    ap.add_argument("--traefik", default=".ci/.tools/traefik/traefik")
+    ap.add_argument("--traefik", default=TRAEFIK_BUILT, help="default: built from the Go module proxy on first use")
     ap.add_argument("--pingora", default="benches/compare/pingora/target/release/pingora-bench")
+    ap.add_argument("--grpc-origin", default="target/release/examples/grpc_origin")
     ap.add_argument("--only", default="", help="comma-separated proxies to run (default: all)")
     ap.add_argument("--scenarios", default="", help="comma-separated parts of scenario names to run (default: all)")
     ap.add_argument("--smoke", action="store_true", help="CI: one short round, check answers, no speed")
@@ -183,6 +217,9 @@ def main():
     if a.smoke:
         a.rounds, a.seconds = 1, 1
     proxies = [p for p in PROXIES if not a.only or p in a.only.split(",")]
+    if "traefik" in proxies and not os.path.exists(a.traefik) and a.traefik == TRAEFIK_BUILT:
+        print(f"building Traefik from the Go module proxy ({peers.TRAEFIK_MODULE}; ~10 minutes)", file=sys.stderr)
+        peers.build_traefik(os.path.dirname(TRAEFIK_BUILT))
     chosen = lambda s: not a.scenarios or any(part in s.name for part in a.scenarios.split(","))
     for tool in ["nginx", "haproxy", "wrk", "h2load", "taskset", "openssl"]:
         if not shutil.which(tool):
@@ -192,10 +229,13 @@ def main():
     run.certificate(d)
     vs = variants(d, a.smoke)
     checks, results = [], {}
-    origin = None
+    origins = {}
     try:
-        run.configs(d, variant=vs["base"])
-        origin = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", f"{d}/origin.conf", "-p", d])
+        # The origin with every listener any variant needs (the upstream hosts' too).
+        run.configs(d, variant=vs["upstreams"])
+        origins["origin"] = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", f"{d}/origin.conf", "-p", d])
+        if any(s.variant == "upstreams" and chosen(s) for s in SCENARIOS):
+            origins["grpc"] = subprocess.Popen(["taskset", "-c", "1", a.grpc_origin, f"127.0.0.1:{upstreams.GRPC}"])
         run.wait_port(run.ORIGIN)
         for key, v in vs.items():
             scenarios = [s for s in SCENARIOS if s.variant == key and chosen(s)]
@@ -209,8 +249,15 @@ def main():
                 for p in proxies:
                     run.wait_port(PLAIN[p])
                 time.sleep(0.5)  # Traefik loads its file provider after it listens
+                if key == "upstreams":
+                    # Steady state: HAProxy's and Traefik's first health checks have run.
+                    time.sleep(2.5)
                 for s in scenarios:
                     can = [p for p in proxies if p not in CANNOT.get(s.name, {})]
+                    if s.prime:
+                        for p in can:
+                            probe(s, p, s.prime)
+                        time.sleep(1.2)  # past the copy's freshness (nginx keeps it 1 s): every request asks
                     for p in can:
                         status, page = probe(s, p)
                         ok = status in s.status and (page or not s.page)
@@ -232,8 +279,7 @@ def main():
             finally:
                 run.stop(procs)
     finally:
-        if origin:
-            run.stop({"origin": origin})
+        run.stop(origins)
         shutil.rmtree(d, ignore_errors=True)
 
     print(f"\nrounds={a.rounds} seconds={a.seconds} connections={a.connections} nproc={os.cpu_count()}\n")

@@ -46,6 +46,38 @@ const OUT_KEPT: usize = 64 * 1024;
 thread_local! {
     static SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; READ_SIZE].into_boxed_slice());
     static OUT: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Handler slots ([`Handler`]) allocated on this thread and not yet freed.
+    static HANDLERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Handler slots a thread's idle connections may keep; past it, a connection that goes idle
+/// frees its slot. More than the busy connections of a loaded worker (each keeps its slot from
+/// one request to the next, no allocation), bounded for the many idle ones (~5.5 KiB each).
+const HANDLERS_KEPT: usize = 256;
+
+/// A connection's place for its handler's future, on the heap: the future (~5.5 KiB) is the
+/// largest state of the connection's task, and inline it would be held by every connection,
+/// idle ones too (19.5 KiB per idle connection instead of ~7). Allocated at a connection's
+/// first request and reused for the next ones (a future set in place, no allocation); freed
+/// when the connection goes idle while its thread holds more than [`HANDLERS_KEPT`].
+struct Handler<F>(Pin<Box<Option<F>>>);
+
+impl<F> Handler<F> {
+    fn new() -> Self {
+        let _ = HANDLERS.try_with(|n| n.set(n.get() + 1));
+        Self(Box::pin(None))
+    }
+
+    /// Whether a connection going idle frees its slot.
+    fn surplus() -> bool {
+        HANDLERS.try_with(|n| n.get() > HANDLERS_KEPT).unwrap_or(true)
+    }
+}
+
+impl<F> Drop for Handler<F> {
+    fn drop(&mut self) {
+        let _ = HANDLERS.try_with(|n| n.set(n.get().saturating_sub(1)));
+    }
 }
 
 /// A response head buffer from the thread's pool; back to the pool (of the thread it is
@@ -223,6 +255,7 @@ where
 {
     let signals = &*front.slot.signals;
     let mut buf = BytesMut::new();
+    let mut handler: Option<Handler<F>> = None;
     loop {
         // The head, within the header-read deadline (armed while waiting for it).
         let parsed = loop {
@@ -271,13 +304,11 @@ where
 
         // The handler, while watching the client: if it goes away, the request is dropped
         // (as hyper does); bytes of a pipelined next request are kept.
-        // Inline: boxed, it would take ~12.7 KiB off every idle connection's task (19.5 to
-        // 6.8 KiB) but put a pass-through at +6.2 % instructions over session 13 instead of
-        // +1.8 % (a 5.5 KiB allocation and the future's move per request), over the
-        // project's 3 % budget (BENCHMARKS.md, session 14).
-        let mut handled = std::pin::pin!((front.handle)(parsed.req));
+        let place = handler.get_or_insert_with(Handler::new);
+        place.0.set(Some((front.handle)(parsed.req)));
         let resp = std::future::poll_fn(|cx| {
-            if let Poll::Ready(resp) = handled.as_mut().poll(cx) {
+            let Some(handled) = place.0.as_mut().as_pin_mut() else { return Poll::Ready(None) };
+            if let Poll::Ready(resp) = handled.poll(cx) {
                 return Poll::Ready(Some(resp));
             }
             if buf.len() < front.max_head {
@@ -289,6 +320,8 @@ where
             Poll::Pending
         })
         .await;
+        // The finished future goes now: what it holds is not kept while the response is written.
+        place.0.set(None);
         let Some(resp) = resp else { return Ok(Ended::Done) };
 
         let keep_alive = parsed.keep_alive && !signals.close_requested();
@@ -304,6 +337,9 @@ where
         }
         if buf.is_empty() {
             buf = BytesMut::new(); // idle: the head's allocation goes with the request
+            if Handler::<F>::surplus() {
+                handler = None;
+            }
         }
     }
 }

@@ -11,6 +11,10 @@
 //! - with `--regex-routes N`, N regular-expression routes tried before the catch-all (what
 //!   ingress-nginx's `use-regex` gives); the bench's requests match the last one;
 //! - with `--access-log PATH`, one line per request;
+//! - with `--route HOST=SCHEME://ADDR[,ADDR...]`, a host's own upstream (table.py's upstream
+//!   scenarios): `http` round robin over its endpoints with a retry on the next endpoint
+//!   when a connection fails (Pingora's `fail_to_connect` retry; nginx's next upstream), `https` verified against `--ca-file`
+//!   as `--upstream-sni`, `h2c` HTTP/2 by prior knowledge (gRPC);
 //! - TLS (rustls) with HTTP/2 by ALPN on `--tls-listen`, HTTP/2 cleartext (h2c) beside
 //!   HTTP/1.1 on `--listen`.
 //!
@@ -21,7 +25,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -59,6 +64,42 @@ struct Args {
     access_log: Option<String>,
     #[arg(long, default_value_t = 0)]
     regex_routes: usize,
+    /// HOST=SCHEME://ADDR[,ADDR...] with SCHEME http, https or h2c; repeatable.
+    #[arg(long = "route")]
+    routes: Vec<String>,
+    /// The name asked for and verified on `https` routes.
+    #[arg(long, default_value = "")]
+    upstream_sni: String,
+    /// The CA that signs `https` routes' certificates.
+    #[arg(long)]
+    ca_file: Option<String>,
+}
+
+/// A host's own upstream.
+struct Route {
+    endpoints: Vec<SocketAddr>,
+    scheme: Scheme,
+    next: AtomicUsize,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Scheme {
+    Http,
+    Https,
+    H2c,
+}
+
+fn parse_route(spec: &str) -> (String, Route) {
+    let (host, target) = spec.split_once('=').expect("--route HOST=SCHEME://ADDR");
+    let (scheme, addrs) = target.split_once("://").expect("--route needs a scheme");
+    let scheme = match scheme {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        "h2c" => Scheme::H2c,
+        other => panic!("--route scheme {other}: http, https or h2c"),
+    };
+    let endpoints = addrs.split(',').map(|a| a.parse().expect("--route address")).collect();
+    (host.to_owned(), Route { endpoints, scheme, next: AtomicUsize::new(0) })
 }
 
 struct Bench {
@@ -66,6 +107,8 @@ struct Bench {
     page: Bytes,
     log: Option<Mutex<BufWriter<File>>>,
     routes: Option<RegexSet>,
+    hosts: HashMap<String, Route>,
+    sni: String,
     ids: AtomicU64,
     seed: u64,
 }
@@ -73,6 +116,10 @@ struct Bench {
 #[derive(Default)]
 struct Ctx {
     replace: bool,
+    /// Upstream connections tried for this request.
+    tries: usize,
+    /// The endpoint of the route the first try went to; a retry takes the next one.
+    first: usize,
 }
 
 const REFUSED: &str = "/refused/";
@@ -106,13 +153,36 @@ impl ProxyHttp for Bench {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        ctx.tries += 1;
+        if let Some(route) = self.hosts.get(host_of(session.req_header())) {
+            if ctx.tries == 1 {
+                ctx.first = route.next.fetch_add(1, Ordering::Relaxed);
+            }
+            let addr = route.endpoints[(ctx.first + ctx.tries - 1) % route.endpoints.len()];
+            let mut peer = HttpPeer::new(addr, route.scheme == Scheme::Https, self.sni.clone());
+            if route.scheme == Scheme::H2c {
+                peer.options.set_http_version(2, 2);
+            }
+            return Ok(Box::new(peer));
+        }
         let addr = if session.req_header().uri.path().starts_with(REFUSED) {
             SocketAddr::from(([127, 0, 0, 1], 1))
         } else {
             self.upstream
         };
         Ok(Box::new(HttpPeer::new(addr, false, String::new())))
+    }
+
+    fn fail_to_connect(&self, session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        // Another endpoint of the host's route, as many tries as it has endpoints (what
+        // ingress-nginx's `proxy_next_upstream error` does).
+        if let Some(route) = self.hosts.get(host_of(session.req_header())) {
+            if ctx.tries < route.endpoints.len() {
+                e.set_retry(true);
+            }
+        }
+        e
     }
 
     async fn upstream_request_filter(
@@ -227,6 +297,7 @@ fn main() {
     let args = Args::parse();
     let conf = ServerConf {
         threads: args.threads,
+        ca_file: args.ca_file.clone(),
         // The same pool size as the other proxies' (nginx `keepalive 64` per worker).
         upstream_keepalive_pool_size: 64,
         ..ServerConf::default()
@@ -251,6 +322,8 @@ fn main() {
         page,
         log,
         routes,
+        hosts: args.routes.iter().map(|r| parse_route(r)).collect(),
+        sni: args.upstream_sni.clone(),
         ids: AtomicU64::new(0),
         seed: u64::from(std::process::id()) << 32,
     };

@@ -167,3 +167,60 @@ async fn bodies_go_out_in_their_framing_and_a_wrong_length_fails() {
         write_body(&mut Vec::new(), &mut Vec::new(), &mut full("hello"), Framing::Length(6)).await.is_err()
     );
 }
+
+/// Handler slots: a connection keeps its slot from one request to the next while its thread
+/// holds at most `HANDLERS_KEPT`; past that, a connection going idle frees it, and a closed
+/// connection always does.
+#[tokio::test(flavor = "current_thread")]
+async fn idle_connections_past_the_kept_number_free_their_handler_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let held = || HANDLERS.with(|n| n.get());
+    let shed = prometheus::IntCounter::new("shed", "shed").expect("valid metric");
+    let conns = crate::proxy::Connections::new(
+        10_000,
+        tokio_util::sync::CancellationToken::new(),
+        shed,
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(60),
+    );
+    let ok = || Response::new(http_body_util::Empty::new().map_err(|e| match e {}).boxed());
+    let mut clients = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let before = held();
+    for _ in 0..HANDLERS_KEPT + 40 {
+        let (client, server) = tokio::io::duplex(4096);
+        let slot = Arc::new(conns.acquire().await.expect("slot"));
+        tasks.spawn(async move {
+            let front = Front {
+                handle: |_req| async { ok() },
+                refuse: |_| ok(),
+                slot: &slot,
+                max_head: 1024,
+                max_headers: 10,
+            };
+            serve(front, server).await.map(|_| ())
+        });
+        clients.push(client);
+    }
+    let ask = async |client: &mut tokio::io::DuplexStream| {
+        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+        let mut got = [0u8; 256];
+        let n = client.read(&mut got).await.expect("read");
+        assert!(got[..n].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&got[..n]));
+    };
+    for client in clients.iter_mut() {
+        ask(client).await;
+    }
+    // Every connection answered one request and sits idle: only the kept number hold a slot.
+    tokio::task::yield_now().await;
+    assert_eq!(held() - before, HANDLERS_KEPT);
+    // An idle connection that had freed its slot takes one again for its next request.
+    ask(clients.last_mut().expect("a client")).await;
+    tokio::task::yield_now().await;
+    assert_eq!(held() - before, HANDLERS_KEPT);
+    drop(clients);
+    while let Some(ended) = tasks.join_next().await {
+        ended.expect("task").expect("served");
+    }
+    assert_eq!(held(), before, "closed connections free their slots");
+}
