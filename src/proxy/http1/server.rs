@@ -51,15 +51,17 @@ thread_local! {
 }
 
 /// Handler slots a thread's idle connections may keep; past it, a connection that goes idle
-/// frees its slot. More than the busy connections of a loaded worker (each keeps its slot from
-/// one request to the next, no allocation), bounded for the many idle ones (~5.5 KiB each).
+/// frees its slot (as does one that has asked only once). More than the busy connections of a
+/// loaded worker (each keeps its slot from one request to the next, no allocation), bounded
+/// for the many idle ones (~5.5 KiB each).
 const HANDLERS_KEPT: usize = 256;
 
 /// A connection's place for its handler's future, on the heap: the future (~5.5 KiB) is the
 /// largest state of the connection's task, and inline it would be held by every connection,
 /// idle ones too (19.5 KiB per idle connection instead of ~7). Allocated at a connection's
 /// first request and reused for the next ones (a future set in place, no allocation); freed
-/// when the connection goes idle while its thread holds more than [`HANDLERS_KEPT`].
+/// when the connection goes idle after its first request, or while its thread holds more
+/// than [`HANDLERS_KEPT`].
 struct Handler<F>(Pin<Box<Option<F>>>);
 
 impl<F> Handler<F> {
@@ -256,6 +258,8 @@ where
     let signals = &*front.slot.signals;
     let mut buf = BytesMut::new();
     let mut handler: Option<Handler<F>> = None;
+    // Requests answered on this connection (saturating: only 1 and more matter).
+    let mut asked: u8 = 0;
     loop {
         // The head, within the header-read deadline (armed while waiting for it).
         let parsed = loop {
@@ -304,6 +308,7 @@ where
 
         // The handler, while watching the client: if it goes away, the request is dropped
         // (as hyper does); bytes of a pipelined next request are kept.
+        asked = asked.saturating_add(1);
         let place = handler.get_or_insert_with(Handler::new);
         place.0.set(Some((front.handle)(parsed.req)));
         let resp = std::future::poll_fn(|cx| {
@@ -337,7 +342,10 @@ where
         }
         if buf.is_empty() {
             buf = BytesMut::new(); // idle: the head's allocation goes with the request
-            if Handler::<F>::surplus() {
+            // A client that asked once and went quiet (most idle keep-alive clients) frees its
+            // slot at once, so that thousands of them leave the kept ones to clients that ask
+            // again and again.
+            if asked == 1 || Handler::<F>::surplus() {
                 handler = None;
             }
         }

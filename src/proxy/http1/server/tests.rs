@@ -168,9 +168,9 @@ async fn bodies_go_out_in_their_framing_and_a_wrong_length_fails() {
     );
 }
 
-/// Handler slots: a connection keeps its slot from one request to the next while its thread
-/// holds at most `HANDLERS_KEPT`; past that, a connection going idle frees it, and a closed
-/// connection always does.
+/// Handler slots: a connection that has asked more than once keeps its slot from one request
+/// to the next while its thread holds at most `HANDLERS_KEPT`; past that, or after a first
+/// request, a connection going idle frees it, and a closed connection always does.
 #[tokio::test(flavor = "current_thread")]
 async fn idle_connections_past_the_kept_number_free_their_handler_slot() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -211,7 +211,13 @@ async fn idle_connections_past_the_kept_number_free_their_handler_slot() {
     for client in clients.iter_mut() {
         ask(client).await;
     }
-    // Every connection answered one request and sits idle: only the kept number hold a slot.
+    // Every connection answered one request and sits idle: a client that asked once keeps none.
+    tokio::task::yield_now().await;
+    assert_eq!(held() - before, 0);
+    for client in clients.iter_mut() {
+        ask(client).await;
+    }
+    // Twice each: only the kept number hold a slot.
     tokio::task::yield_now().await;
     assert_eq!(held() - before, HANDLERS_KEPT);
     // An idle connection that had freed its slot takes one again for its next request.
