@@ -58,7 +58,8 @@ const HANDLERS_KEPT: usize = 256;
 
 /// A connection's place for its handler's future, on the heap: the future (~5.5 KiB) is the
 /// largest state of the connection's task, and inline it would be held by every connection,
-/// idle ones too (19.5 KiB per idle connection instead of ~7). Allocated at a connection's
+/// idle ones too (with huge pages off, ~14 KB of RSS per idle connection instead of ~9;
+/// BENCHMARKS.md, session 16). Allocated at a connection's
 /// first request and reused for the next ones (a future set in place, no allocation); freed
 /// when the connection goes idle after its first request, or while its thread holds more
 /// than [`HANDLERS_KEPT`].
