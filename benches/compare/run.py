@@ -82,6 +82,25 @@ BENCH_INGRESSES = [
 ]
 
 
+def service(name, port, addrs=("127.0.0.1",), namespace="bench"):
+    """A Service and its EndpointSlice as YAML: `addrs` on `port`, every one ready (what the
+    manifests of every harness script give erratum for an origin)."""
+    endpoints = ", ".join(f'{{addresses: ["{a}"]}}' for a in addrs)
+    return f"""apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {namespace}}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: {namespace}, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints: [{endpoints}]
+---
+"""
+
+
 def bench_ingress(name, host, annotations, paths=(("/", "Prefix"),)):
     """One Ingress of BENCH_INGRESSES as YAML (JSON is YAML's flow style)."""
     meta = {"name": name, "namespace": "bench"}
@@ -224,32 +243,7 @@ backend dead
   server d 127.0.0.1:1
   errorfile 503 {d}/pages/503.http
 {up['haproxy'][1]}""")
-    write(f"{d}/manifests/bench.yaml", f"""
-apiVersion: v1
-kind: Service
-metadata: {{name: origin, namespace: bench}}
-spec: {{ports: [{{name: http, port: 80}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: origin-1, namespace: bench, labels: {{kubernetes.io/service-name: origin}}}}
-addressType: IPv4
-ports: [{{name: http, port: {ORIGIN}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: dead, namespace: bench}}
-spec: {{ports: [{{name: http, port: 80}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: dead-1, namespace: bench, labels: {{kubernetes.io/service-name: dead}}}}
-addressType: IPv4
-ports: [{{name: http, port: 1}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
----
-apiVersion: networking.k8s.io/v1
+    write(f"{d}/manifests/bench.yaml", service("origin", ORIGIN) + service("dead", 1) + f"""apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata: {{name: bench, namespace: bench}}
 spec:

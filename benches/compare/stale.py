@@ -52,20 +52,7 @@ http {{ access_log off; keepalive_requests 1000000;
   }} }}
 """)
     os.makedirs(f"{d}/manifests", exist_ok=True)
-    run.write(f"{d}/manifests/stale.yaml", f"""
-apiVersion: v1
-kind: Service
-metadata: {{name: flaky, namespace: stale}}
-spec: {{ports: [{{name: http, port: 80}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: flaky-1, namespace: stale, labels: {{kubernetes.io/service-name: flaky}}}}
-addressType: IPv4
-ports: [{{name: http, port: {FLAKY}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
----
-apiVersion: networking.k8s.io/v1
+    run.write(f"{d}/manifests/stale.yaml", run.service("flaky", FLAKY, namespace="stale") + f"""apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata: {{name: flaky, namespace: stale}}
 spec:

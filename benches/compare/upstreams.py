@@ -108,48 +108,27 @@ def manifests(d):
     """erratum's Services, EndpointSlices, CA ConfigMap and Ingresses for the upstream hosts (the
     stale host is run.py's stale.bench)."""
     ca = "".join(f"    {line}\n" for line in open(f"{d}/ca.pem").read().splitlines())
-    svc = lambda name, port, addrs: f"""
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: bench}}
-spec: {{ports: [{{name: http, port: 80}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: {name}-1, namespace: bench, labels: {{kubernetes.io/service-name: {name}}}}}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints: [{", ".join(f'{{addresses: ["{a}"]}}' for a in addrs)}]
----"""
-    ing = lambda name, host, service, annotations: f"""
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: {name}
-  namespace: bench
-  annotations: {{{", ".join(f'{run.NGINX_ANN}{k}: "{v}"' for k, v in annotations.items())}}}
-spec:
-  ingressClassName: erratum
-  rules:
-  - host: {host}
-    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}]}}
----"""
+    # run.bench_ingress's Ingress for `host`, its backend the Service `service`.
+    ing = lambda name, host, service, annotations: run.bench_ingress(name, host, annotations).replace(
+        '"name": "origin"', f'"name": "{service}"')
+    ca_tls = {"backend-protocol": "HTTPS", "proxy-ssl-name": ORIGIN_NAME}
     return "".join([
-        svc("three", run.ORIGIN, THREE),
-        svc("tls", ORIGIN_TLS, ["127.0.0.1"]),
-        svc("grpc", GRPC, ["127.0.0.1"]),
-        f"""
-apiVersion: v1
+        run.service("three", run.ORIGIN, THREE),
+        run.service("tls", ORIGIN_TLS),
+        run.service("grpc", GRPC),
+        f"""apiVersion: v1
 kind: ConfigMap
 metadata: {{name: ca, namespace: bench}}
 data:
   ca.crt: |
-{ca}---""",
+{ca}---
+""",
         ing("three", HOSTS["dead"], "three", {}),
-        ing("tls", HOSTS["https"], "tls", {"backend-protocol": "HTTPS", "proxy-ssl-name": ORIGIN_NAME}).replace(
-            "annotations: {", 'annotations: {erratum.dev/backend-ca-configmap: "ca", '),
+        # The CA's annotation is erratum's own (ingress-nginx names a Secret instead).
+        ing("tls", HOSTS["https"], "tls", ca_tls).replace(
+            '"annotations": {', '"annotations": {"erratum.dev/backend-ca-configmap": "ca", '),
         ing("grpc", HOSTS["grpc"], "grpc", {"backend-protocol": "GRPC"}),
-    ]) + "\n"
+    ])
 
 
 def traefik(d, dynamic):
@@ -217,20 +196,8 @@ http {{ access_log off; keepalive_requests 1000000;
     os.makedirs(f"{d}/manifests", exist_ok=True)
     ing = lambda name, annotations: run.bench_ingress(name, f"{name}.bench", annotations).replace(
         '"name": "origin"', '"name": "slow"')
-    run.write(f"{d}/manifests/slow.yaml", f"""
-apiVersion: v1
-kind: Service
-metadata: {{name: slow, namespace: bench}}
-spec: {{ports: [{{name: http, port: 80}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: slow-1, namespace: bench, labels: {{kubernetes.io/service-name: slow}}}}
-addressType: IPv4
-ports: [{{name: http, port: {PORT_SLOW}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}, {{addresses: ["127.0.0.2"]}}]
----
-""" + ing("slow-rr", {}) + ing("slow-p2c", {"load-balance": "ewma"}))
+    run.write(f"{d}/manifests/slow.yaml", run.service("slow", PORT_SLOW, ["127.0.0.1", "127.0.0.2"])
+              + ing("slow-rr", {}) + ing("slow-p2c", {"load-balance": "ewma"}))
 
 
 def main():

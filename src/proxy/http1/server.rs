@@ -70,11 +70,11 @@ impl<F> Handler<F> {
         let _ = HANDLERS.try_with(|n| n.set(n.get() + 1));
         Self(Box::pin(None))
     }
+}
 
-    /// Whether a connection going idle frees its slot.
-    fn surplus() -> bool {
-        HANDLERS.try_with(|n| n.get() > HANDLERS_KEPT).unwrap_or(true)
-    }
+/// Whether a connection going idle frees its handler slot: its thread keeps more than enough.
+fn handlers_surplus() -> bool {
+    HANDLERS.try_with(|n| n.get() > HANDLERS_KEPT).unwrap_or(true)
 }
 
 impl<F> Drop for Handler<F> {
@@ -346,7 +346,7 @@ where
             // A client that asked once and went quiet (most idle keep-alive clients) frees its
             // slot at once, so that thousands of them leave the kept ones to clients that ask
             // again and again.
-            if asked == 1 || Handler::<F>::surplus() {
+            if asked == 1 || handlers_surplus() {
                 handler = None;
             }
         }
