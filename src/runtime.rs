@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
@@ -193,7 +192,7 @@ fn register((http, https): WorkerListeners) -> std::io::Result<(TcpListener, Opt
 /// What every worker serves with, shared.
 struct Serving {
     proxy: Arc<Proxy>,
-    tls: Option<TlsAcceptor>,
+    tls: Option<proxy::tls::Acceptor>,
     metrics: crate::metrics::ProxyMetrics,
     conns: Arc<proxy::Connections>,
     shutdown: CancellationToken,
@@ -360,7 +359,7 @@ pub async fn start(config: RunConfig) -> Result<Running, Error> {
         config.proxy.response_timeout,
     );
     let tls = match https_addr {
-        Some(_) => Some(TlsAcceptor::from(proxy::tls::server_config(reader.clone())?)),
+        Some(_) => Some(proxy::tls::Acceptor::new(reader.clone())?),
         None => None,
     };
     let https: Vec<_> = match https {

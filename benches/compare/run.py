@@ -190,8 +190,11 @@ http {{ access_log off; keepalive_requests 1000000;
 """)
     # ingress-nginx's regex locations are case-insensitive (`~*`), tried in order after prefixes.
     nginx_regex = "".join(f"    location ~* ^{p} {{ proxy_pass http://origin; }}\n" for p in regex_paths(v.regex_routes))
+    # nginx 1.22's default `ssl_protocols` lacks TLSv1.3 (added to it in 1.23.4): without this
+    # line every TLS row would compare nginx's TLS 1.2 with the others' TLS 1.3. ingress-nginx's
+    # default is the same pair.
     nginx_tls = (f"listen 127.0.0.1:{tls_port('nginx')} ssl http2; ssl_certificate {v.tls[1]}; ssl_certificate_key {v.tls[2]};"
-                 if v.tls else "")
+                 " ssl_protocols TLSv1.2 TLSv1.3;" if v.tls else "")
     # Buffered like erratum's writer thread batches its lines (ingress-nginx's default is unbuffered).
     nginx_log = f"access_log {d}/nginx-access.log combined buffer=64k flush=1s;" if v.access_log else "access_log off;"
     write(f"{d}/nginx.conf", f"""

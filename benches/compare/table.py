@@ -189,6 +189,10 @@ def probe(s, proxy, headers=None):
     try:
         conn.request("GET", s.path, headers=dict(h.split(": ", 1) for h in (s.headers if headers is None else headers)))
         r = conn.getresponse()
+        # The TLS rows compare TLS 1.3 (nginx 1.22 offers only 1.2 unless told).
+        version = conn.sock.version() if isinstance(conn, http.client.HTTPSConnection) else None
+        if version not in (None, "TLSv1.3"):
+            return f"negotiated {version}, not TLSv1.3", False
         return r.status, run.PAGE.strip() in r.read().decode(errors="replace")
     except (OSError, http.client.HTTPException) as e:
         return f"{type(e).__name__}: {e}", False

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use super::tls;
 use http::HeaderValue;
 use http::header::{CONNECTION, STRICT_TRANSPORT_SECURITY};
 use http::{Request, Response};
@@ -21,7 +22,6 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::http1::server as front;
@@ -166,7 +166,7 @@ fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
 /// connection limit for the process.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<tls::Acceptor>,
     proxy: Arc<Proxy>,
     metrics: ProxyMetrics,
     conns: Arc<Connections>,
@@ -245,7 +245,7 @@ impl Drop for Open {
 struct Accepted {
     /// The client (the PROXY protocol's, when on).
     peer: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    tls: Option<tls::Acceptor>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     proxy: Arc<Proxy>,
     slot: Arc<conns::Slot>,
@@ -301,7 +301,7 @@ where
 /// A TLS client: the handshake (within its deadline), then its requests.
 async fn tls_client<IO>(
     stream: IO,
-    acceptor: TlsAcceptor,
+    acceptor: tls::Acceptor,
     builder: &auto::Builder<TokioExecutor>,
     proxy: &Arc<Proxy>,
     conn: ConnInfo,

@@ -159,3 +159,83 @@ fn secrets_never_reach_the_logs() {
         assert!(!logs.contains(line), "a line of the private key was logged");
     }
 }
+
+/// The suite a rustls client offering `suites` in this order (and only TLS `versions`)
+/// negotiates with erratum.
+async fn negotiated(
+    addr: std::net::SocketAddr,
+    trust: &TestCert,
+    suites: &[rustls::SupportedCipherSuite],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::CipherSuite {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trust.der.clone()).unwrap();
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: suites.to_vec(),
+        ..rustls::crypto::ring::default_provider()
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = connector.connect(ServerName::try_from("a.example").unwrap(), tcp).await.expect("handshake");
+    tls.get_ref().1.negotiated_cipher_suite().expect("a suite").suite()
+}
+
+/// A client whose first choice is an AES suite gets AES-128-GCM whatever its order (SHA-256
+/// key schedule); one that asks for ChaCha20-Poly1305 first (no AES instructions) gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aes_clients_get_aes_128_and_chacha_clients_their_choice() {
+    use rustls::CipherSuite as S;
+    use rustls::crypto::ring::cipher_suite as suite;
+    let a = origin().await;
+    let cert_a = cert(&["a.example"]);
+    let manifests = [
+        backend("ns", "a", &[a.addr]),
+        secret_yaml("cert-a", &cert_a),
+        ingress("ns", "i", &[("a.example", "/", "Prefix", "a")])
+            .replace("  rules:\n", "  tls: [{hosts: [a.example], secretName: cert-a}]\n  rules:\n"),
+    ]
+    .concat();
+    let h = Harness::start(&manifests).await;
+    let https = h.running().https_addr.expect("https listener");
+    let tls13 = &[&rustls::version::TLS13];
+    let tls12 = &[&rustls::version::TLS12];
+
+    // OpenSSL's and Chrome's TLS 1.3 order lists AES-256 or AES-128 first.
+    let openssl_order = [
+        suite::TLS13_AES_256_GCM_SHA384,
+        suite::TLS13_CHACHA20_POLY1305_SHA256,
+        suite::TLS13_AES_128_GCM_SHA256,
+    ];
+    assert_eq!(negotiated(https, &cert_a, &openssl_order, tls13).await, S::TLS13_AES_128_GCM_SHA256);
+    let phone_order = [
+        suite::TLS13_CHACHA20_POLY1305_SHA256,
+        suite::TLS13_AES_256_GCM_SHA384,
+        suite::TLS13_AES_128_GCM_SHA256,
+    ];
+    assert_eq!(negotiated(https, &cert_a, &phone_order, tls13).await, S::TLS13_CHACHA20_POLY1305_SHA256);
+    // A client that offers one suite gets it.
+    let only_256 = [suite::TLS13_AES_256_GCM_SHA384];
+    assert_eq!(negotiated(https, &cert_a, &only_256, tls13).await, S::TLS13_AES_256_GCM_SHA384);
+
+    // TLS 1.2 the same way (the test certificate is ECDSA).
+    let aes12 = [
+        suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ];
+    assert_eq!(negotiated(https, &cert_a, &aes12, tls12).await, S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256);
+    let chacha12 = [
+        suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ];
+    assert_eq!(
+        negotiated(https, &cert_a, &chacha12, tls12).await,
+        S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+    );
+    h.shutdown().await;
+}
