@@ -14,9 +14,10 @@ request.) Kernel time (system calls) is not counted: compare it with run.py's CP
 
 Usage: benches/compare/instructions.py [--erratum PATH] [--path /ok] [--n1 2000] [--n2 20000] [--workers N] [--peers] [--two-runs]
        [--erratum-arg=--FLAG=VALUE ...] [--header 'Name: value' ...] [--data FILE (POST it)] [--prime]
+       [--handshakes]
 Needs valgrind (Debian package) besides what setup.sh installs. Loopback only; stops what it starts.
 """
-import argparse, glob, os, shutil, signal, subprocess, sys, tempfile, time, urllib.request
+import argparse, glob, http.client, os, shutil, signal, ssl, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the same configs, ports and origin as the comparison)
@@ -64,11 +65,25 @@ def prime(port, path, headers):
     urllib.request.urlopen(req, timeout=30).read()
 
 
-def counted_steady(cmd, port, path, warmup, n, out, headers=(), data=None, primed=False):
+def handshakes(port, path, count):
+    """`count` requests over HTTPS, each on a new connection (a full TLS 1.3 handshake with
+    OpenSSL's client defaults, as wrk's in table.py's handshake row), one at a time."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    for _ in range(count):
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=60, context=ctx)
+        conn.request("GET", path, headers={"Connection": "close"})
+        conn.getresponse().read()
+        assert conn.sock is None or conn.sock.version() == "TLSv1.3"
+        conn.close()
+
+
+def counted_steady(cmd, port, path, warmup, n, out, headers=(), data=None, primed=False, tls_port=None):
     """Instructions of `cmd` (under callgrind) serving `n` requests of `path` on `port` after
     `warmup` requests, in one process: the counters are zeroed after the warm-up and dumped
     after the measured requests, so start-up (whose length varies: a clock calibrates itself
-    for a variable time) and shutdown are not counted."""
+    for a variable time) and shutdown are not counted. With `tls_port`, each request is a new
+    HTTPS connection there."""
     for f in glob.glob(f"{out}.*"):
         os.remove(f)
     proc = subprocess.Popen(["taskset", "-c", "0", "valgrind", "--tool=callgrind", "--trace-children=yes",
@@ -77,6 +92,8 @@ def counted_steady(cmd, port, path, warmup, n, out, headers=(), data=None, prime
     extra = [a for h in headers for a in ("-H", h)] + (["-d", data] if data else [])
     load = lambda count: subprocess.run(["taskset", "-c", "1", "h2load", "--h1", "-n", str(count), "-c", "32",
                                          *extra, f"http://127.0.0.1:{port}{path}"], check=True, capture_output=True)
+    if tls_port:
+        load = lambda count: handshakes(tls_port, path, count)
     try:
         run.wait_port(port, path, timeout=60)
         if primed:
@@ -116,19 +133,27 @@ def main():
     ap.add_argument("--two-runs", action="store_true",
                     help="the method before session 12: (n2 run - n1 run) / (n2 - n1), two processes; "
                          "start-up that varies between them shows as noise (up to ±500 here)")
+    ap.add_argument("--handshakes", action="store_true",
+                    help="each request a new HTTPS connection (a full TLS 1.3 handshake; erratum only; "
+                         "--n1/--n2 are handshakes, e.g. --n1 50 --n2 300)")
     a = ap.parse_args()
     for tool in ["valgrind", "nginx", "h2load", "taskset"] + (["haproxy"] if a.peers else []):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing (valgrind: apt-get install valgrind; the rest: setup.sh)")
     d = tempfile.mkdtemp(prefix="erratum-instr-")
     os.chmod(d, 0o755)
-    run.configs(d)
+    variant, tls_port = None, None
+    if a.handshakes:
+        tls_port = run.ERRATUM + 1000
+        crt, key = run.certificate(d)
+        variant = run.Variant(tls=({"erratum": tls_port, "nginx": tls_port + 1, "haproxy": tls_port + 2}, crt, key))
+    run.configs(d, variant=variant)
     origin = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", f"{d}/origin.conf", "-p", d])
     try:
         run.wait_port(run.ORIGIN)
         proxies = [("erratum", run.ERRATUM,
                     run.erratum_run(os.path.abspath(a.erratum), f"{d}/manifests", extra=a.erratum_arg,
-                                   workers=a.workers))]
+                                   workers=a.workers, https=tls_port))]
         if a.peers:
             # One process each: nginx without its master, HAProxy in the foreground.
             proxies.append(("nginx", run.NGINX, ["nginx", "-c", f"{d}/nginx.conf", "-p", d,
@@ -146,7 +171,7 @@ def main():
                 print(f"{name:8s} {(large - small) / (a.n2 - a.n1):9.0f}")
             else:
                 measured = counted_steady(cmd, port, a.path, a.n1, a.n2, f"{d}/cg-{name}", a.header, a.data,
-                                          a.prime)
+                                          a.prime, tls_port if name == "erratum" else None)
                 print(f"{name:8s} {measured / a.n2:9.0f}")
     finally:
         origin.send_signal(signal.SIGTERM)
