@@ -329,10 +329,11 @@ fn judge(
         Some(Err(UpstreamError::H1(H1::Invalid(_) | H1::HeadTooLarge))) => {
             (Attempt::Other, sent(NextUpstream::INVALID_HEADER, Retry::InvalidHeader))
         }
-        Some(Err(UpstreamError::H1(_) | UpstreamError::Http(_))) => {
+        Some(Err(UpstreamError::H1(_) | UpstreamError::Http(_) | UpstreamError::H2(_))) => {
             (Attempt::Other, sent(NextUpstream::ERROR, Retry::Reset))
         }
-        Some(Err(UpstreamError::Spent)) => (Attempt::Other, None),
+        // The client's body failed (or the request was already sent): nothing to try again.
+        Some(Err(UpstreamError::Spent | UpstreamError::RequestBody(_))) => (Attempt::Other, None),
         // Nothing was sent; another endpoint may hold a certificate that verifies.
         Some(Err(UpstreamError::Tls { .. })) => {
             (Attempt::Other, next.has(NextUpstream::ERROR).then_some(Retry::Tls))

@@ -78,6 +78,13 @@ pub enum UpstreamError {
     /// The HTTP exchange failed on hyper's connection (a request with a body, an upgrade).
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    /// The HTTP/2 exchange failed (h2c, gRPC, GRPCS endpoints).
+    #[error("HTTP/2: {0}")]
+    H2(#[from] h2::Error),
+    /// The client's request body failed while it streamed to an HTTP/2 endpoint (before the
+    /// response head).
+    #[error("request body: {0}")]
+    RequestBody(BoxError),
     /// The HTTP exchange failed on erratum's own connection (a request without a body).
     #[error(transparent)]
     H1(#[from] client::Error),
@@ -114,7 +121,7 @@ struct Inner {
     /// Connections driven by hyper (requests with a body, upgrades, HTTPS endpoints).
     hyper: Pool<SendRequest<UpstreamBody>>,
     /// HTTP/2 connections, shared by every request to an endpoint (h2c, gRPC).
-    h2: Mutex<HashMap<String, hyper::client::conn::http2::SendRequest<UpstreamBody>>>,
+    h2: Mutex<HashMap<String, http2::Conn>>,
     reaper: std::sync::Once,
 }
 
@@ -269,10 +276,7 @@ impl Upstreams {
         }
     }
 
-    fn h2_lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, hyper::client::conn::http2::SendRequest<UpstreamBody>>>
-    {
+    fn h2_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, http2::Conn>> {
         self.inner.h2.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -315,7 +319,7 @@ async fn reap(pool: Weak<Inner>) {
         let Some(inner) = pool.upgrade() else { return };
         inner.own.reap();
         inner.hyper.reap();
-        inner.h2.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, sender| !sender.is_closed());
+        inner.h2.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, conn| !conn.is_closed());
     }
 }
 
@@ -357,7 +361,7 @@ pub enum ResponseBody {
     /// Read by hyper.
     Hyper(PooledBody),
     /// A stream of a shared HTTP/2 connection (nothing to give back).
-    Stream(Incoming),
+    H2(http2::Body),
 }
 
 /// Why an upstream response body failed.
@@ -369,6 +373,9 @@ pub enum BodyError {
     /// On erratum's own connection.
     #[error(transparent)]
     H1(#[from] client::Error),
+    /// On an HTTP/2 stream.
+    #[error(transparent)]
+    H2(#[from] h2::Error),
 }
 
 impl http_body::Body for ResponseBody {
@@ -382,7 +389,7 @@ impl http_body::Body for ResponseBody {
         match self.get_mut() {
             Self::Own(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(BodyError::from),
             Self::Hyper(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(BodyError::from),
-            Self::Stream(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(BodyError::from),
+            Self::H2(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(BodyError::from),
         }
     }
 
@@ -390,7 +397,7 @@ impl http_body::Body for ResponseBody {
         match self {
             Self::Own(body) => body.is_end_stream(),
             Self::Hyper(body) => body.is_end_stream(),
-            Self::Stream(body) => body.is_end_stream(),
+            Self::H2(body) => body.is_end_stream(),
         }
     }
 
@@ -398,7 +405,7 @@ impl http_body::Body for ResponseBody {
         match self {
             Self::Own(body) => body.size_hint(),
             Self::Hyper(body) => body.size_hint(),
-            Self::Stream(body) => body.size_hint(),
+            Self::H2(body) => body.size_hint(),
         }
     }
 }
@@ -473,24 +480,34 @@ pub fn classify(err: &UpstreamError, upstream: &str, body_limit: Option<u64>) ->
         UpstreamError::Tls { reason, .. } => {
             ProxyError::UpstreamConnect { upstream: upstream.to_string(), reason: reason.clone() }
         }
-        UpstreamError::Http(e) => {
-            if let Some(limit) = body_limit
-                && has_source::<http_body_util::LengthLimitError>(e)
-            {
-                // The body grew past the limit before any response: the upstream request is
-                // abandoned (its connection closed, not reused) and the client gets 413.
-                return ProxyError::BodyTooLarge { limit };
-            }
-            let reason = source_chain(e);
-            if has_source::<ClientBody>(e) {
-                // The request body broke off (malformed chunks, stalled, client gone): the
-                // client's fault, and the upstream connection it was streaming into is closed,
-                // not reused.
-                ProxyError::BadRequest { reason }
-            } else {
-                ProxyError::UpstreamReset { upstream: upstream.to_string(), reason }
-            }
+        UpstreamError::Http(e) => classify_exchange(e, upstream, body_limit),
+        UpstreamError::RequestBody(e) => classify_exchange(&**e, upstream, body_limit),
+        UpstreamError::H2(e) => {
+            ProxyError::UpstreamReset { upstream: upstream.to_string(), reason: source_chain(e) }
         }
+    }
+}
+
+/// A failed exchange whose request body may be the cause.
+fn classify_exchange(
+    e: &(dyn std::error::Error + 'static),
+    upstream: &str,
+    body_limit: Option<u64>,
+) -> ProxyError {
+    if let Some(limit) = body_limit
+        && has_source::<http_body_util::LengthLimitError>(e)
+    {
+        // The body grew past the limit before any response: the upstream request is
+        // abandoned (its connection closed, not reused) and the client gets 413.
+        return ProxyError::BodyTooLarge { limit };
+    }
+    let reason = source_chain(e);
+    if has_source::<ClientBody>(e) {
+        // The request body broke off (malformed chunks, stalled, client gone): the client's
+        // fault, and the upstream connection it was streaming into is closed, not reused.
+        ProxyError::BadRequest { reason }
+    } else {
+        ProxyError::UpstreamReset { upstream: upstream.to_string(), reason }
     }
 }
 
@@ -543,6 +560,7 @@ fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+mod http2;
 mod idle;
 mod pool;
 mod protocols;

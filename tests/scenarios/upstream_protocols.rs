@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use erratum::origin::Origin;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
@@ -294,6 +295,26 @@ async fn http2_upstreams_share_one_connection() {
         assert_eq!((status, text.as_str()), (200, "received 1000 bytes\n"));
     }
     assert_eq!(h2c.connections(), connections, "streams of the one connection");
+
+    // Past the stream's 64 KiB flow-control window: streamed as the origin gives credit.
+    let big = h.client.post(h.url("/upload")).header("host", "h2c.test").body(vec![b'x'; 300_000]);
+    let big = big.send().await.unwrap();
+    assert_eq!((big.status().as_u16(), big.text().await.unwrap()), (200, "received 300000 bytes\n".into()));
+    // A body with no length that grows past `--max-body-size` (1m) while it streams: 413, as
+    // on HTTP/1.1 upstreams, not a 502.
+    let mut raw = tokio::net::TcpStream::connect(h.running().http_addr).await.unwrap();
+    let head = "POST /upload HTTP/1.1\r\nHost: h2c.test\r\nTransfer-Encoding: chunked\r\n\r\n";
+    raw.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("10000\r\n{}\r\n", "y".repeat(0x10000));
+    for _ in 0..40 {
+        if raw.write_all(chunk.as_bytes()).await.is_err() {
+            break; // answered and closed once past the limit
+        }
+    }
+    let mut answer = vec![0; 64];
+    let n = raw.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     let upstream = h.client.get(h.url("/status/503")).header("host", "h2c.test").send().await.unwrap();
     assert_eq!(upstream.status(), 503, "an HTTP/2 upstream's status passes through (not a gRPC call)");
     Arc::into_inner(h).unwrap().shutdown().await;

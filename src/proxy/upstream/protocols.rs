@@ -11,11 +11,9 @@
 use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, Uri, Version, header};
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio_rustls::TlsConnector;
 
-use super::{ResponseBody, UpstreamBody, UpstreamError, Upstreams};
+use super::{ResponseBody, UpstreamBody, UpstreamError, Upstreams, http2};
 use crate::table::{BackendProtocol, UpstreamTls};
 
 impl Upstreams {
@@ -70,17 +68,15 @@ impl Upstreams {
         connect_timeout: Duration,
         tls: Option<&UpstreamTls>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
-        let shared = self.h2_lock().get(key).filter(|s| !s.is_closed()).cloned();
-        let mut sender = match shared {
-            Some(sender) => sender,
+        let shared = self.h2_lock().get(key).filter(|c| !c.is_closed()).cloned();
+        let conn = match shared {
+            Some(conn) => conn,
             None => {
-                let sender = self.connect_h2(authority, connect_timeout, tls).await?;
-                self.h2_lock().insert(key.to_string(), sender.clone());
-                sender
+                let conn = self.connect_h2(authority, connect_timeout, tls).await?;
+                self.h2_lock().insert(key.to_string(), conn.clone());
+                conn
             }
         };
-        // Waits for the connection to take another stream (its concurrency limit).
-        sender.ready().await?;
         let Some(mut req) = slot.take() else { return Err(UpstreamError::Spent) };
         // HTTP/2 names the host in `:authority`: the client's Host, else the endpoint.
         let host = req.headers_mut().remove(header::HOST);
@@ -95,8 +91,8 @@ impl Upstreams {
             // gRPC servers expect it; it is hop-by-hop, so the client's was removed.
             req.headers_mut().insert(header::TE, HeaderValue::from_static("trailers"));
         }
-        let resp = sender.send_request(req).await?;
-        Ok(resp.map(ResponseBody::Stream))
+        let resp = conn.send(req).await?;
+        Ok(resp.map(ResponseBody::H2))
     }
 
     async fn connect_h2(
@@ -104,36 +100,22 @@ impl Upstreams {
         authority: &str,
         connect_timeout: Duration,
         tls: Option<&UpstreamTls>,
-    ) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
-        let mut builder = http2::Builder::new(TokioExecutor::new());
-        // Pings find a dead peer on a connection every request shares.
-        builder
-            .timer(hyper_util::rt::TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10));
-        let sender = match tls {
-            Some(tls) => drive_h2(&builder, self.dial_tls(authority, connect_timeout, tls).await?).await?,
-            None => drive_h2(&builder, self.dial(authority, connect_timeout).await?).await?,
+    ) -> Result<http2::Conn, UpstreamError> {
+        let conn = match tls {
+            Some(tls) => {
+                http2::Conn::handshake(
+                    self.dial_tls(authority, connect_timeout, tls).await?,
+                    http2::KEEP_ALIVE,
+                )
+                .await?
+            }
+            None => {
+                http2::Conn::handshake(self.dial(authority, connect_timeout).await?, http2::KEEP_ALIVE)
+                    .await?
+            }
         };
-        Ok(sender)
+        Ok(conn)
     }
-}
-
-/// An HTTP/2 connection over `io`, its driver spawned.
-async fn drive_h2<I>(
-    builder: &http2::Builder<TokioExecutor>,
-    io: I,
-) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let (sender, conn) = builder.handshake(TokioIo::new(io)).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("upstream HTTP/2 connection ended: {e}");
-        }
-    });
-    Ok(sender)
 }
 
 /// Why a TLS handshake failed, as the log and the error say it.

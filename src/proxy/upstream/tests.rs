@@ -166,3 +166,40 @@ async fn connect_failures_are_classified() {
         other => panic!("{other}"),
     }
 }
+
+/// An HTTP/2 server on a free port whose connection is polled (pings answered) or, when
+/// `answer_pings` is false, held without being polled after its handshake.
+async fn h2_server(answer_pings: bool) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        let mut conn = h2::server::handshake(sock).await.unwrap();
+        if answer_pings {
+            while conn.accept().await.is_some() {}
+        } else {
+            // Held open, never read again: a peer that hangs without closing.
+            std::future::pending::<()>().await;
+        }
+    });
+    addr
+}
+
+/// A peer that stops answering pings has its connection closed after one ping interval and
+/// the pong timeout (so the next request makes a new one); a peer that answers keeps it.
+/// Short intervals in real time: paused time jumps past a pong still on its way.
+#[tokio::test]
+async fn http2_connections_whose_peer_stops_answering_pings_are_closed() {
+    let ms = Duration::from_millis;
+    let keep_alive = http2::KeepAlive { every: ms(200), timeout: ms(300) };
+    let connect = |addr| async move {
+        http2::Conn::handshake(tokio::net::TcpStream::connect(addr).await.unwrap(), keep_alive).await.unwrap()
+    };
+    let silent = connect(h2_server(false).await).await;
+    let live = connect(h2_server(true).await).await;
+    tokio::time::sleep(ms(100)).await;
+    assert!(!silent.is_closed() && !live.is_closed(), "no ping sent yet");
+    tokio::time::sleep(ms(900)).await;
+    assert!(silent.is_closed(), "200 ms to the ping, 300 ms without a pong");
+    assert!(!live.is_closed(), "pings answered, five of them");
+}
