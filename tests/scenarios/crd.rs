@@ -41,6 +41,10 @@ fn dockerfile_ships_the_cargo_binary_as_non_root() {
     assert!(name != "root" && name != "0", "the image runs as non-root: {user}");
     let from = dockerfile.lines().rev().find(|l| l.starts_with("FROM ")).unwrap();
     assert!(from.contains("distroless") && from.contains("nonroot"), "{from}");
+    assert!(
+        dockerfile.lines().any(|l| l.trim() == "ENV MIMALLOC_PURGE_DELAY=0"),
+        "the allocator gives emptied pages back at once (docs/architecture.md, memory per connection)"
+    );
     let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l.trim() == "target/"), "the build context leaves target/ out");
 }
