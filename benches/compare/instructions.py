@@ -14,7 +14,7 @@ request.) Kernel time (system calls) is not counted: compare it with run.py's CP
 
 Usage: benches/compare/instructions.py [--erratum PATH] [--path /ok] [--n1 2000] [--n2 20000] [--workers N] [--peers] [--two-runs]
        [--erratum-arg=--FLAG=VALUE ...] [--header 'Name: value' ...] [--data FILE (POST it)] [--prime]
-       [--handshakes]
+       [--handshakes] [--grpc-origin PATH]
 Needs valgrind (Debian package) besides what setup.sh installs. Loopback only; stops what it starts.
 """
 import argparse, glob, http.client, os, shutil, signal, ssl, subprocess, sys, tempfile, time, urllib.request
@@ -78,19 +78,21 @@ def handshakes(port, path, count):
         conn.close()
 
 
-def counted_steady(cmd, port, path, warmup, n, out, headers=(), data=None, primed=False, tls_port=None):
+def counted_steady(cmd, port, path, warmup, n, out, headers=(), data=None, primed=False, tls_port=None,
+                   h2c=False):
     """Instructions of `cmd` (under callgrind) serving `n` requests of `path` on `port` after
     `warmup` requests, in one process: the counters are zeroed after the warm-up and dumped
     after the measured requests, so start-up (whose length varies: a clock calibrates itself
     for a variable time) and shutdown are not counted. With `tls_port`, each request is a new
-    HTTPS connection there."""
+    HTTPS connection there; with `h2c`, HTTP/2 by prior knowledge (10 streams per connection)."""
     for f in glob.glob(f"{out}.*"):
         os.remove(f)
     proc = subprocess.Popen(["taskset", "-c", "0", "valgrind", "--tool=callgrind", "--trace-children=yes",
                              f"--callgrind-out-file={out}.%p"] + cmd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     extra = [a for h in headers for a in ("-H", h)] + (["-d", data] if data else [])
-    load = lambda count: subprocess.run(["taskset", "-c", "1", "h2load", "--h1", "-n", str(count), "-c", "32",
+    protocol = ["-m", "10"] if h2c else ["--h1"]
+    load = lambda count: subprocess.run(["taskset", "-c", "1", "h2load", *protocol, "-n", str(count), "-c", "32",
                                          *extra, f"http://127.0.0.1:{port}{path}"], check=True, capture_output=True)
     if tls_port:
         load = lambda count: handshakes(tls_port, path, count)
@@ -136,6 +138,9 @@ def main():
     ap.add_argument("--handshakes", action="store_true",
                     help="each request a new HTTPS connection (a full TLS 1.3 handshake; erratum only; "
                          "--n1/--n2 are handshakes, e.g. --n1 50 --n2 300)")
+    ap.add_argument("--grpc-origin", metavar="PATH",
+                    help="a gRPC unary call over h2c to tonic's health server at PATH (table.py's gRPC row; "
+                         "erratum only; cargo build --release --example grpc_origin)")
     a = ap.parse_args()
     for tool in ["valgrind", "nginx", "h2load", "taskset"] + (["haproxy"] if a.peers else []):
         if not shutil.which(tool):
@@ -147,8 +152,16 @@ def main():
         tls_port = run.ERRATUM + 1000
         crt, key = run.certificate(d)
         variant = run.Variant(tls=({"erratum": tls_port, "nginx": tls_port + 1, "haproxy": tls_port + 2}, crt, key))
+    grpc = None
+    if a.grpc_origin:
+        import upstreams
+        variant = run.Variant(upstreams=True)
+        a.path, a.data = upstreams.GRPC_PATH, upstreams.grpc_request(d)
+        a.header = [f":authority: {upstreams.HOSTS['grpc']}", "content-type: application/grpc", "te: trailers"]
     run.configs(d, variant=variant)
     origin = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", f"{d}/origin.conf", "-p", d])
+    if a.grpc_origin:
+        grpc = subprocess.Popen(["taskset", "-c", "1", a.grpc_origin, f"127.0.0.1:{upstreams.GRPC}"])
     try:
         run.wait_port(run.ORIGIN)
         proxies = [("erratum", run.ERRATUM,
@@ -171,9 +184,13 @@ def main():
                 print(f"{name:8s} {(large - small) / (a.n2 - a.n1):9.0f}")
             else:
                 measured = counted_steady(cmd, port, a.path, a.n1, a.n2, f"{d}/cg-{name}", a.header, a.data,
-                                          a.prime, tls_port if name == "erratum" else None)
+                                          a.prime, tls_port if name == "erratum" else None,
+                                          h2c=bool(a.grpc_origin))
                 print(f"{name:8s} {measured / a.n2:9.0f}")
     finally:
+        if grpc:
+            grpc.terminate()
+            grpc.wait(timeout=10)
         origin.send_signal(signal.SIGTERM)
         origin.wait(timeout=10)
         shutil.rmtree(d, ignore_errors=True)

@@ -13,23 +13,32 @@ async fn presented_cert(
     sni: &str,
     trust: &[&TestCert],
 ) -> CertificateDer<'static> {
+    let provider = rustls::crypto::ring::default_provider();
+    let tls = handshake(addr, sni, trust, provider, rustls::DEFAULT_VERSIONS).await;
+    tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+/// A verified handshake with `sni` by a rustls client of `provider` (its suites in its order)
+/// and TLS `versions`.
+async fn handshake(
+    addr: std::net::SocketAddr,
+    sni: &str,
+    trust: &[&TestCert],
+    provider: rustls::crypto::CryptoProvider,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for c in trust {
         roots.add(c.der.clone()).unwrap();
     }
-    let config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = connector
-        .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
-        .await
-        .expect("handshake verifies");
-    tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+    connector.connect(ServerName::try_from(sni.to_string()).unwrap(), tcp).await.expect("handshake verifies")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,20 +177,11 @@ async fn negotiated(
     suites: &[rustls::SupportedCipherSuite],
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> rustls::CipherSuite {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(trust.der.clone()).unwrap();
     let provider = rustls::crypto::CryptoProvider {
         cipher_suites: suites.to_vec(),
         ..rustls::crypto::ring::default_provider()
     };
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = connector.connect(ServerName::try_from("a.example").unwrap(), tcp).await.expect("handshake");
+    let tls = handshake(addr, "a.example", &[trust], provider, versions).await;
     tls.get_ref().1.negotiated_cipher_suite().expect("a suite").suite()
 }
 

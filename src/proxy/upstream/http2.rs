@@ -70,14 +70,16 @@ impl Conn {
         self.closed.load(Ordering::Relaxed)
     }
 
-    /// Sends `req` (absolute URI, no connection-specific fields) as a stream and waits for the
+    /// Sends `req` (absolute URI, hop-by-hop fields removed) as a stream and waits for the
     /// response head. The request body streams beside it; a body that fails before the head
     /// comes fails the request with [`UpstreamError::RequestBody`] (the client's fault: 400,
     /// or 413 past its limit).
     pub(super) async fn send(&self, req: Request<UpstreamBody>) -> Result<Response<Body>, UpstreamError> {
         let mut send = self.send.clone().ready().await?;
         let (mut parts, body) = req.into_parts();
-        strip_connection_fields(&mut parts.headers);
+        // `headers::strip_hop_by_hop` took the rest of what HTTP/2 forbids (RFC 9113 §8.2.2)
+        // from every upstream request; it keeps an upgrade's `Upgrade`, which HTTP/2 has not.
+        parts.headers.remove(header::UPGRADE);
         if let Some(len) = body.size_hint().exact()
             && len > 0
             && !parts.headers.contains_key(header::CONTENT_LENGTH)
@@ -216,19 +218,6 @@ async fn pipe(mut body: UpstreamBody, mut stream: SendStream<Bytes>) -> Result<(
                 }
             }
         }
-    }
-}
-
-/// Fields HTTP/2 forbids (RFC 9113 §8.2.2); hop-by-hop removal has taken the client's, these
-/// are what may be left (a `TE` other than `trailers`).
-fn strip_connection_fields(headers: &mut http::HeaderMap) {
-    for name in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-    if headers.get(header::TE).is_some_and(|te| te != "trailers") {
-        headers.remove(header::TE);
     }
 }
 
